@@ -1,0 +1,1 @@
+"""tools layer of alpamayo_ros."""
