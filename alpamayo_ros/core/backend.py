@@ -1,0 +1,73 @@
+"""The contract between the Planner (core) and an inference backend (runtime).
+
+A backend turns one tick's model inputs into K normalized flow-matching actions plus the reasoning
+that conditioned them. Everything before (frame selection, preprocessing, prompt, positions) and
+after (unicycle rollout, gates, selection) is the Planner's, so every backend — PyTorch reference,
+ONNX Runtime, TensorRT, the kinematic development backend — is scored by the same code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from alpamayo_ros.core.model_inputs import ModelInputs
+
+
+@dataclass(frozen=True)
+class SamplingRequest:
+    """What the Planner asks of one tick (DESIGN.md §3, spec §4-§5)."""
+
+    num_candidates: int = 6
+    num_diffusion_steps: int = 10
+    shared_reasoning: bool = False  # one reasoning feeds all K trajectories (DESIGN.md §4.3)
+    seed: int = 0
+    temperature: float = 0.6
+    top_p: float = 0.98
+    max_generation_length: int = 256
+
+    def __post_init__(self) -> None:
+        if self.num_candidates < 1:
+            raise ValueError(f"num_candidates must be >= 1, got {self.num_candidates}")
+        if self.num_diffusion_steps < 1:
+            raise ValueError(f"num_diffusion_steps must be >= 1, got {self.num_diffusion_steps}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.temperature < 0.0:
+            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
+        if self.max_generation_length < 1:
+            raise ValueError(f"max_generation_length must be >= 1, got {self.max_generation_length}")
+
+
+@dataclass
+class BackendOutput:
+    """K candidates of one tick, in the model's normalized action space."""
+
+    actions: np.ndarray  # float32 (K, n_waypoints, 2): normalized (acceleration, curvature)
+    reasoning: list[str]  # chain-of-causation text per candidate
+    generated_ids: list[list[int]] = field(default_factory=list)  # sampled token ids per candidate
+    timings_s: dict[str, float] = field(default_factory=dict)  # stage -> seconds (vision, prefill, ...)
+    counters: dict[str, int] = field(default_factory=dict)  # e.g. images_encoded, prefill_calls
+
+
+@dataclass(frozen=True)
+class BackendIdentity:
+    name: str  # torch | onnxruntime | tensorrt | kinematic
+    model_id: str  # model directory name + config hash; ends up in TrajectoryCandidates.model_id
+
+
+@runtime_checkable
+class TrajectoryBackend(Protocol):
+    """Implemented by every runtime backend. `infer` may be called from a worker thread."""
+
+    @property
+    def identity(self) -> BackendIdentity: ...
+
+    def infer(self, inputs: ModelInputs, request: SamplingRequest) -> BackendOutput: ...
+
+    def close(self) -> None:
+        """Release engines, buffers and caches (lifecycle cleanup)."""
+        ...
