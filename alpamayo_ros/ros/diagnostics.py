@@ -1,0 +1,301 @@
+"""Diagnostics aggregation, kept free of rclpy so its rules are unit-tested without a ROS graph.
+
+The node feeds events in (frames received/accepted/rejected/dropped, ticks, gate trips, fallbacks,
+latencies, backend errors) from several threads; `snapshot()` turns them into `StatusEntry`s that
+`to_diagnostic_array` (the only rclpy-facing function, imported lazily) publishes on /diagnostics.
+Levels follow diagnostic_msgs: OK while nothing went wrong since the previous snapshot, WARN for
+recoverable trouble in that period (drops, rejects, not-ready ticks, fallbacks), ERROR when a
+backend call failed or an input went silent.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "ERROR",
+    "OK",
+    "STALE",
+    "WARN",
+    "InputStats",
+    "LatencyWindow",
+    "NodeDiagnostics",
+    "StatusEntry",
+    "Throttle",
+    "to_diagnostic_array",
+]
+
+OK, WARN, ERROR, STALE = 0, 1, 2, 3
+
+
+@dataclass
+class StatusEntry:
+    name: str
+    level: int
+    message: str
+    values: dict[str, str] = field(default_factory=dict)
+
+
+class Throttle:
+    """At most one `ready(key)` per `period_s` per key (keyed, unlike rclpy's per-call-site throttle)."""
+
+    def __init__(self, period_s: float, clock: Any = time.monotonic) -> None:
+        self.period_s = period_s
+        self._clock = clock
+        self._last: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def ready(self, key: str) -> bool:
+        now = self._clock()
+        with self._lock:
+            last = self._last.get(key)
+            if last is not None and now - last < self.period_s:
+                return False
+            self._last[key] = now
+            return True
+
+
+class LatencyWindow:
+    """Rolling window of durations (seconds) with percentiles in milliseconds."""
+
+    def __init__(self, size: int) -> None:
+        self._values: deque[float] = deque(maxlen=size)
+
+    def add(self, seconds: float) -> None:
+        self._values.append(float(seconds))
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def percentiles_ms(self, qs: tuple[float, ...] = (50.0, 90.0, 99.0)) -> dict[str, float]:
+        if not self._values:
+            return {}
+        arr = np.asarray(self._values, dtype=np.float64) * 1e3
+        out = {f"p{q:g}": float(np.percentile(arr, q)) for q in qs}
+        out["max"] = float(arr.max())
+        return out
+
+    def values(self) -> list[float]:
+        return list(self._values)
+
+
+@dataclass
+class InputStats:
+    """Per input stream (a camera or odometry)."""
+
+    received: int = 0
+    accepted: int = 0
+    dropped: int = 0  # decoder pool busy: an older pending frame was replaced
+    rejected: Counter = field(default_factory=Counter)  # reason code -> count
+    last_error: str = ""
+    last_received_mono: float | None = None
+    arrivals: deque = field(default_factory=lambda: deque(maxlen=256))  # monotonic arrival times
+
+    def rate_hz(self, now: float, window_s: float = 2.0) -> float:
+        recent = [t for t in self.arrivals if now - t <= window_s]
+        if len(recent) < 2:
+            return 0.0
+        span = recent[-1] - recent[0]
+        return (len(recent) - 1) / span if span > 0 else 0.0
+
+
+class NodeDiagnostics:
+    """Thread-safe event sink of the planner node; `snapshot()` builds the /diagnostics entries."""
+
+    def __init__(self, node_name: str, inputs: list[str], latency_window: int = 200,
+                 silent_after_s: float = 1.0, clock: Any = time.monotonic) -> None:
+        self.node_name = node_name
+        self.silent_after_s = silent_after_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self.inputs: dict[str, InputStats] = {name: InputStats() for name in inputs}
+        self.ticks_planned = 0
+        self.ticks_busy = 0  # timer fired while a tick was in flight (latest input wins, no backlog)
+        self.ticks_no_new_input = 0
+        self.not_ready: Counter = Counter()
+        self.last_not_ready = ""
+        self.input_gate_trips: Counter = Counter()
+        self.output_gate_trips: Counter = Counter()
+        self.fallbacks: Counter = Counter()
+        self.fallbacks_unpublished = 0
+        self.last_fallback = ""
+        self.time_jumps = 0
+        self.backend_errors = 0
+        self.backend_last_error = ""
+        self.backend_name = ""
+        self.model_id = ""
+        self.tick_total = LatencyWindow(latency_window)  # timer fired -> last message published
+        self.tick_backend = LatencyWindow(latency_window)  # backend compute of that tick
+        self.tick_overhead = LatencyWindow(latency_window)  # total minus backend compute
+        self.frame_preprocess = LatencyWindow(latency_window)  # decode + crop + core preprocessing
+        self._prev: dict[str, Any] = {}
+
+    # --- events -------------------------------------------------------------------------------
+    def received(self, name: str) -> None:
+        now = self._clock()
+        with self._lock:
+            st = self.inputs[name]
+            st.received += 1
+            st.last_received_mono = now
+            st.arrivals.append(now)
+
+    def accepted(self, name: str, preprocess_s: float | None = None) -> None:
+        with self._lock:
+            self.inputs[name].accepted += 1
+            if preprocess_s is not None:
+                self.frame_preprocess.add(preprocess_s)
+
+    def rejected(self, name: str, reason: str, message: str) -> None:
+        with self._lock:
+            st = self.inputs[name]
+            st.rejected[reason] += 1
+            st.last_error = f"{reason}: {message}"
+
+    def dropped(self, name: str) -> None:
+        with self._lock:
+            self.inputs[name].dropped += 1
+
+    def tick_not_ready(self, code: str, message: str) -> None:
+        with self._lock:
+            self.not_ready[code] += 1
+            self.last_not_ready = f"{code}: {message}"
+
+    def tick_busy(self) -> None:
+        with self._lock:
+            self.ticks_busy += 1
+
+    def tick_no_new_input(self) -> None:
+        with self._lock:
+            self.ticks_no_new_input += 1
+
+    def tick_done(self, total_s: float, backend_s: float) -> None:
+        with self._lock:
+            self.ticks_planned += 1
+            self.tick_total.add(total_s)
+            self.tick_backend.add(backend_s)
+            self.tick_overhead.add(max(0.0, total_s - backend_s))
+
+    def gate_trip(self, kind: str, reasons: list[str]) -> None:
+        with self._lock:
+            counter = self.input_gate_trips if kind == "input" else self.output_gate_trips
+            for r in reasons or ["unspecified"]:
+                counter[r] += 1
+
+    def fallback(self, reason: str, published: bool) -> None:
+        with self._lock:
+            self.fallbacks[reason.split(":")[0]] += 1
+            self.last_fallback = reason
+            if not published:
+                self.fallbacks_unpublished += 1
+
+    def time_jump(self) -> None:
+        with self._lock:
+            self.time_jumps += 1
+
+    def backend_error(self, message: str) -> None:
+        with self._lock:
+            self.backend_errors += 1
+            self.backend_last_error = message
+
+    # --- snapshot -------------------------------------------------------------------------------
+    def _delta(self, key: str, value: int) -> int:
+        prev = self._prev.get(key, 0)
+        self._prev[key] = value
+        return value - prev
+
+    def _input_entry(self, name: str, st: InputStats, now: float) -> StatusEntry:
+        rejected = sum(st.rejected.values())
+        d_rej = self._delta(f"{name}.rejected", rejected)
+        d_drop = self._delta(f"{name}.dropped", st.dropped)
+        silent_for = None if st.last_received_mono is None else now - st.last_received_mono
+        level, msg = OK, "receiving"
+        if st.last_received_mono is None:
+            level, msg = ERROR, "no message received yet"
+        elif silent_for is not None and silent_for > self.silent_after_s:
+            level, msg = ERROR, f"silent for {silent_for:.1f} s"
+        elif d_rej:
+            level, msg = WARN, f"{d_rej} rejected since last report; last: {st.last_error}"
+        elif d_drop:
+            level, msg = WARN, f"{d_drop} dropped (decoder busy) since last report"
+        values = {
+            "rate_hz": f"{st.rate_hz(now):.2f}",
+            "received": str(st.received),
+            "accepted": str(st.accepted),
+            "dropped_decoder_busy": str(st.dropped),
+            "rejected": str(rejected),
+            "last_error": st.last_error,
+        }
+        values.update({f"rejected.{k}": str(v) for k, v in sorted(st.rejected.items())})
+        return StatusEntry(f"{self.node_name}: input {name}", level, msg, values)
+
+    def _sync_entry(self) -> StatusEntry:
+        total_nr = sum(self.not_ready.values())
+        d_nr = self._delta("not_ready", total_nr)
+        d_tj = self._delta("time_jumps", self.time_jumps)
+        level, msg = OK, "ticks formed"
+        if d_tj:
+            level, msg = WARN, f"time jumped backwards {d_tj}x (buffers reset)"
+        elif d_nr:
+            level, msg = WARN, f"{d_nr} ticks not ready; last: {self.last_not_ready}"
+        values = {"not_ready": str(total_nr), "last_not_ready": self.last_not_ready,
+                  "time_jumps": str(self.time_jumps)}
+        values.update({f"not_ready.{k}": str(v) for k, v in sorted(self.not_ready.items())})
+        return StatusEntry(f"{self.node_name}: synchronization", level, msg, values)
+
+    def _inference_entry(self) -> StatusEntry:
+        values = {"ticks": str(self.ticks_planned), "busy_skips": str(self.ticks_busy),
+                  "no_new_input": str(self.ticks_no_new_input)}
+        for label, window in (("tick_ms", self.tick_total), ("backend_ms", self.tick_backend),
+                              ("overhead_ms", self.tick_overhead), ("frame_preprocess_ms", self.frame_preprocess)):
+            for k, v in window.percentiles_ms().items():
+                values[f"{label}.{k}"] = f"{v:.2f}"
+        d_ticks = self._delta("ticks", self.ticks_planned)
+        level, msg = (OK, f"{d_ticks} ticks since last report") if d_ticks else (WARN, "no tick planned since last report")
+        return StatusEntry(f"{self.node_name}: inference", level, msg, values)
+
+    def _gates_entry(self) -> StatusEntry:
+        n_fb = sum(self.fallbacks.values())
+        d_fb = self._delta("fallbacks", n_fb)
+        level, msg = (WARN, f"{d_fb} fallbacks since last report; last: {self.last_fallback}") if d_fb else (OK, "ok")
+        values = {"input_gate_trips": str(sum(self.input_gate_trips.values())),
+                  "output_gate_trips": str(sum(self.output_gate_trips.values())),
+                  "fallbacks": str(n_fb), "fallbacks_unpublished": str(self.fallbacks_unpublished),
+                  "last_fallback": self.last_fallback}
+        values.update({f"input_gate.{k}": str(v) for k, v in sorted(self.input_gate_trips.items())})
+        values.update({f"output_gate.{k}": str(v) for k, v in sorted(self.output_gate_trips.items())})
+        values.update({f"fallback.{k}": str(v) for k, v in sorted(self.fallbacks.items())})
+        return StatusEntry(f"{self.node_name}: gates and fallback", level, msg, values)
+
+    def _backend_entry(self) -> StatusEntry:
+        d_err = self._delta("backend_errors", self.backend_errors)
+        level, msg = (ERROR, f"backend failed: {self.backend_last_error}") if d_err else (OK, "healthy")
+        values = {"backend": self.backend_name, "model_id": self.model_id,
+                  "errors": str(self.backend_errors), "last_error": self.backend_last_error}
+        return StatusEntry(f"{self.node_name}: backend", level, msg, values)
+
+    def snapshot(self) -> list[StatusEntry]:
+        now = self._clock()
+        with self._lock:
+            entries = [self._input_entry(n, st, now) for n, st in self.inputs.items()]
+            entries += [self._sync_entry(), self._inference_entry(), self._gates_entry(), self._backend_entry()]
+        return entries
+
+
+def to_diagnostic_array(entries: list[StatusEntry], stamp: Any, hardware_id: str) -> Any:
+    """StatusEntry list -> diagnostic_msgs/DiagnosticArray (stamped with the node clock's now)."""
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+
+    arr = DiagnosticArray()
+    arr.header.stamp = stamp
+    arr.status = [
+        DiagnosticStatus(level=bytes([e.level]), name=e.name, message=e.message, hardware_id=hardware_id,
+                         values=[KeyValue(key=k, value=v) for k, v in e.values.items()])
+        for e in entries
+    ]
+    return arr

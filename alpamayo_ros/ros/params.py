@@ -1,0 +1,387 @@
+"""Node parameters: declaration (descriptors, ranges), validation, and a frozen dataclass.
+
+Validation is a pure function over a plain dict (`validate`), so it is unit-tested without ROS;
+`declare_parameters` / `read_parameters` are the thin rclpy side. Every error names the parameter
+and says how to fix it, because a failed configure is the user's first contact with the node.
+
+Configure-time parameters are deliberately *not* `read_only`: a configure that failed on, say, a
+missing model directory can then be fixed with `ros2 param set` and retried without a restart.
+The node instead refuses changes while it is configured (see `PlannerNode._on_set_parameters`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rclpy.node import Node
+
+__all__ = [
+    "BACKENDS",
+    "DEFAULT_CAMERAS",
+    "CameraParams",
+    "FallbackParams",
+    "NodeParams",
+    "ParameterError",
+    "declare_camera_parameters",
+    "declare_parameters",
+    "read_parameters",
+    "validate",
+]
+
+BACKENDS = ("kinematic", "onnxruntime", "torch", "tensorrt")
+TRANSPORTS = ("raw", "compressed")
+RELIABILITIES = ("reliable", "best_effort")
+FRAME_MODES = ("ego", "odometry")
+REASONING_MODES = ("per_candidate", "shared")
+SEED_POLICIES = ("per_tick", "fixed")
+FALLBACK_POLICIES = ("none", "stop", "last_valid")
+MODEL_CAMERA_IDS = range(0, 7)  # spec §1.1: cross_left=0 … front_tele=6
+
+# The Alpamayo-R1 rig (spec §1.1): name -> model camera id. Names are free-form; these get defaults.
+DEFAULT_CAMERAS: dict[str, int] = {
+    "cross_left_120fov": 0,
+    "front_wide_120fov": 1,
+    "cross_right_120fov": 2,
+    "front_tele_30fov": 6,
+}
+
+
+class ParameterError(ValueError):
+    """A parameter value the node cannot run with; `name` is the full parameter name."""
+
+    def __init__(self, name: str, problem: str, fix: str) -> None:
+        super().__init__(f"parameter '{name}': {problem}. Fix: {fix}")
+        self.name = name
+        self.problem = problem
+        self.fix = fix
+
+
+@dataclass(frozen=True)
+class CameraParams:
+    name: str
+    model_camera_id: int
+    topic: str
+    transport: str  # raw | compressed
+    crop: tuple[int, int, int, int] | None  # x, y, width, height in source pixels; None = full image
+    reliability: str
+    depth: int
+
+
+@dataclass(frozen=True)
+class FallbackParams:
+    policy: str = "last_valid"  # none | stop | last_valid (falls back to stop when too old)
+    inference_timeout_s: float = 2.0  # wall time one tick may take before a fallback is published
+    input_timeout_s: float = 1.0  # node-clock time without a plan before a fallback is published
+    max_last_valid_age_s: float = 2.0  # last_valid older than this -> stop path
+    stop_decel_mps2: float = 3.0  # deceleration of the stop path
+
+
+@dataclass(frozen=True)
+class NodeParams:
+    backend: str
+    model_dir: str
+    engine_dir: str
+    cameras: tuple[CameraParams, ...]
+    odometry_topic: str
+    odometry_reliability: str
+    odometry_depth: int
+    frame_mode: str
+    ego_frame_id: str
+    odometry_frame_id: str
+    rate_hz: float
+    num_candidates: int
+    num_diffusion_steps: int
+    reasoning_mode: str
+    max_generation_length: int
+    temperature: float
+    top_p: float
+    seed: int
+    seed_policy: str
+    frame_tolerance_s: float
+    max_camera_skew_s: float
+    max_pose_age_s: float
+    time_jump_threshold_s: float
+    gates_enabled: bool
+    fallback: FallbackParams = field(default_factory=FallbackParams)
+    warmup: bool = True
+    publish_markers: bool = True
+    image_workers: int = 2
+    diagnostics_period_s: float = 1.0
+    latency_window: int = 200
+
+    @property
+    def camera_ids(self) -> tuple[int, ...]:
+        """Model camera ids in model order (sorted by id, spec §1.1)."""
+        return tuple(sorted(c.model_camera_id for c in self.cameras))
+
+
+# --- declaration --------------------------------------------------------------------------------
+
+# name -> (default, description, range (lo, hi) or None, allowed choices or None)
+_SPECS: dict[str, tuple[Any, str, tuple[float, float] | None, tuple[str, ...] | None]] = {
+    "autostart": (False, "main(): configure and activate on start (machines without launch_ros)", None, None),
+    "backend": ("onnxruntime", "inference backend", None, BACKENDS),
+    "model_dir": ("", "model directory (config.json, tokenizer, weights or onnx/)", None, None),
+    "engine_dir": ("", "TensorRT engine directory (backend=tensorrt); empty = <model_dir>/engines", None, None),
+    "camera_names": (list(DEFAULT_CAMERAS), "camera keys; each has cameras.<name>.* parameters", None, None),
+    "odometry.topic": ("/odom", "nav_msgs/Odometry input (REP-105 odom frame)", None, None),
+    "odometry.reliability": ("reliable", "odometry QoS reliability", None, RELIABILITIES),
+    "odometry.depth": (50, "odometry QoS history depth", (1, 1000), None),
+    "frame_mode": ("ego", "output frame: ego (ego_frame_id at t0) or odometry", None, FRAME_MODES),
+    "ego_frame_id": ("base_link", "frame_id of ego-frame outputs", None, None),
+    "odometry_frame_id": ("", "frame_id of odometry-frame outputs; empty = odometry header", None, None),
+    "rate_hz": (10.0, "planning timer rate on the node clock", (0.1, 50.0), None),
+    "num_candidates": (6, "K trajectory candidates per tick", (1, 64), None),
+    "num_diffusion_steps": (10, "flow-matching Euler steps", (1, 100), None),
+    "reasoning_mode": ("per_candidate", "per_candidate (reference) or shared reasoning", None, REASONING_MODES),
+    "max_generation_length": (256, "reasoning token budget", (1, 4096), None),
+    "temperature": (0.6, "reasoning sampling temperature (0 = greedy)", (0.0, 2.0), None),
+    "top_p": (0.98, "reasoning nucleus sampling top-p", (0.0, 1.0), None),
+    "seed": (0, "base seed of reasoning and diffusion noise", (0, 2**31 - 1), None),
+    "seed_policy": ("per_tick", "per_tick (seed + tick stamp) or fixed", None, SEED_POLICIES),
+    "frame_tolerance_s": (0.05, "max distance of a frame from its slot time", (0.001, 0.5), None),
+    "max_camera_skew_s": (0.05, "max skew of the newest frames across cameras", (0.0, 1.0), None),
+    "max_pose_age_s": (0.1, "odometry must reach t0 within this", (0.0, 2.0), None),
+    "time_jump_threshold_s": (1.0, "a camera stamp this far backwards resets the buffers", (0.01, 3600.0), None),
+    "gates_enabled": (True, "input and output gates of the core", None, None),
+    "fallback.policy": ("last_valid", "on rejection/timeout: none, stop, last_valid", None, FALLBACK_POLICIES),
+    "fallback.inference_timeout_s": (2.0, "wall time one tick may take", (0.01, 600.0), None),
+    "fallback.input_timeout_s": (1.0, "node-clock time without a plan", (0.01, 600.0), None),
+    "fallback.max_last_valid_age_s": (2.0, "last_valid older than this -> stop path", (0.0, 60.0), None),
+    "fallback.stop_decel_mps2": (3.0, "deceleration of the stop path", (0.1, 10.0), None),
+    "warmup": (True, "run one synthetic tick at configure", None, None),
+    "publish_markers": (True, "publish ~/markers", None, None),
+    "image_workers": (2, "threads decoding and preprocessing images", (1, 8), None),
+    "diagnostics_period_s": (1.0, "period of /diagnostics", (0.05, 60.0), None),
+    "latency_window": (200, "ticks in the latency percentile window", (10, 100000), None),
+}
+
+_CAMERA_SPECS: dict[str, tuple[Any, str, tuple[float, float] | None, tuple[str, ...] | None]] = {
+    "model_camera_id": (-1, "Alpamayo camera index (0 cross_left, 1 front_wide, 2 cross_right, 6 front_tele)",
+                        (-1, 6), None),
+    "topic": ("", "image topic", None, None),
+    "transport": ("compressed", "raw (sensor_msgs/Image) or compressed (CompressedImage)", None, TRANSPORTS),
+    "crop": ([0, 0, 0, 0], "x, y, width, height crop before resize; width 0 = none", None, None),
+    "reliability": ("reliable", "QoS reliability (large images need reliable)", None, RELIABILITIES),
+    "depth": (2, "QoS history depth", (1, 100), None),
+}
+
+
+def _descriptor(name: str, default: Any, description: str, rng: tuple[float, float] | None,
+                choices: tuple[str, ...] | None) -> Any:
+    from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+
+    if choices:
+        description = f"{description} ({' | '.join(choices)})"
+    desc = ParameterDescriptor(name=name, description=description)
+    if rng is not None and isinstance(default, int) and not isinstance(default, bool):
+        desc.integer_range = [IntegerRange(from_value=int(rng[0]), to_value=int(rng[1]), step=1)]
+    elif rng is not None and isinstance(default, float):
+        desc.floating_point_range = [FloatingPointRange(from_value=float(rng[0]), to_value=float(rng[1]))]
+    return desc
+
+
+def _declare(node: Node, name: str, spec: tuple[Any, str, Any, Any], default: Any | None = None) -> None:
+    if node.has_parameter(name):
+        return
+    value, description, rng, choices = spec
+    value = value if default is None else default
+    desc = _descriptor(name, value, description, rng, choices)
+    if isinstance(value, list) and not value:
+        from rclpy.parameter import Parameter
+
+        node.declare_parameter(name, Parameter.Type.STRING_ARRAY, desc)
+    else:
+        node.declare_parameter(name, value, desc)
+
+
+def declare_parameters(node: Node) -> None:
+    """Declare the fixed parameters (values come from --params-file overrides when given)."""
+    for name, spec in _SPECS.items():
+        _declare(node, name, spec)
+
+
+def declare_camera_parameters(node: Node, names: list[str]) -> None:
+    """Declare cameras.<name>.* for every camera key (idempotent; called at each configure)."""
+    for cam in names:
+        for key, spec in _CAMERA_SPECS.items():
+            default = None
+            if key == "model_camera_id" and cam in DEFAULT_CAMERAS:
+                default = DEFAULT_CAMERAS[cam]
+            elif key == "topic":
+                default = f"/camera/{cam}/image_raw/compressed"
+            _declare(node, f"cameras.{cam}.{key}", spec, default)
+
+
+def read_parameters(node: Node) -> NodeParams:
+    """Declare the per-camera parameters, read everything and validate (raises ParameterError)."""
+    names = list(node.get_parameter("camera_names").value or [])
+    bad = [n for n in names if not n or not all(ch.isalnum() or ch == "_" for ch in n)]
+    if bad:
+        raise ParameterError("camera_names", f"invalid camera key(s) {bad}",
+                             "use letters, digits and '_' only, e.g. [cross_left, front_wide, cross_right, front_tele]")
+    declare_camera_parameters(node, names)
+    raw = {name: node.get_parameter(name).value for name in _SPECS}
+    for cam in names:
+        for key in _CAMERA_SPECS:
+            raw[f"cameras.{cam}.{key}"] = node.get_parameter(f"cameras.{cam}.{key}").value
+    return validate(raw)
+
+
+# --- validation (pure) ----------------------------------------------------------------------------
+
+
+def _choice(raw: dict[str, Any], name: str, choices: tuple[str, ...]) -> str:
+    value = str(raw[name])
+    if value not in choices:
+        raise ParameterError(name, f"'{value}' is not allowed", f"set it to one of {', '.join(choices)}")
+    return value
+
+
+def _number(raw: dict[str, Any], name: str, lo: float, hi: float, *, open_lo: bool = False) -> float:
+    value = raw[name]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ParameterError(name, f"{value!r} is not a finite number", f"set a number in [{lo}, {hi}]")
+    if value > hi or value < lo or (open_lo and value <= lo):
+        interval = f"({lo}, {hi}]" if open_lo else f"[{lo}, {hi}]"
+        raise ParameterError(name, f"{value} is out of range {interval}", f"set a value in {interval}")
+    return value
+
+
+def _camera(raw: dict[str, Any], cam: str) -> CameraParams:
+    prefix = f"cameras.{cam}."
+    cam_id = int(raw[prefix + "model_camera_id"])
+    if cam_id not in MODEL_CAMERA_IDS:
+        raise ParameterError(prefix + "model_camera_id", f"{cam_id} is not an Alpamayo camera index",
+                             "set 0 (cross_left), 1 (front_wide), 2 (cross_right), 3-5 (rear) or 6 (front_tele)")
+    topic = str(raw[prefix + "topic"]).strip()
+    if not topic:
+        raise ParameterError(prefix + "topic", "is empty", "set the image topic of this camera")
+    crop_vals = [int(v) for v in (raw[prefix + "crop"] or [])]
+    crop: tuple[int, int, int, int] | None = None
+    if crop_vals and any(crop_vals):
+        if len(crop_vals) != 4 or min(crop_vals) < 0 or crop_vals[2] == 0 or crop_vals[3] == 0:
+            raise ParameterError(prefix + "crop", f"{crop_vals} is not [x, y, width, height]",
+                                 "give 4 non-negative integers with width, height > 0, or [0, 0, 0, 0] for none")
+        crop = (crop_vals[0], crop_vals[1], crop_vals[2], crop_vals[3])
+    return CameraParams(
+        name=cam,
+        model_camera_id=cam_id,
+        topic=topic,
+        transport=_choice(raw, prefix + "transport", TRANSPORTS),
+        crop=crop,
+        reliability=_choice(raw, prefix + "reliability", RELIABILITIES),
+        depth=int(_number(raw, prefix + "depth", 1, 100)),
+    )
+
+
+def _cameras(raw: dict[str, Any]) -> tuple[CameraParams, ...]:
+    names = list(raw["camera_names"] or [])
+    if not names:
+        raise ParameterError("camera_names", "is empty", "list the camera keys, e.g. [cross_left, front_wide, ...]")
+    if len(set(names)) != len(names):
+        raise ParameterError("camera_names", f"{names} has duplicates", "list each camera once")
+    cams = tuple(_camera(raw, n) for n in names)
+    seen: dict[int, str] = {}
+    for c in cams:
+        if c.model_camera_id in seen:
+            raise ParameterError(f"cameras.{c.name}.model_camera_id",
+                                 f"camera id {c.model_camera_id} is also used by '{seen[c.model_camera_id]}'",
+                                 "give each camera a distinct model camera id")
+        seen[c.model_camera_id] = c.name
+    topics: dict[str, str] = {}
+    for c in cams:
+        if c.topic in topics:
+            raise ParameterError(f"cameras.{c.name}.topic", f"'{c.topic}' is used by two cameras "
+                                 f"('{topics[c.topic]}' too)", "give each camera its own topic")
+        topics[c.topic] = c.name
+    return cams
+
+
+def _model_dir(raw: dict[str, Any], backend: str) -> str:
+    model_dir = str(raw["model_dir"]).strip()
+    if not model_dir:
+        raise ParameterError("model_dir", "is empty",
+                             "set model_dir to a model directory (config.json + tokenizer), "
+                             "e.g. one made by `alpamayo-ros make-tiny-model`")
+    path = os.path.expanduser(model_dir)
+    if not os.path.isdir(path):
+        raise ParameterError("model_dir", f"'{model_dir}' does not exist or is not a directory",
+                             "point model_dir at an existing model directory (it is read at configure)")
+    if not os.path.isfile(os.path.join(path, "config.json")):
+        raise ParameterError("model_dir", f"'{model_dir}' has no config.json",
+                             "point model_dir at a model directory, not at its parent or a weights file")
+    engine_dir = str(raw["engine_dir"]).strip()
+    if engine_dir and backend == "tensorrt" and not os.path.isdir(os.path.expanduser(engine_dir)):
+        raise ParameterError("engine_dir", f"'{engine_dir}' does not exist",
+                             "build engines with `alpamayo-ros build-engines` or leave engine_dir empty")
+    return path
+
+
+def validate(raw: dict[str, Any]) -> NodeParams:
+    """Turn raw parameter values into NodeParams; raises ParameterError naming the parameter."""
+    backend = _choice(raw, "backend", BACKENDS)
+    fallback = FallbackParams(
+        policy=_choice(raw, "fallback.policy", FALLBACK_POLICIES),
+        inference_timeout_s=_number(raw, "fallback.inference_timeout_s", 0.01, 600.0),
+        input_timeout_s=_number(raw, "fallback.input_timeout_s", 0.01, 600.0),
+        max_last_valid_age_s=_number(raw, "fallback.max_last_valid_age_s", 0.0, 60.0),
+        stop_decel_mps2=_number(raw, "fallback.stop_decel_mps2", 0.1, 10.0),
+    )
+    odom_topic = str(raw["odometry.topic"]).strip()
+    if not odom_topic:
+        raise ParameterError("odometry.topic", "is empty", "set the nav_msgs/Odometry topic")
+    ego_frame = str(raw["ego_frame_id"]).strip()
+    if not ego_frame:
+        raise ParameterError("ego_frame_id", "is empty", "set it to the vehicle frame, usually base_link")
+    return NodeParams(
+        backend=backend,
+        model_dir=_model_dir(raw, backend),
+        engine_dir=str(raw["engine_dir"]).strip(),
+        cameras=_cameras(raw),
+        odometry_topic=odom_topic,
+        odometry_reliability=_choice(raw, "odometry.reliability", RELIABILITIES),
+        odometry_depth=int(_number(raw, "odometry.depth", 1, 1000)),
+        frame_mode=_choice(raw, "frame_mode", FRAME_MODES),
+        ego_frame_id=ego_frame,
+        odometry_frame_id=str(raw["odometry_frame_id"]).strip(),
+        rate_hz=_number(raw, "rate_hz", 0.1, 50.0),
+        num_candidates=int(_number(raw, "num_candidates", 1, 64)),
+        num_diffusion_steps=int(_number(raw, "num_diffusion_steps", 1, 100)),
+        reasoning_mode=_choice(raw, "reasoning_mode", REASONING_MODES),
+        max_generation_length=int(_number(raw, "max_generation_length", 1, 4096)),
+        temperature=_number(raw, "temperature", 0.0, 2.0),
+        top_p=_number(raw, "top_p", 0.0, 1.0, open_lo=True),
+        seed=int(_number(raw, "seed", 0, 2**31 - 1)),
+        seed_policy=_choice(raw, "seed_policy", SEED_POLICIES),
+        frame_tolerance_s=_number(raw, "frame_tolerance_s", 0.001, 0.5),
+        max_camera_skew_s=_number(raw, "max_camera_skew_s", 0.0, 1.0),
+        max_pose_age_s=_number(raw, "max_pose_age_s", 0.0, 2.0),
+        time_jump_threshold_s=_number(raw, "time_jump_threshold_s", 0.01, 3600.0),
+        gates_enabled=bool(raw["gates_enabled"]),
+        fallback=fallback,
+        warmup=bool(raw["warmup"]),
+        publish_markers=bool(raw["publish_markers"]),
+        image_workers=int(_number(raw, "image_workers", 1, 8)),
+        diagnostics_period_s=_number(raw, "diagnostics_period_s", 0.05, 60.0),
+        latency_window=int(_number(raw, "latency_window", 10, 100000)),
+    )
+
+
+def default_raw(model_dir: str = "") -> dict[str, Any]:
+    """All defaults as a raw dict (tests, tools); camera parameters included."""
+    raw: dict[str, Any] = {name: spec[0] for name, spec in _SPECS.items()}
+    raw["model_dir"] = model_dir
+    for cam, cam_id in DEFAULT_CAMERAS.items():
+        for key, spec in _CAMERA_SPECS.items():
+            raw[f"cameras.{cam}.{key}"] = spec[0]
+        raw[f"cameras.{cam}.model_camera_id"] = cam_id
+        raw[f"cameras.{cam}.topic"] = f"/camera/{cam}/image_raw/compressed"
+    return raw
+
+
+CONFIGURE_TIME = frozenset(_SPECS) - {"autostart"}

@@ -1,0 +1,122 @@
+"""Message conversions and the image bridge (no DDS)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from alpamayo_ros.ros.conversions import (
+    CandidateExtras,
+    duration_msg,
+    express_in_frame,
+    make_candidates_msg,
+    make_markers,
+    make_path,
+    rotmat_to_quat_xyzw,
+    stamp_to_sec,
+    time_msg,
+    yaw_to_quat_xyzw,
+)
+from alpamayo_ros.ros.image_bridge import (
+    ImageDecodeError,
+    apply_crop,
+    decode_image_msg,
+    rgb_to_compressed_msg,
+    rgb_to_image_msg,
+)
+
+
+def test_time_round_trip_and_negative_duration() -> None:
+    assert stamp_to_sec(time_msg(1700000000.123456789)) == pytest.approx(1700000000.123456789, abs=1e-6)
+    t = time_msg(12.5 + 0.1 * 3)
+    assert (t.sec, t.nanosec) == (12, 800_000_000)
+    d = duration_msg(-0.25)
+    assert d.sec == -1 and d.nanosec == 750_000_000
+
+
+def test_quaternions_match_yaw_and_rotations() -> None:
+    yaw = np.array([0.0, 0.5, -2.0, np.pi])
+    q = yaw_to_quat_xyzw(yaw)
+    c, s = np.cos(yaw), np.sin(yaw)
+    r = np.zeros((4, 3, 3))
+    r[:, 0, 0], r[:, 0, 1], r[:, 1, 0], r[:, 1, 1], r[:, 2, 2] = c, -s, s, c, 1
+    q2 = rotmat_to_quat_xyzw(r)
+    np.testing.assert_allclose(np.abs(np.sum(q * q2, axis=-1)), 1.0, atol=1e-12)  # same rotation (±q)
+
+
+def _traj(frame: str = "base_link", pose=None):
+    n = 64
+    t = 0.1 * np.arange(1, n + 1)
+    xyz = np.stack([np.stack([5.0 * t, 0.1 * k * t, np.zeros(n)], -1) for k in range(3)])
+    return express_in_frame(xyz, np.zeros((3, n)), 100.0, 0.1, frame, pose)
+
+
+def test_path_stamps_frames_and_pose_times() -> None:
+    traj = _traj()
+    path = make_path(traj, 1)
+    assert path.header.frame_id == "base_link" and stamp_to_sec(path.header.stamp) == pytest.approx(100.0)
+    times = [stamp_to_sec(p.header.stamp) - 100.0 for p in path.poses]
+    np.testing.assert_allclose(times, 0.1 * np.arange(1, 65), atol=1e-6)  # t0+0.1 … t0+6.4
+    assert path.poses[9].pose.position.x == pytest.approx(5.0) and path.poses[9].pose.orientation.w == 1.0
+
+
+def test_odometry_frame_transform() -> None:
+    yaw0 = np.pi / 2
+    r0 = np.array([[np.cos(yaw0), -np.sin(yaw0), 0], [np.sin(yaw0), np.cos(yaw0), 0], [0, 0, 1]])
+    traj = _traj("odom", (np.array([10.0, 20.0, 0.5]), r0))
+    p = make_path(traj, 0).poses[9].pose
+    assert (p.position.x, p.position.y, p.position.z) == pytest.approx((10.0, 25.0, 0.5))
+    assert p.orientation.z == pytest.approx(np.sin(yaw0 / 2)) and p.orientation.w == pytest.approx(np.cos(yaw0 / 2))
+
+
+def test_candidates_message_and_markers() -> None:
+    traj = _traj()
+    paths = [make_path(traj, k) for k in range(3)]
+    extra = CandidateExtras(scores=[0.1, 0.9, 0.5], selected=1, reasoning=["a", "b", "c"],
+                            acceleration=np.zeros((3, 64)), curvature=np.ones((3, 64)), v0=5.0,
+                            model_id="m", backend="kinematic", inference_time_s=0.25)
+    msg = make_candidates_msg(paths, traj, extra)
+    assert len(msg.candidates) == 3 and msg.selected_index == 1 and list(msg.reasoning) == ["a", "b", "c"]
+    assert msg.controls[2].curvature[5] == pytest.approx(1.0) and msg.controls[0].dt == pytest.approx(0.1)
+    assert msg.inference_time.nanosec == 250_000_000 and not msg.fallback
+    markers = make_markers(traj, 1, "because", fallback=True).markers
+    assert [m.ns for m in markers] == ["candidates"] * 3 + ["selected", "reasoning"]
+    assert markers[-1].text == "[FALLBACK] because" and len(markers[3].points) == 64
+
+
+def _rgb(h: int = 48, w: int = 64) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("encoding", ["rgb8", "bgr8"])
+def test_raw_round_trip(encoding: str) -> None:
+    rgb = _rgb()
+    np.testing.assert_array_equal(decode_image_msg(rgb_to_image_msg(rgb, encoding)), rgb)
+
+
+def test_mono_and_png_and_jpeg() -> None:
+    rgb = _rgb()
+    mono = decode_image_msg(rgb_to_image_msg(rgb, "mono8"))
+    assert mono.shape == rgb.shape and np.all(mono[..., 0] == mono[..., 2])
+    np.testing.assert_array_equal(decode_image_msg(rgb_to_compressed_msg(rgb, "png")), rgb)
+    smooth = np.full((64, 64, 3), (200, 100, 50), np.uint8)
+    np.testing.assert_allclose(decode_image_msg(rgb_to_compressed_msg(smooth, "jpeg")), smooth, atol=3)
+
+
+def test_bad_payloads_raise_clear_errors() -> None:
+    msg = rgb_to_image_msg(_rgb(), "rgb8")
+    msg.encoding = "yuv422"
+    with pytest.raises(ImageDecodeError, match="unsupported image encoding"):
+        decode_image_msg(msg)
+    msg = rgb_to_image_msg(_rgb(), "rgb8")
+    msg.data = msg.data[:100]
+    with pytest.raises(ImageDecodeError, match="truncated"):
+        decode_image_msg(msg)
+    jpg = rgb_to_compressed_msg(_rgb(), "jpeg")
+    jpg.data = jpg.data[: len(jpg.data) // 2]
+    with pytest.raises(ImageDecodeError):
+        decode_image_msg(jpg)
+    with pytest.raises(ImageDecodeError, match="does not fit"):
+        apply_crop(_rgb(), (0, 0, 100, 10))
+    assert apply_crop(_rgb(), (4, 2, 10, 6)).shape == (6, 10, 3)

@@ -1,0 +1,75 @@
+"""Diagnostics aggregation rules (pure) and the DiagnosticArray conversion."""
+
+from __future__ import annotations
+
+import pytest
+
+from alpamayo_ros.ros.diagnostics import ERROR, OK, WARN, LatencyWindow, NodeDiagnostics, Throttle, to_diagnostic_array
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def _by_name(entries):
+    return {e.name.split(": ", 1)[1]: e for e in entries}
+
+
+def test_levels_follow_events_between_snapshots() -> None:
+    clock = FakeClock()
+    d = NodeDiagnostics("n", ["cam", "odometry"], clock=clock, silent_after_s=1.0)
+    e = _by_name(d.snapshot())
+    assert e["input cam"].level == ERROR and "no message" in e["input cam"].message
+    for i in range(11):
+        clock.t = 100.0 + 0.1 * i
+        d.received("cam")
+        d.accepted("cam", 0.004)
+        d.received("odometry")
+    d.rejected("cam", "truncated", "truncated image data")
+    e = _by_name(d.snapshot())
+    assert e["input cam"].level == WARN and "truncated" in e["input cam"].message
+    assert float(e["input cam"].values["rate_hz"]) == pytest.approx(10.0)
+    assert e["input cam"].values["rejected.truncated"] == "1"
+    e = _by_name(d.snapshot())  # nothing new since the last report
+    assert e["input cam"].level == OK
+    clock.t += 5.0
+    e = _by_name(d.snapshot())
+    assert e["input cam"].level == ERROR and "silent" in e["input cam"].message
+
+
+def test_tick_gate_fallback_backend_entries() -> None:
+    d = NodeDiagnostics("n", [], clock=FakeClock())
+    d.tick_done(0.030, 0.010)
+    d.tick_not_ready("missing_camera", "camera 6 has no frame")
+    d.gate_trip("output", ["first_waypoint"])
+    d.fallback("output_gate:first_waypoint", published=True)
+    d.backend_error("RuntimeError: boom")
+    e = _by_name(d.snapshot())
+    assert e["inference"].values["overhead_ms.p50"] == "20.00"
+    assert e["synchronization"].level == WARN and "missing_camera" in e["synchronization"].message
+    assert e["gates and fallback"].values["output_gate.first_waypoint"] == "1"
+    assert e["gates and fallback"].values["fallback.output_gate"] == "1"
+    assert e["backend"].level == ERROR
+    from builtin_interfaces.msg import Time
+
+    arr = to_diagnostic_array(d.snapshot(), Time(sec=3), "hw")
+    assert arr.header.stamp.sec == 3
+    assert [s.level for s in arr.status][-1] == bytes([ERROR])
+    assert {kv.key for kv in arr.status[-1].values} >= {"backend", "model_id", "errors"}
+
+
+def test_latency_window_and_throttle() -> None:
+    w = LatencyWindow(4)
+    for v in (0.001, 0.002, 0.003, 0.004, 0.005):
+        w.add(v)
+    p = w.percentiles_ms()
+    assert p["p50"] == pytest.approx(3.5) and p["max"] == pytest.approx(5.0) and len(w) == 4
+    clock = FakeClock()
+    th = Throttle(2.0, clock)
+    assert th.ready("a") and not th.ready("a") and th.ready("b")
+    clock.t += 2.5
+    assert th.ready("a")

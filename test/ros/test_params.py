@@ -1,0 +1,96 @@
+"""Parameter validation (pure) and declaration with descriptors (rclpy, no DDS traffic needed)."""
+
+from __future__ import annotations
+
+import pytest
+
+from alpamayo_ros.ros.params import ParameterError, default_raw, validate
+
+
+@pytest.fixture
+def model_dir(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    return str(tmp_path)
+
+
+def test_defaults_validate_to_the_r1_rig(model_dir) -> None:
+    p = validate(default_raw(model_dir))
+    assert p.camera_ids == (0, 1, 2, 6)
+    assert [c.transport for c in p.cameras] == ["compressed"] * 4
+    assert all(c.reliability == "reliable" for c in p.cameras)  # 1 MB images need RELIABLE (feasibility §2)
+    assert p.num_candidates == 6 and p.rate_hz == 10.0 and p.frame_mode == "ego"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "fragment"),
+    [
+        ("rate_hz", 0.0, "out of range"),
+        ("rate_hz", float("nan"), "finite"),
+        ("num_candidates", 0, "out of range"),
+        ("top_p", 0.0, "(0.0, 1.0]"),
+        ("temperature", -0.1, "out of range"),
+        ("backend", "tflite", "one of kinematic"),
+        ("frame_mode", "map", "one of ego, odometry"),
+        ("fallback.policy", "brake", "none, stop, last_valid"),
+        ("cameras.front_wide_120fov.model_camera_id", 9, "not an Alpamayo camera index"),
+        ("cameras.front_wide_120fov.model_camera_id", 0, "also used by"),
+        ("cameras.front_wide_120fov.topic", "", "is empty"),
+        ("cameras.front_wide_120fov.topic", "/camera/cross_left_120fov/image_raw/compressed", "used by two"),
+        ("cameras.front_wide_120fov.crop", [0, 0, 100], "[x, y, width, height]"),
+        ("cameras.front_wide_120fov.transport", "theora", "raw, compressed"),
+        ("camera_names", [], "is empty"),
+        ("odometry.topic", " ", "is empty"),
+    ],
+)
+def test_each_bad_value_names_the_parameter_and_the_fix(model_dir, name, value, fragment) -> None:
+    raw = default_raw(model_dir)
+    raw[name] = value
+    with pytest.raises(ParameterError) as err:
+        validate(raw)
+    assert err.value.name == name
+    assert fragment in str(err.value)
+    assert "Fix:" in str(err.value)
+
+
+def test_missing_or_wrong_model_dir_is_refused(tmp_path) -> None:
+    for bad, fragment in ((str(tmp_path / "nope"), "does not exist"), (str(tmp_path), "no config.json"),
+                          ("", "is empty")):
+        with pytest.raises(ParameterError) as err:
+            validate(default_raw(bad))
+        assert err.value.name == "model_dir" and fragment in str(err.value)
+
+
+def test_crop_is_parsed(model_dir) -> None:
+    raw = default_raw(model_dir)
+    raw["cameras.front_tele_30fov.crop"] = [10, 20, 640, 360]
+    p = validate(raw)
+    assert {c.name: c.crop for c in p.cameras}["front_tele_30fov"] == (10, 20, 640, 360)
+    assert {c.name: c.crop for c in p.cameras}["cross_left_120fov"] is None
+
+
+
+@pytest.mark.ros
+def test_descriptors_enforce_ranges_and_params_file_names(ros_context, unique_name, model_dir) -> None:
+    from rclpy.parameter import Parameter
+
+    from alpamayo_ros.ros.node import PlannerNode
+    from alpamayo_ros.ros.params import read_parameters
+
+    node = PlannerNode(
+        node_name=f"planner_{unique_name}", context=ros_context,
+        parameter_overrides=[Parameter("model_dir", value=model_dir),
+                             Parameter("camera_names", value=["a", "b"]),
+                             Parameter("cameras.a.model_camera_id", value=1),
+                             Parameter("cameras.b.model_camera_id", value=6),
+                             Parameter("cameras.b.transport", value="raw")])
+    try:
+        res = node.set_parameters([Parameter("num_candidates", value=99)])[0]
+        assert not res.successful and "99" in res.reason
+        assert node.set_parameters([Parameter("rate_hz", value=5.0)])[0].successful
+        p = read_parameters(node)  # declares cameras.<name>.* from the overrides
+        assert p.camera_ids == (1, 6) and p.rate_hz == 5.0
+        assert [c.topic for c in p.cameras] == ["/camera/a/image_raw/compressed", "/camera/b/image_raw/compressed"]
+        assert [c.transport for c in p.cameras] == ["compressed", "raw"]
+        assert node.describe_parameter("cameras.b.depth").integer_range[0].to_value == 100
+    finally:
+        node.destroy_node()
