@@ -1,0 +1,252 @@
+"""Pose buffer and egomotion history (spec §3.1): timestamp interpolation, frames, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from motion_cases import Motion, world_poses
+
+from alpamayo_ros.core.egomotion import (
+    HistoryUnavailable,
+    PoseBuffer,
+    PoseRejected,
+    Reason,
+    future_in_ego_frame,
+    to_ego_frame,
+)
+from alpamayo_ros.core.geometry import quat_to_rotmat, rot_z, yaw_from_rotmat
+
+T0 = 1_700_000_000.25  # epoch-like stamps: float64 resolution matters
+MOTION = Motion(10.0, accel=0.5, yaw_rate=0.15)
+WORLD_ROT = rot_z(0.7)
+WORLD_OFFSET = np.array([3.5e5, 5.6e6, 42.0])  # UTM-sized odometry coordinates
+
+
+def filled(rate_hz, jitter_s=0.0, seed=0, start=-3.0, end=0.0, motion=MOTION, t0=T0, **kw):
+    rng = np.random.default_rng(seed)
+    stamps = t0 + np.arange(start, end + 1e-9, 1.0 / rate_hz)
+    if jitter_s:
+        stamps = stamps + rng.uniform(-jitter_s, jitter_s, stamps.shape)
+        stamps[-1] = max(stamps[-1], t0)  # keep t0 covered
+    p, q = world_poses(motion, stamps, t0, WORLD_ROT, WORLD_OFFSET)
+    buf = PoseBuffer(**kw)
+    for s, pi, qi in zip(stamps, p, q, strict=True):
+        buf.add(s, pi, qi, twist_linear=[motion.v0 + motion.accel * (s - t0), 0.0, 0.0])
+    return buf
+
+
+def test_history_matches_the_analytic_ego_frame_motion():
+    h = filled(100).history(T0)
+    exp_xyz, exp_rot = MOTION.ego_history()
+    assert h.xyz.shape == (16, 3) and h.rot.shape == (16, 3, 3)
+    assert np.all(h.xyz[-1] == 0.0) and np.all(h.rot[-1] == np.eye(3))
+    np.testing.assert_allclose(h.xyz, exp_xyz, atol=2e-3)  # chord error of 1 cm-spaced samples
+    np.testing.assert_allclose(h.rot, exp_rot, atol=1e-6)
+    np.testing.assert_allclose(h.stamps, T0 + np.arange(-15, 1) * 0.1, atol=1e-6)
+    assert h.stamps[-1] == T0 and h.t0 == T0
+    assert h.speed_from_twist == pytest.approx(10.0)
+
+
+@pytest.mark.parametrize("rate", [10, 30, 50, 100])
+@pytest.mark.parametrize("jitter", [0.0, 0.01])
+def test_odometry_rate_does_not_matter(rate, jitter):
+    ref = filled(100).history(T0)
+    h = filled(rate, jitter_s=jitter / (rate / 10), seed=rate).history(T0)
+    # linear interpolation between 10 Hz samples cuts the arc: ≤ (v·Δt)²·κ/8 ≈ 1 mm here
+    np.testing.assert_allclose(h.xyz, ref.xyz, atol=5e-3)
+    np.testing.assert_allclose(h.rot, ref.rot, atol=1e-5)
+
+
+def test_ten_hz_on_the_grid_is_exact():
+    h = filled(10, motion=Motion(8.0, yaw_rate=0.2)).history(T0)
+    exp_xyz, exp_rot = Motion(8.0, yaw_rate=0.2).ego_history()
+    np.testing.assert_allclose(h.xyz, exp_xyz, atol=1e-6)  # only float64 stamp noise remains
+    np.testing.assert_allclose(h.rot, exp_rot, atol=1e-7)  # 2.4e-7 s stamp resolution × 0.2 rad/s
+
+
+def test_index_stride_would_be_wrong_but_timestamps_are_right():
+    # 50 Hz odometry with a 20 ms dropout pattern: taking "every 5th message" drifts, stamps do not
+    stamps = T0 + np.arange(-3.0, 1e-9, 0.02)
+    stamps = np.delete(stamps, np.arange(10, stamps.size - 20, 7))
+    p, q = world_poses(MOTION, stamps, T0, WORLD_ROT, WORLD_OFFSET)
+    buf = PoseBuffer()
+    for s, pi, qi in zip(stamps, p, q, strict=True):
+        buf.add(s, pi, qi)
+    np.testing.assert_allclose(buf.history(T0).xyz, MOTION.ego_history()[0], atol=2e-3)
+
+
+def test_to_world_inverts_the_ego_frame():
+    buf = filled(50)
+    h = buf.history(T0)
+    p, r = h.to_world(h.xyz, h.rot)
+    for k in (0, 7, 15):
+        pose = buf.pose_at(h.stamps[k])
+        np.testing.assert_allclose(p[k], pose.position, atol=1e-6)
+        np.testing.assert_allclose(r[k], pose.rot, atol=1e-9)
+    back, _ = to_ego_frame(p, None, h.origin.position, h.origin.rot)
+    np.testing.assert_allclose(back, h.xyz, atol=1e-6)
+
+
+def test_pose_at_interpolates_linearly_and_by_slerp():
+    buf = PoseBuffer()
+    buf.add(10.0, [0, 0, 0], [0, 0, 0, 1])
+    q1 = np.r_[0, 0, np.sin(0.5), np.cos(0.5)]  # yaw 1 rad
+    buf.add(10.2, [2.0, 4.0, 0], q1)
+    pose = buf.pose_at(10.05)
+    np.testing.assert_allclose(pose.position, [0.5, 1.0, 0.0], atol=1e-12)
+    assert yaw_from_rotmat(pose.rot) == pytest.approx(0.25, abs=1e-12)
+    np.testing.assert_allclose(pose.rot, quat_to_rotmat(pose.quaternion))
+
+
+def test_future_in_ego_frame_for_replay_ground_truth():
+    buf = filled(50, start=-3.0, end=7.0)
+    xyz, rot = future_in_ego_frame(buf, T0)
+    exp_xyz, exp_rot = MOTION.ego_future()
+    assert xyz.shape == (64, 3) and rot.shape == (64, 3, 3)
+    np.testing.assert_allclose(xyz, exp_xyz, atol=5e-3)
+    np.testing.assert_allclose(rot, exp_rot, atol=1e-6)
+    with pytest.raises(HistoryUnavailable) as e:
+        future_in_ego_frame(buf, T0 + 1.0)  # needs up to T0 + 7.4
+    assert e.value.reason_code == Reason.STALE and e.value.details["missing_s"] == pytest.approx(0.4, abs=1e-6)
+
+
+# ------------------------------------------------------------------ errors
+def test_empty_buffer():
+    with pytest.raises(HistoryUnavailable) as e:
+        PoseBuffer().history(T0)
+    assert e.value.reason_code == Reason.BUFFER_EMPTY
+    assert PoseBuffer().latest_stamp is None and not PoseBuffer().covers(T0)
+
+
+def test_too_little_history_says_how_much_is_missing():
+    buf = filled(50, start=-1.0)
+    with pytest.raises(HistoryUnavailable) as e:
+        buf.history(T0)
+    assert e.value.reason_code == Reason.NOT_COVERED_PAST
+    assert e.value.details["missing_s"] == pytest.approx(0.5, abs=1e-6)
+    assert "0.500 s" in str(e.value)
+    assert not buf.covers(T0) and buf.covers(T0 - 1e-3) is False
+
+
+def test_stale_odometry_is_not_extrapolated_unless_allowed():
+    buf = filled(50, end=-0.2)
+    with pytest.raises(HistoryUnavailable) as e:
+        buf.history(T0)
+    assert e.value.reason_code == Reason.STALE and e.value.details["missing_s"] == pytest.approx(0.2, abs=1e-6)
+    lenient = filled(50, end=-0.02, max_extrapolation_s=0.05)
+    h = lenient.history(T0)
+    assert h.extrapolated_s == pytest.approx(0.02, abs=1e-6)
+    np.testing.assert_allclose(h.xyz, filled(50).history(T0).xyz, atol=5e-3)
+
+
+def test_gap_in_odometry_is_refused():
+    stamps = T0 + np.r_[np.arange(-3.0, -0.8, 0.02), np.arange(-0.3, 1e-9, 0.02)]
+    p, q = world_poses(MOTION, stamps, T0, WORLD_ROT, WORLD_OFFSET)
+    buf = PoseBuffer(max_gap_s=0.3)
+    for s, pi, qi in zip(stamps, p, q, strict=True):
+        buf.add(s, pi, qi)
+    with pytest.raises(HistoryUnavailable) as e:
+        buf.history(T0)
+    assert e.value.reason_code == Reason.GAP and e.value.details["gap_s"] == pytest.approx(0.52, abs=1e-3)
+    buf.history(T0 - 0.82)  # a window that ends before the gap is fine
+
+
+def test_time_jump_raises_or_resets():
+    buf = filled(50)
+    n = len(buf)
+    with pytest.raises(PoseRejected) as e:
+        buf.add(T0 - 10.0, [0, 0, 0], [0, 0, 0, 1])
+    assert e.value.reason_code == Reason.TIME_JUMP and e.value.details["jump_s"] == pytest.approx(10.0, abs=1e-6)
+    assert len(buf) == n  # unchanged
+    looping = filled(50, reset_on_time_jump=True)
+    assert looping.add(T0 - 10.0, [1, 2, 3], [0, 0, 0, 1])
+    assert len(looping) == 1 and looping.time_jumps == 1 and looping.latest_stamp == T0 - 10.0
+    with pytest.raises(HistoryUnavailable) as e2:
+        looping.history(T0 - 10.0)
+    assert e2.value.reason_code == Reason.NOT_COVERED_PAST and "time jump" in str(e2.value)
+
+
+@pytest.mark.parametrize(("position", "quat", "code"), [
+    ([np.nan, 0, 0], [0, 0, 0, 1], Reason.POSE_NONFINITE),
+    ([0, 0, 0], [0, 0, np.inf, 1], Reason.POSE_NONFINITE),
+    ([0, 0, 0], [0, 0, 0, 0.9], Reason.QUATERNION_NOT_UNIT),
+    ([0, 0, 0], [0, 0, 0, 0], Reason.QUATERNION_NOT_UNIT),
+    ([0, 0], [0, 0, 0, 1], Reason.BAD_SHAPE),
+])
+def test_bad_poses_are_rejected(position, quat, code):
+    buf = PoseBuffer()
+    with pytest.raises(PoseRejected) as e:
+        buf.add(1.0, position, quat)
+    assert e.value.reason_code == code and len(buf) == 0
+
+
+def test_duplicate_stamps_are_ignored_and_near_unit_quaternions_normalized():
+    buf = PoseBuffer()
+    assert buf.add(1.0, [0, 0, 0], [0, 0, 0, 1.0005])
+    assert not buf.add(1.0, [5, 0, 0], [0, 0, 0, 1])
+    assert len(buf) == 1 and np.allclose(buf.pose_at(1.0).position, 0.0)
+    assert np.linalg.norm(buf.pose_at(1.0).quaternion) == pytest.approx(1.0, abs=1e-15)
+
+
+def test_buffer_is_bounded_and_reset():
+    stamps = T0 - 20.0 + np.arange(2000) * 0.01  # 20 s at 100 Hz: many compactions
+    p, q = world_poses(MOTION, stamps, T0, WORLD_ROT, WORLD_OFFSET)
+    buf = PoseBuffer(max_duration_s=2.0, max_poses=64)
+    for s, pi, qi in zip(stamps, p, q, strict=True):
+        buf.add(s, pi, qi)
+    assert len(buf) <= 64
+    assert buf.latest_stamp == pytest.approx(T0 - 0.01)
+    assert not buf.covers(T0 - 0.01)  # only 0.64 s kept by max_poses
+    big = PoseBuffer(max_duration_s=2.0)
+    for s, pi, qi in zip(stamps, p, q, strict=True):
+        big.add(s, pi, qi)
+    assert big.earliest_stamp <= big.latest_stamp - 2.0 and len(big) <= 202
+    assert big.covers(T0 - 0.01)
+    exp = filled(100).history(T0 - 0.01)
+    np.testing.assert_allclose(big.history(T0 - 0.01).xyz, exp.xyz, atol=1e-6)
+    big.reset()
+    assert len(big) == 0 and big.latest_stamp is None
+
+
+# ------------------------------------------------------------------ properties
+@settings(max_examples=60, deadline=None)
+@given(
+    yaw=st.floats(-np.pi, np.pi), roll=st.floats(-0.3, 0.3), pitch=st.floats(-0.3, 0.3),
+    offset=st.lists(st.floats(-1e5, 1e5), min_size=3, max_size=3),
+)
+def test_moving_or_rotating_the_world_leaves_the_history_unchanged(yaw, roll, pitch, offset):
+    ref = filled(30).history(T0)
+    cr, sr, cp, sp = np.cos(roll), np.sin(roll), np.cos(pitch), np.sin(pitch)
+    rx = np.array([[1, 0, 0], [0, cr, -sr], [0, sr, cr]])
+    ry = np.array([[cp, 0, sp], [0, 1, 0], [-sp, 0, cp]])
+    world = rot_z(yaw) @ ry @ rx
+    stamps = T0 + np.arange(-3.0, 1e-9, 1 / 30)
+    p, q = world_poses(MOTION, stamps, T0, world, np.asarray(offset))
+    buf = PoseBuffer()
+    for s, pi, qi in zip(stamps, p, q, strict=True):
+        buf.add(s, pi, qi)
+    h = buf.history(T0)
+    np.testing.assert_allclose(h.xyz, ref.xyz, atol=1e-6)
+    np.testing.assert_allclose(h.rot, ref.rot, atol=1e-9)
+
+
+@settings(max_examples=100, deadline=None)
+@given(offset=st.floats(-4.0, 4.0), rate=st.sampled_from([10, 33, 100]))
+def test_interpolation_never_extrapolates_silently(offset, rate):
+    buf = filled(rate, start=-2.0, end=0.0)
+    t0 = T0 + offset
+    try:
+        h = buf.history(t0)
+    except HistoryUnavailable as e:
+        assert e.reason_code in (Reason.NOT_COVERED_PAST, Reason.STALE)
+        assert e.details["missing_s"] > 0
+        assert h_outside(buf, t0)
+    else:
+        assert h.stamps[0] >= buf.earliest_stamp - 1e-6 and h.stamps[-1] <= buf.latest_stamp + 1e-6
+        assert h.extrapolated_s == 0.0
+
+
+def h_outside(buf, t0):
+    return t0 - 1.5 < buf.earliest_stamp - 1e-6 or t0 > buf.latest_stamp + 1e-6
