@@ -1,0 +1,239 @@
+"""Export the graph family (docs/runtime.md §3) from a model directory to `<model_dir>/onnx/`.
+
+Dynamo exporter, opset 18, standard ops only (checked after export: no contrib domains, no
+sequence ops), fp32 weights embedded (external data beyond 2 GB). `manifest.json` records every
+graph's inputs/outputs with shapes and dtypes, the opset, the KV capacities and the config hash;
+executors refuse an `onnx/` directory whose hash differs from the model's config.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+MANIFEST_FORMAT = "alpamayo_ros.onnx/1"
+OPSET = 18
+# Ops the graphs may contain (TensorRT-buildable standard ONNX); anything else fails the export.
+ALLOWED_OPS = {
+    "Add", "Sub", "Mul", "Div", "Pow", "Sqrt", "Reciprocal", "Neg", "Abs", "Exp", "Log", "Tanh", "Erf", "Sigmoid",
+    "Sin", "Cos", "MatMul", "Gemm", "Softmax", "ReduceMean", "ReduceSum", "ReduceMax", "Reshape", "Transpose",
+    "Concat", "Split", "Slice", "Gather", "GatherElements", "ScatterND", "Unsqueeze", "Squeeze", "Expand",
+    "Shape", "Constant", "ConstantOfShape", "Cast", "Range", "Where", "Equal", "Less", "LessOrEqual",
+    "Greater", "GreaterOrEqual", "And", "Or", "Not", "Max", "Min", "Identity", "Flatten", "LayerNormalization",
+    "Tile", "Clip", "Relu", "CastLike", "Size", "Mod", "Floor", "Trilu",
+}  # fmt: skip
+
+
+def _graph_io(cfg: Any) -> dict[str, dict[str, Any]]:
+    """Symbolic I/O table per graph (names, dtypes, shapes) — the manifest's contract."""
+    t, v = cfg.text, cfg.vision
+    L, H, Dh, D = t.num_hidden_layers, t.num_key_value_heads, t.head_dim, t.hidden_size
+    Cp, Cs, W, nds = cfg.prefix_capacity, cfg.suffix_capacity, cfg.n_waypoints, cfg.num_deepstack
+    Tv, Mv = cfg.patches_per_image, cfg.tokens_per_image
+    pk = ["prefix_key", "float32", [L, H, Cp, Dh]]
+    pv = ["prefix_value", "float32", [L, H, Cp, Dh]]
+
+    def io(rows: list[list[Any]]) -> list[dict[str, Any]]:
+        return [{"name": n, "dtype": d, "shape": s} for n, d, s in rows]
+
+    return {
+        "vision": {
+            "inputs": io([["pixel_rows", "float32", ["N", Tv, v.patch_dim]]]),
+            "outputs": io([["image_embeds", "float32", ["N", Mv, D]], ["deepstack_embeds", "float32", [nds, "N", Mv, D]]]),
+        },
+        "prefill": {
+            "inputs": io([
+                ["input_ids", "int64", [1, "S"]], ["position_ids", "int64", [3, 1, "S"]],
+                ["image_embeds", "float32", ["M", D]], ["deepstack_embeds", "float32", [nds, "M", D]],
+                ["image_token_index", "int64", ["M"]], pk, pv,
+            ]),
+            "outputs": io([
+                ["logits", "float32", [1, t.vocab_size]],
+                ["present_prefix_key", "float32", [L, H, Cp, Dh]], ["present_prefix_value", "float32", [L, H, Cp, Dh]],
+            ]),
+        },
+        "decode": {
+            "inputs": io([
+                ["input_ids", "int64", ["B", 1]], ["position_ids", "int64", [3, "B", 1]], ["write_index", "int64", [1]],
+                pk, pv, ["prefix_mask", "float32", [1, Cp]],
+                ["suffix_key", "float32", [L, "B", H, Cs, Dh]], ["suffix_value", "float32", [L, "B", H, Cs, Dh]],
+                ["suffix_mask", "float32", ["B", Cs]],
+            ]),
+            "outputs": io([
+                ["logits", "float32", ["B", t.vocab_size]],
+                ["present_suffix_key", "float32", [L, "B", H, Cs, Dh]],
+                ["present_suffix_value", "float32", [L, "B", H, Cs, Dh]],
+            ]),
+        },
+        "expert_step": {
+            "inputs": io([
+                ["x", "float32", ["K", W, cfg.action_dim]], ["t", "float32", [1]], ["dt", "float32", [1]],
+                ["position_ids", "int64", [3, "K", W]], pk, pv, ["prefix_mask", "float32", [1, Cp]],
+                ["suffix_key", "float32", [L, "K", H, Cs, Dh]], ["suffix_value", "float32", [L, "K", H, Cs, Dh]],
+                ["suffix_mask", "float32", ["K", Cs]],
+            ]),
+            "outputs": io([["x_next", "float32", ["K", W, cfg.action_dim]]]),
+        },
+    }
+
+
+def _example_inputs(name: str, cfg: Any) -> tuple[Any, ...]:
+    import torch
+
+    t = cfg.text
+    L, H, Dh, D = t.num_hidden_layers, t.num_key_value_heads, t.head_dim, t.hidden_size
+    Cp, Cs, W, nds = cfg.prefix_capacity, cfg.suffix_capacity, cfg.n_waypoints, cfg.num_deepstack
+    pk = torch.zeros(L, H, Cp, Dh)
+    if name == "vision":
+        return (torch.randn(2, cfg.patches_per_image, cfg.vision.patch_dim),)
+    if name == "prefill":
+        s, m = 23, 7
+        return (
+            torch.randint(0, 100, (1, s)), torch.arange(s).view(1, 1, s).expand(3, 1, s).contiguous(),
+            torch.randn(m, D), torch.randn(nds, m, D), torch.arange(2, 2 + m), pk, pk.clone(),
+        )
+    if name == "decode":
+        b = 3
+        sk = torch.zeros(L, b, H, Cs, Dh)
+        return (
+            torch.randint(0, 100, (b, 1)), torch.full((3, b, 1), 30), torch.tensor([2]), pk, pk.clone(),
+            torch.zeros(1, Cp), sk, sk.clone(), torch.zeros(b, Cs),
+        )
+    k = 3
+    sk = torch.zeros(L, k, H, Cs, Dh)
+    return (
+        torch.randn(k, W, cfg.action_dim), torch.tensor([0.1]), torch.tensor([0.1]), torch.full((3, k, W), 40),
+        pk, pk.clone(), torch.zeros(1, Cp), sk, sk.clone(), torch.zeros(k, Cs),
+    )
+
+
+def _dynamic_shapes(name: str) -> dict[str, Any]:
+    from torch.export import Dim
+
+    if name == "vision":
+        return {"pixel_rows": {0: Dim("N", min=1, max=64)}}
+    if name == "prefill":
+        s, m = Dim("S", min=2, max=1 << 16), Dim("M", min=1, max=1 << 16)
+        return {
+            "input_ids": {1: s}, "position_ids": {2: s}, "image_embeds": {0: m}, "deepstack_embeds": {1: m},
+            "image_token_index": {0: m}, "prefix_key": None, "prefix_value": None,
+        }
+    if name == "decode":
+        b = Dim("B", min=1, max=64)
+        return {
+            "input_ids": {0: b}, "position_ids": {1: b}, "write_index": None, "prefix_key": None,
+            "prefix_value": None, "prefix_mask": None, "suffix_key": {1: b}, "suffix_value": {1: b},
+            "suffix_mask": {0: b},
+        }
+    k = Dim("K", min=1, max=64)
+    return {
+        "x": {0: k}, "t": None, "dt": None, "position_ids": {1: k}, "prefix_key": None, "prefix_value": None,
+        "prefix_mask": None, "suffix_key": {1: k}, "suffix_value": {1: k}, "suffix_mask": {0: k},
+    }
+
+
+def check_standard_ops(path: str | Path) -> list[str]:
+    """Op types outside ALLOWED_OPS or outside the default ONNX domain (empty list = fine)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    bad = set()
+    for node in model.graph.node:
+        if node.domain not in ("", "ai.onnx") or node.op_type not in ALLOWED_OPS:
+            bad.add(f"{node.domain or 'ai.onnx'}::{node.op_type}")
+    return sorted(bad)
+
+
+def export_graph(model: Any, name: str, path: Path) -> None:
+    import torch
+
+    from alpamayo_ros.runtime.graphs import GRAPH_CLASSES
+
+    module = GRAPH_CLASSES[name](model).eval()
+    io = _graph_io(model.config)[name]
+    args = _example_inputs(name, model.config)
+    with torch.no_grad():
+        program = torch.onnx.export(
+            module, args, dynamo=True, opset_version=OPSET, dynamic_shapes=_dynamic_shapes(name),
+            input_names=[i["name"] for i in io["inputs"]], output_names=[o["name"] for o in io["outputs"]],
+            verbose=False, optimize=True,
+        )
+    assert program is not None
+    program.save(str(path), external_data=_needs_external_data(model))
+    bad = check_standard_ops(path)
+    if bad:
+        raise RuntimeError(f"{path.name} contains non-standard or unexpected ops {bad}; TensorRT could not build it")
+
+
+def _needs_external_data(model: Any) -> bool:
+    return sum(p.numel() for p in model.parameters()) * 4 > 1_800_000_000
+
+
+def export_onnx(model_dir: str | Path, out_dir: str | Path | None = None, graphs: tuple[str, ...] | None = None,
+                max_batch: int = 8) -> dict[str, Any]:
+    """Export the graph family; returns the manifest (also written to `<out_dir>/manifest.json`)."""
+    import logging
+    import warnings
+
+    from alpamayo_ros.runtime.weights import load_model
+
+    root = Path(model_dir)
+    out = Path(out_dir) if out_dir is not None else root / "onnx"
+    out.mkdir(parents=True, exist_ok=True)
+    model = load_model(root)
+    cfg = model.config
+    names = graphs or ("vision", "prefill", "decode", "expert_step")
+    io = _graph_io(cfg)
+    manifest: dict[str, Any] = {
+        "format": MANIFEST_FORMAT, "opset": OPSET, "config_hash": cfg.config_hash,
+        "prefix_capacity": cfg.prefix_capacity, "suffix_capacity": cfg.suffix_capacity, "max_batch": max_batch,
+        "image_grid_thw": list(cfg.image_grid_thw), "graphs": {}, "export_seconds": {},
+    }
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    for name in names:
+        t0 = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            export_graph(model, name, out / f"{name}.onnx")
+        manifest["graphs"][name] = {"file": f"{name}.onnx", **io[name]}
+        manifest["export_seconds"][name] = round(time.perf_counter() - t0, 2)
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    return manifest
+
+
+def read_manifest(onnx_dir: str | Path, expected_hash: str | None = None) -> dict[str, Any]:
+    path = Path(onnx_dir) / "manifest.json"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} not found: export the graphs first with `alpamayo-ros export-onnx <model_dir>` "
+            f"(or `python -m alpamayo_ros.runtime.export <model_dir>`)"
+        )
+    manifest = json.loads(path.read_text())
+    if manifest.get("format") != MANIFEST_FORMAT:
+        raise ValueError(f"{path}: format {manifest.get('format')!r} is not {MANIFEST_FORMAT!r}; re-export")
+    if expected_hash is not None and manifest.get("config_hash") != expected_hash:
+        raise ValueError(
+            f"{path} was exported from a different config.json (hash {manifest.get('config_hash')} != {expected_hash}); "
+            f"re-export with `alpamayo-ros export-onnx <model_dir>`"
+        )
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="export-onnx", description="Export the Alpamayo-R1 ONNX graph family")
+    ap.add_argument("model_dir")
+    ap.add_argument("--out", default=None, help="output directory (default: MODEL_DIR/onnx)")
+    ap.add_argument("--max-batch", type=int, default=8)
+    args = ap.parse_args(argv)
+    manifest = export_onnx(args.model_dir, args.out, max_batch=args.max_batch)
+    for name, secs in manifest["export_seconds"].items():
+        print(f"{name}: exported in {secs} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
