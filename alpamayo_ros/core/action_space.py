@@ -40,9 +40,9 @@ F64 = NDArray[np.float64]
 
 def bf16_round(x: float) -> float:
     """Value as stored in a bf16 tensor: float64 -> float32 -> bf16 (round to nearest even)."""
-    bits = np.array([x], dtype=np.float32).view(np.uint32).astype(np.uint64)
-    bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
-    return float(bits.astype(np.uint32).view(np.float32)[0])
+    b = int(np.array([x], dtype=np.float32).view(np.uint32)[0])
+    b = (b + 0x7FFF + ((b >> 16) & 1)) & 0xFFFF0000
+    return float(np.array([b], dtype=np.uint32).view(np.float32)[0])
 
 
 @dataclass(frozen=True)
@@ -143,7 +143,7 @@ def _solve_spd(lhs: F64, rhs: F64, ridge: float) -> F64:
         try:
             m = lhs if extra == 0.0 else lhs + extra * np.eye(n)
             np.linalg.cholesky(m)  # the reference's positive-definiteness test
-            return np.linalg.solve(m, rhs[..., None])[..., 0]
+            return np.asarray(np.linalg.solve(m, rhs[..., None])[..., 0], dtype=np.float64)
         except np.linalg.LinAlgError:
             extra = max(ridge, 1e-12) * 9.0 if extra == 0.0 else (extra + ridge) * 10.0 - ridge
     raise np.linalg.LinAlgError("regularized least squares stayed singular after raising the ridge")
@@ -184,7 +184,7 @@ def estimate_v_history(hist_xyz: ArrayLike, hist_rot: ArrayLike, cfg: ActionSpac
     rot = np.asarray(hist_rot, dtype=np.float64)
     if xyz.shape[-1] != 3 or rot.shape[-2:] != (3, 3) or xyz.shape[-2] != rot.shape[-3] or xyz.shape[-2] < 2:
         raise ValueError(f"expected hist_xyz (..., T, 3) and hist_rot (..., T, 3, 3), got {xyz.shape}, {rot.shape}")
-    theta = unwrap_angle(yaw_from_rotmat(rot))
+    theta = np.asarray(unwrap_angle(yaw_from_rotmat(rot)), dtype=np.float64)
     dxy = np.diff(xyz[..., :2], axis=-2)
     theta = np.broadcast_to(theta, (*np.broadcast_shapes(theta.shape[:-1], dxy.shape[:-2]), theta.shape[-1]))
     dxy = np.broadcast_to(dxy, (*theta.shape[:-1], *dxy.shape[-2:]))
@@ -264,7 +264,7 @@ def action_to_traj(
 
 def _theta_smooth(fut_rot: F64, cfg: ActionSpaceConfig) -> F64:
     """Smoothed heading (..., N+1), θ_0 = 0 fixed, fitted to the unwrapped future yaw (spec §6.5.3)."""
-    target = unwrap_angle(yaw_from_rotmat(fut_rot))
+    target = np.asarray(unwrap_angle(yaw_from_rotmat(fut_rot)), dtype=np.float64)
     n = target.shape[-1]
     pen = _penalty(n + 1, 3, cfg.theta_lambda, cfg.dt)[1:, 1:]  # θ_0 = 0: its column drops out
     lhs = np.eye(n) + pen + cfg.theta_ridge * np.eye(n)

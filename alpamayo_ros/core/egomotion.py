@@ -301,7 +301,7 @@ class PoseBuffer:
         """The 16-pose history ending at t0, in the ego frame at t0 (spec §3.1)."""
         t0 = float(t0)
         n, dt = self.history_steps, self.history_dt_s
-        stamps = t0 - (n - 1 - np.arange(n)) * dt
+        stamps = t0 - (n - 1 - np.arange(n, dtype=np.float64)) * dt
         stamps[-1] = t0
         extra = self._check_window(float(stamps[0]), t0)
         p, q, v = self._interp(stamps)
@@ -330,7 +330,7 @@ def future_in_ego_frame(
     Never extrapolates (the buffer's max_extrapolation_s does not apply): a future that the
     buffer does not cover raises HistoryUnavailable.
     """
-    times = float(t0) + dt * np.arange(1, n + 1)
+    times = float(t0) + dt * np.arange(1, n + 1, dtype=np.float64)
     buffer._check_window(float(t0), float(times[-1]), max_extrapolation_s=0.0)
     origin = buffer.pose_at(t0, max_extrapolation_s=0.0)
     p, q, _ = buffer._interp(times)

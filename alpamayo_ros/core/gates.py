@@ -79,7 +79,7 @@ def check_input(
     """
     cfg = cfg or InputGateConfig()
     if isinstance(history, EgoHistory):
-        xyz_in, rot_in = history.xyz, history.rot
+        xyz_in, rot_in = history.xyz, history.rot  # type: ArrayLike, ArrayLike
         stamps = history.stamps if stamps is None else stamps
         speed_from_twist = history.speed_from_twist if speed_from_twist is None else speed_from_twist
     else:
