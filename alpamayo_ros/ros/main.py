@@ -1,0 +1,72 @@
+"""`alpamayo-planner`: run the lifecycle planner node without launch_ros.
+
+    alpamayo-planner [--autostart] --ros-args --params-file config/planner.yaml
+
+With `--autostart` (or the parameter `autostart: true`) the node configures and activates itself,
+for machines without launch_ros or a lifecycle manager; a failed configure then exits with code 1
+(the log says which parameter and how to fix it). Without it the node waits in `unconfigured` for
+lifecycle service calls (`ros2 lifecycle set /alpamayo_planner configure`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import rclpy
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.lifecycle import TransitionCallbackReturn
+from rclpy.utilities import remove_ros_args
+
+from .node import PlannerNode
+
+__all__ = ["autostart", "main"]
+
+
+def autostart(node: PlannerNode) -> bool:
+    """configure + activate; False (with the reason already logged) when either fails."""
+    if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+        node.get_logger().fatal(f"autostart: configure failed: {node.last_configure_error}")
+        return False
+    if node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
+        node.get_logger().fatal("autostart: activate failed")
+        return False
+    return True
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="alpamayo-planner", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--autostart", action="store_true", help="configure and activate on start")
+    parser.add_argument("--threads", type=int, default=4, help="executor threads (default 4)")
+    return parser.parse_args(remove_ros_args(argv)[1:])
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv if argv is None else argv)
+    args = _parse(argv)
+    rclpy.init(args=argv)
+    node = PlannerNode()
+    executor = MultiThreadedExecutor(num_threads=max(2, args.threads))
+    executor.add_node(node)
+    code = 0
+    try:
+        if (args.autostart or node.get_parameter("autostart").value) and not autostart(node):
+            code = 1
+        else:
+            executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        try:
+            node.trigger_shutdown()  # releases the backend and worker threads from any state
+        except Exception:  # already finalized
+            pass
+        executor.shutdown()
+        node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

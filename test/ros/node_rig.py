@@ -1,0 +1,168 @@
+"""In-process rig for node tests: the planner node on its own MultiThreadedExecutor thread, and a
+driver node (synthetic inputs, output subscriptions, lifecycle service clients) on another.
+All traffic is real DDS on loopback (test/conftest.py confines discovery)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from lifecycle_msgs.msg import Transition
+from lifecycle_msgs.srv import ChangeState, GetAvailableTransitions, GetState
+from nav_msgs.msg import Path
+from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
+from rclpy.parameter import Parameter
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from std_msgs.msg import String
+from visualization_msgs.msg import MarkerArray
+
+from alpamayo_ros.msg import TrajectoryCandidates
+from alpamayo_ros.ros.node import PlannerNode
+from alpamayo_ros.ros.synthetic import CameraStream, SyntheticDrive
+
+CAMERA_NAMES = ["cross_left_120fov", "front_wide_120fov", "cross_right_120fov", "front_tele_30fov"]
+
+TRANSITIONS = {
+    "configure": Transition.TRANSITION_CONFIGURE,
+    "activate": Transition.TRANSITION_ACTIVATE,
+    "deactivate": Transition.TRANSITION_DEACTIVATE,
+    "cleanup": Transition.TRANSITION_CLEANUP,
+    "shutdown": Transition.TRANSITION_INACTIVE_SHUTDOWN,
+}
+
+
+def default_streams(ns: str) -> list[CameraStream]:
+    """Four cameras at 10-30 Hz, two raw and two JPEG, small frames (320x576: no resize cost)."""
+    return [
+        CameraStream(f"/{ns}/cam0", "raw", 10.0, 320, 576, "rgb8"),
+        CameraStream(f"/{ns}/cam1", "compressed", 20.0, 320, 576, "jpeg"),
+        CameraStream(f"/{ns}/cam2", "raw", 15.0, 320, 576, "bgr8"),
+        CameraStream(f"/{ns}/cam3", "compressed", 30.0, 320, 576, "jpeg"),
+    ]
+
+
+class Rig:
+    def __init__(self, context: Any, ns: str, model_dir: str, *, params: dict[str, Any] | None = None,
+                 streams: list[CameraStream] | None = None, sim_time: bool = True, yaw_rate: float = 0.0) -> None:
+        self.context, self.ns, self.model_dir = context, ns, model_dir
+        self.streams = streams if streams is not None else default_streams(ns)
+        overrides: dict[str, Any] = {
+            "backend": "kinematic", "model_dir": model_dir, "num_candidates": 3, "rate_hz": 10.0,
+            "odometry.topic": f"/{ns}/odom", "camera_names": CAMERA_NAMES, "use_sim_time": sim_time,
+            "fallback.input_timeout_s": 5.0,
+        }
+        for name, s in zip(CAMERA_NAMES, self.streams, strict=True):
+            overrides[f"cameras.{name}.topic"] = s.topic
+            overrides[f"cameras.{name}.transport"] = s.transport
+        overrides.update(params or {})
+        self.node = PlannerNode(namespace=f"/{ns}", context=context,
+                                parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()])
+        self.fqn = self.node.get_fully_qualified_name()
+        self.drv = rclpy.create_node(f"driver_{ns}", context=context)
+        self.drive = SyntheticDrive(self.drv, self.streams, f"/{ns}/odom", publish_clock=sim_time, yaw_rate=yaw_rate)
+        self.received: dict[str, list[Any]] = defaultdict(list)
+        self._lock = threading.Lock()
+        qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+        k = int(overrides["num_candidates"])
+        outputs: list[tuple[str, Any]] = [("candidates", TrajectoryCandidates), ("selected_path", Path),
+                                          ("reasoning", String), ("markers", MarkerArray)]
+        outputs += [(f"candidate_{i}/path", Path) for i in range(k)]
+        for name, typ in outputs:
+            self.drv.create_subscription(typ, f"{self.fqn}/{name}", self._store(name), qos)
+        self.drv.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, qos)
+        self._clients = {
+            "change": self.drv.create_client(ChangeState, f"{self.fqn}/change_state"),
+            "get": self.drv.create_client(GetState, f"{self.fqn}/get_state"),
+            "transitions": self.drv.create_client(GetAvailableTransitions, f"{self.fqn}/get_available_transitions"),
+        }
+        self.node_exec = MultiThreadedExecutor(num_threads=4, context=context)
+        self.node_exec.add_node(self.node)
+        self.drv_exec = SingleThreadedExecutor(context=context)
+        self.drv_exec.add_node(self.drv)
+        self._threads = [threading.Thread(target=ex.spin, daemon=True) for ex in (self.node_exec, self.drv_exec)]
+        for t in self._threads:
+            t.start()
+
+    # --- outputs -----------------------------------------------------------------------------------
+    def _store(self, name: str) -> Callable[[Any], None]:
+        def cb(msg: Any) -> None:
+            with self._lock:
+                self.received[name].append(msg)
+        return cb
+
+    def _on_diag(self, msg: DiagnosticArray) -> None:
+        if any(s.hardware_id == self.fqn for s in msg.status):
+            with self._lock:
+                self.received["diagnostics"].append(msg)
+
+    def count(self, name: str) -> int:
+        with self._lock:
+            return len(self.received[name])
+
+    def messages(self, name: str) -> list[Any]:
+        with self._lock:
+            return list(self.received[name])
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            return {k: len(v) for k, v in self.received.items()}
+
+    def diag_values(self, entry_suffix: str) -> dict[str, str]:
+        """Key/values of the newest diagnostics status whose name ends with `entry_suffix`."""
+        for arr in reversed(self.messages("diagnostics")):
+            for s in arr.status:
+                if s.name.endswith(entry_suffix):
+                    return {kv.key: kv.value for kv in s.values} | {"__message": s.message, "__level": s.level}
+        return {}
+
+    @staticmethod
+    def wait_for(pred: Callable[[], bool], timeout_s: float = 10.0, period_s: float = 0.02) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if pred():
+                return True
+            time.sleep(period_s)
+        return pred()
+
+    # --- lifecycle services ------------------------------------------------------------------------
+    def _call(self, client: Any, request: Any, timeout_s: float = 30.0) -> Any:
+        assert client.wait_for_service(timeout_sec=10.0), f"service {client.srv_name} not available"
+        future = client.call_async(request)
+        assert self.wait_for(future.done, timeout_s), f"{client.srv_name} did not answer in {timeout_s} s"
+        return future.result()
+
+    def transition(self, name: str) -> bool:
+        req = ChangeState.Request()
+        req.transition.id = TRANSITIONS[name]
+        return bool(self._call(self._clients["change"], req).success)
+
+    def state(self) -> str:
+        return self._call(self._clients["get"], GetState.Request()).current_state.label
+
+    def available_transitions(self) -> list[str]:
+        res = self._call(self._clients["transitions"], GetAvailableTransitions.Request())
+        return [t.transition.label for t in res.available_transitions]
+
+    def start_inputs(self) -> None:
+        assert self.drive.wait_for_subscribers(), "the node did not subscribe to every input"
+        self.drive.backfill_odometry()
+        self.drive.start()
+
+    def close(self) -> None:
+        self.drive.stop()
+        try:
+            self.node.trigger_shutdown()
+        except Exception:  # already finalized
+            pass
+        for ex in (self.node_exec, self.drv_exec):
+            ex.shutdown(timeout_sec=5.0)
+        for t in self._threads:
+            t.join(timeout=5.0)
+        self.drive.destroy()
+        self.node.destroy_node()
+        self.drv.destroy_node()
