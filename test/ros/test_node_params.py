@@ -94,3 +94,38 @@ def test_descriptors_enforce_ranges_and_params_file_names(ros_context, unique_na
         assert node.describe_parameter("cameras.b.depth").integer_range[0].to_value == 100
     finally:
         node.destroy_node()
+
+
+@pytest.mark.ros
+def test_config_planner_yaml_loads_and_validates(ros_context, model_dir) -> None:
+    from pathlib import Path
+
+    import yaml
+
+    from alpamayo_ros.ros.node import PlannerNode
+    from alpamayo_ros.ros.params import read_parameters
+
+    path = Path(__file__).resolve().parents[2] / "config" / "planner.yaml"
+    node = PlannerNode(context=ros_context,
+                       cli_args=["--ros-args", "--params-file", str(path), "-p", f"model_dir:={model_dir}"])
+    try:
+        p = read_parameters(node)
+        assert p.camera_ids == (0, 1, 2, 6) and p.backend == "onnxruntime"
+        assert p.odometry_topic == "/odom" and p.fallback.policy == "last_valid"
+    finally:
+        node.destroy_node()
+    # the commented 4-camera rig example is valid YAML and valid parameters
+    lines = path.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip().startswith("# camera_names: [front_left"))
+    block = []
+    for line in lines[start:]:
+        if not line.strip().startswith("#") or line.strip() == "#":
+            break
+        block.append(line.replace("#", "", 1))
+    example = yaml.safe_load("\n".join(b[4:] for b in block))
+    raw = default_raw(model_dir)
+    raw["camera_names"] = example["camera_names"]
+    for cam, fields in example["cameras"].items():
+        for key in ("model_camera_id", "topic", "transport", "crop", "reliability", "depth"):
+            raw[f"cameras.{cam}.{key}"] = fields.get(key, default_raw()[f"cameras.front_wide_120fov.{key}"])
+    assert validate(raw).camera_ids == (0, 1, 2, 6)
