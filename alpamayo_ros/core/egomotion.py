@@ -10,6 +10,7 @@ so everything is float64 until the caller casts.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -120,6 +121,8 @@ class PoseBuffer:
         odometry stream must not be bridged by a straight line).
     max_extrapolation_s: how far past the newest pose a request may reach (default 0: never).
     reset_on_time_jump: a stamp going backwards clears the buffer (bag loop) instead of raising.
+
+    Thread-safe: the odometry callback may add while a worker thread builds histories.
     """
 
     max_duration_s: float = 10.0
@@ -145,6 +148,7 @@ class PoseBuffer:
         self._lo = 0
         self._hi = 0
         self._jumped_since_reset = False
+        self._lock = threading.RLock()
 
     # ------------------------------------------------------------------ state
     def __len__(self) -> int:
@@ -152,15 +156,18 @@ class PoseBuffer:
 
     @property
     def latest_stamp(self) -> float | None:
-        return float(self._t[self._hi - 1]) if len(self) else None
+        with self._lock:
+            return float(self._t[self._hi - 1]) if len(self) else None
 
     @property
     def earliest_stamp(self) -> float | None:
-        return float(self._t[self._lo]) if len(self) else None
+        with self._lock:
+            return float(self._t[self._lo]) if len(self) else None
 
     def reset(self) -> None:
-        self._lo = self._hi = 0
-        self._jumped_since_reset = False
+        with self._lock:
+            self._lo = self._hi = 0
+            self._jumped_since_reset = False
 
     # ------------------------------------------------------------------ input
     def add(
@@ -193,25 +200,26 @@ class PoseBuffer:
         v = np.full(3, np.nan) if twist_linear is None else np.asarray(twist_linear, dtype=np.float64)
         if v.shape != (3,):
             raise PoseRejected(Reason.BAD_SHAPE, f"twist_linear must be (3,), got {v.shape}")
-        latest = self.latest_stamp
-        if latest is not None:
-            if abs(stamp - latest) <= _STAMP_EPS_S:
-                return False
-            if stamp < latest:
-                if not self.reset_on_time_jump:
-                    raise PoseRejected(
-                        Reason.TIME_JUMP,
-                        f"stamp {stamp:.6f} is {latest - stamp:.3f} s before the newest pose {latest:.6f} "
-                        "(clock reset or bag loop); call reset() to start over",
-                        {"stamp": stamp, "latest": latest, "jump_s": latest - stamp},
-                    )
-                self.reset()
-                self.time_jumps += 1
-                self._jumped_since_reset = True
         q = q / np.linalg.norm(q)
-        if len(self) and float(np.dot(q, self._q[self._hi - 1])) < 0:
-            q = -q  # keep one hemisphere so neighbouring quaternions interpolate the short way
-        self._append(stamp, p, q, v)
+        with self._lock:
+            latest = self.latest_stamp
+            if latest is not None:
+                if abs(stamp - latest) <= _STAMP_EPS_S:
+                    return False
+                if stamp < latest:
+                    if not self.reset_on_time_jump:
+                        raise PoseRejected(
+                            Reason.TIME_JUMP,
+                            f"stamp {stamp:.6f} is {latest - stamp:.3f} s before the newest pose {latest:.6f} "
+                            "(clock reset or bag loop); call reset() to start over",
+                            {"stamp": stamp, "latest": latest, "jump_s": latest - stamp},
+                        )
+                    self.reset()
+                    self.time_jumps += 1
+                    self._jumped_since_reset = True
+            if len(self) and float(np.dot(q, self._q[self._hi - 1])) < 0:
+                q = -q  # keep one hemisphere so neighbouring quaternions interpolate the short way
+            self._append(stamp, p, q, v)
         return True
 
     def _append(self, stamp: float, p: NDArray[np.float64], q: NDArray[np.float64], v: NDArray[np.float64]) -> None:
@@ -269,7 +277,8 @@ class PoseBuffer:
     def covers(self, t0: float) -> bool:
         """Whether history(t0) would find the poses it needs."""
         try:
-            self._check_window(t0 - (self.history_steps - 1) * self.history_dt_s, t0)
+            with self._lock:
+                self._check_window(t0 - (self.history_steps - 1) * self.history_dt_s, t0)
         except HistoryUnavailable:
             return False
         return True
@@ -293,8 +302,9 @@ class PoseBuffer:
 
     def pose_at(self, t: float, max_extrapolation_s: float | None = None) -> Pose:
         """World-frame pose at time t, interpolated; raises HistoryUnavailable outside coverage."""
-        self._check_window(t, t, max_extrapolation_s)
-        p, q, _ = self._interp(np.array([float(t)]))
+        with self._lock:
+            self._check_window(t, t, max_extrapolation_s)
+            p, q, _ = self._interp(np.array([float(t)]))
         return Pose(float(t), p[0], q[0], quat_to_rotmat(q[0]))
 
     def history(self, t0: float) -> EgoHistory:
@@ -303,8 +313,9 @@ class PoseBuffer:
         n, dt = self.history_steps, self.history_dt_s
         stamps = t0 - (n - 1 - np.arange(n, dtype=np.float64)) * dt
         stamps[-1] = t0
-        extra = self._check_window(float(stamps[0]), t0)
-        p, q, v = self._interp(stamps)
+        with self._lock:
+            extra = self._check_window(float(stamps[0]), t0)
+            p, q, v = self._interp(stamps)
         rot_world = quat_to_rotmat(q)
         origin = Pose(t0, p[-1].copy(), q[-1].copy(), rot_world[-1].copy())
         xyz, rot = to_ego_frame(p, rot_world, origin.position, origin.rot)
@@ -316,10 +327,11 @@ class PoseBuffer:
 
     def window(self, t_first: float, t_last: float) -> tuple[NDArray[np.float64], ...]:
         """Raw stored stamps, positions, quaternions with t_first <= stamp <= t_last (copies)."""
-        t = self._t[self._lo : self._hi]
-        lo = int(np.searchsorted(t, t_first, side="left")) + self._lo
-        hi = int(np.searchsorted(t, t_last, side="right")) + self._lo
-        return self._t[lo:hi].copy(), self._p[lo:hi].copy(), self._q[lo:hi].copy()
+        with self._lock:
+            t = self._t[self._lo : self._hi]
+            lo = int(np.searchsorted(t, t_first, side="left")) + self._lo
+            hi = int(np.searchsorted(t, t_last, side="right")) + self._lo
+            return self._t[lo:hi].copy(), self._p[lo:hi].copy(), self._q[lo:hi].copy()
 
 
 def future_in_ego_frame(
@@ -331,9 +343,10 @@ def future_in_ego_frame(
     buffer does not cover raises HistoryUnavailable.
     """
     times = float(t0) + dt * np.arange(1, n + 1, dtype=np.float64)
-    buffer._check_window(float(t0), float(times[-1]), max_extrapolation_s=0.0)
-    origin = buffer.pose_at(t0, max_extrapolation_s=0.0)
-    p, q, _ = buffer._interp(times)
+    with buffer._lock:
+        buffer._check_window(float(t0), float(times[-1]), max_extrapolation_s=0.0)
+        origin = buffer.pose_at(t0, max_extrapolation_s=0.0)
+        p, q, _ = buffer._interp(times)
     xyz, rot = to_ego_frame(p, quat_to_rotmat(q), origin.position, origin.rot)
     assert rot is not None
     return xyz, rot

@@ -250,3 +250,42 @@ def test_interpolation_never_extrapolates_silently(offset, rate):
 
 def h_outside(buf, t0):
     return t0 - 1.5 < buf.earliest_stamp - 1e-6 or t0 > buf.latest_stamp + 1e-6
+
+
+def test_concurrent_adds_and_history_reads_stay_consistent():
+    import threading
+
+    stamps = T0 - 30.0 + np.arange(3001) * 0.01
+    p, q = world_poses(Motion(10.0), stamps, T0, WORLD_ROT, WORLD_OFFSET)
+    buf = PoseBuffer(max_duration_s=2.0, max_poses=256)  # small: compaction happens often
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def writer():
+        for s, pi, qi in zip(stamps, p, q, strict=True):
+            buf.add(s, pi, qi)
+        done.set()
+
+    def reader():
+        while not done.is_set():
+            latest = buf.latest_stamp
+            if latest is None:
+                continue
+            try:
+                h = buf.history(latest)
+            except HistoryUnavailable:
+                continue
+            except BaseException as e:  # anything else is a race
+                errors.append(e)
+                return
+            # straight line at 10 m/s: every history must be exactly that, whatever the timing
+            if np.abs(h.xyz[:, 0] - np.arange(-15, 1)).max() > 1e-4 or np.abs(h.xyz[:, 1:]).max() > 1e-4:
+                errors.append(AssertionError(f"inconsistent history at {latest}"))
+                return
+
+    threads = [threading.Thread(target=writer), threading.Thread(target=reader)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors, errors
