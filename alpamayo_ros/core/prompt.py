@@ -1,0 +1,139 @@
+"""The Alpamayo chat prompt (spec §2.1) and its token ids.
+
+AR1 renders, with real newlines and no separators between content items::
+
+    <|im_start|>system\\nYou are a driving assistant that generates safe and accurate actions.<|im_end|>\\n
+    <|im_start|>user\\n[<|vision_start|><|image_pad|>×n<|vision_end|>]×16<|traj_history_start|>
+    <|traj_history|>×48<|traj_history_end|>output the chain-of-thought reasoning of the driving process,
+    then output the future trajectory.<|im_end|>\\n<|im_start|>assistant\\n<|cot_start|>
+
+(``continue_final_message`` leaves no ``<|im_end|>`` after the assistant prefix.) The Alpamayo 1.5
+variant puts ``"<Display name>: "`` before each camera group and ``"frame k "`` (k from 0) before each
+image, and may add ``<|route_start|>…<|route_end|>`` after the history block.
+
+The string is tokenized once per prompt shape and cached; a tick only replaces the 48
+``<|traj_history|>`` placeholders with the history token ids (the reference's ``masked_scatter``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from .tokenizer import AlpamayoTokenizer
+
+SYSTEM_TEXT = "You are a driving assistant that generates safe and accurate actions."
+INSTRUCTION_TEXT = "output the chain-of-thought reasoning of the driving process, then output the future trajectory."
+CAMERA_DISPLAY_NAMES: dict[int, str] = {
+    0: "Front left camera", 1: "Front camera", 2: "Front right camera", 3: "Rear left camera",
+    4: "Rear camera", 5: "Rear right camera", 6: "Front telephoto camera",
+}  # fmt: skip
+
+
+class PromptError(ValueError):
+    """The prompt could not be built (wrong history length, tokenizer mismatch…)."""
+
+
+@dataclass(frozen=True)
+class PromptSpec:
+    """Everything that changes the prompt's token ids, except the history tokens (hashable → cacheable)."""
+
+    camera_ids: tuple[int, ...] = (0, 1, 2, 6)
+    num_frames: int = 4
+    image_tokens: tuple[int, ...] = (180,) * 16  # <|image_pad|> count per image, camera-major
+    tokens_per_history: int = 48
+    variant: str = "ar1"
+    route_text: str | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.image_tokens) != len(self.camera_ids) * self.num_frames:
+            raise PromptError(
+                f"{len(self.image_tokens)} images given for {len(self.camera_ids)} cameras x {self.num_frames} frames"
+            )
+        if self.variant not in ("ar1", "ar1.5"):
+            raise PromptError(f"prompt variant {self.variant!r} must be 'ar1' or 'ar1.5'")
+        if self.route_text is not None and self.variant != "ar1.5":
+            raise PromptError("route text is an Alpamayo 1.5 prompt feature (variant 'ar1.5')")
+
+
+def render_prompt(spec: PromptSpec) -> str:
+    """The exact chat string the reference tokenizes (image pads already expanded)."""
+    user: list[str] = []
+    for c, cam in enumerate(spec.camera_ids):
+        if spec.variant == "ar1.5":
+            user.append(f"{CAMERA_DISPLAY_NAMES.get(cam, f'Camera {cam}')}: ")
+        for f in range(spec.num_frames):
+            if spec.variant == "ar1.5":
+                user.append(f"frame {f} ")
+            n = spec.image_tokens[c * spec.num_frames + f]
+            user.append("<|vision_start|>" + "<|image_pad|>" * n + "<|vision_end|>")
+    user.append("<|traj_history_start|>" + "<|traj_history|>" * spec.tokens_per_history + "<|traj_history_end|>")
+    if spec.route_text is not None:
+        user.append(f"<|route_start|>{spec.route_text}<|route_end|>")
+    user.append(INSTRUCTION_TEXT)
+    return (
+        f"<|im_start|>system\n{SYSTEM_TEXT}<|im_end|>\n"
+        f"<|im_start|>user\n{''.join(user)}<|im_end|>\n"
+        "<|im_start|>assistant\n<|cot_start|>"
+    )
+
+
+@dataclass(frozen=True, eq=False)  # hashed by identity (it is cached)
+class PromptTemplate:
+    """Tokenized prompt with placeholders; ``fill`` makes one tick's ``input_ids``."""
+
+    ids: np.ndarray  # int64 (S,), read-only
+    history_positions: np.ndarray  # int64 (tokens_per_history,)
+    image_token_spans: tuple[tuple[int, int], ...]  # [start, end) of each image's <|image_pad|> run
+
+    def fill(self, history_token_ids: Sequence[int] | np.ndarray) -> np.ndarray:
+        hist = np.asarray(history_token_ids, dtype=np.int64).reshape(-1)
+        if hist.shape[0] != self.history_positions.shape[0]:
+            raise PromptError(f"expected {self.history_positions.shape[0]} history token ids, got {hist.shape[0]}")
+        ids = self.ids.copy()
+        ids[self.history_positions] = hist
+        return ids
+
+
+def build_prompt_template(tokenizer: AlpamayoTokenizer, spec: PromptSpec) -> PromptTemplate:
+    """Tokenize the prompt (cached per tokenizer and spec) and locate the placeholders."""
+    return _cached_template(_TokKey(tokenizer), spec)
+
+
+class _TokKey:
+    """Hash a tokenizer by identity so lru_cache can key on it without hashing its content."""
+
+    def __init__(self, tok: AlpamayoTokenizer) -> None:
+        self.tok = tok
+
+    def __hash__(self) -> int:
+        return id(self.tok)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _TokKey) and other.tok is self.tok
+
+
+@lru_cache(maxsize=16)
+def _cached_template(key: _TokKey, spec: PromptSpec) -> PromptTemplate:
+    tok = key.tok
+    lay = tok.layout
+    ids = tok.encode(render_prompt(spec))
+    hist = np.flatnonzero(ids == lay.traj_history)
+    if hist.shape[0] != spec.tokens_per_history:
+        raise PromptError(f"tokenized prompt has {hist.shape[0]} <|traj_history|> tokens, expected "
+                          f"{spec.tokens_per_history}: does the tokenizer treat it as one special token?")
+    spans = _runs(ids == lay.image_pad)
+    if [e - s for s, e in spans] != list(spec.image_tokens):
+        raise PromptError(f"image pad runs {[e - s for s, e in spans]} differ from {list(spec.image_tokens)}")
+    ids.setflags(write=False)
+    hist.setflags(write=False)
+    return PromptTemplate(ids=ids, history_positions=hist, image_token_spans=tuple(spans))
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """[start, end) of each run of True."""
+    d = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
+    return [(int(s), int(e)) for s, e in zip(np.flatnonzero(d == 1), np.flatnonzero(d == -1), strict=True)]
