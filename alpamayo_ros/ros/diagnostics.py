@@ -134,6 +134,7 @@ class NodeDiagnostics:
         self.tick_backend = LatencyWindow(latency_window)  # backend compute of that tick
         self.tick_overhead = LatencyWindow(latency_window)  # total minus backend compute
         self.frame_preprocess = LatencyWindow(latency_window)  # decode + crop + core preprocessing
+        self.image_callback = LatencyWindow(latency_window)  # executor-thread cost of one image message
         self._prev: dict[str, Any] = {}
 
     # --- events -------------------------------------------------------------------------------
@@ -144,6 +145,10 @@ class NodeDiagnostics:
             st.received += 1
             st.last_received_mono = now
             st.arrivals.append(now)
+
+    def callback_cost(self, seconds: float) -> None:
+        with self._lock:
+            self.image_callback.add(seconds)
 
     def accepted(self, name: str, preprocess_s: float | None = None) -> None:
         with self._lock:
@@ -252,7 +257,8 @@ class NodeDiagnostics:
         values = {"ticks": str(self.ticks_planned), "busy_skips": str(self.ticks_busy),
                   "no_new_input": str(self.ticks_no_new_input)}
         for label, window in (("tick_ms", self.tick_total), ("backend_ms", self.tick_backend),
-                              ("overhead_ms", self.tick_overhead), ("frame_preprocess_ms", self.frame_preprocess)):
+                              ("overhead_ms", self.tick_overhead), ("frame_preprocess_ms", self.frame_preprocess),
+                              ("image_callback_ms", self.image_callback)):
             for k, v in window.percentiles_ms().items():
                 values[f"{label}.{k}"] = f"{v:.2f}"
         d_ticks = self._delta("ticks", self.ticks_planned)

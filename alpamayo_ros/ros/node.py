@@ -1,0 +1,662 @@
+"""The `alpamayo_planner` lifecycle node: cameras + odometry in, K Path candidates + reasoning out.
+
+Transitions (DESIGN.md §5):
+- configure: validate every parameter, create the backend and the core Planner, run one warm-up
+  tick, create the (lifecycle) publishers. Any failure returns FAILURE with a message that names
+  the parameter and the fix, and leaves the node unconfigured, so configure can be retried.
+- activate: subscriptions, the planning timer and the diagnostics timer.
+- deactivate: stop ticking, drop subscriptions, drain the inference worker.
+- cleanup / shutdown: release the backend, worker pools, buffers and publishers.
+
+Threads: subscription callbacks only hand messages on (camera frames go to a small decode pool,
+at most one frame in decode and one pending per camera; a newer frame replaces the pending one and
+the replaced one is counted as dropped). Inference runs on one worker thread, at most one tick in
+flight, always for the newest complete input. Lifecycle and parameter services live in the
+default callback group, timers and subscriptions in their own groups, so under a
+MultiThreadedExecutor the services answer while a tick runs. Everything is timed on the node
+clock, so use_sim_time works; input times come from the message headers.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from nav_msgs.msg import Odometry, Path
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import String
+from visualization_msgs.msg import MarkerArray
+
+from alpamayo_ros.msg import TrajectoryCandidates
+
+from .conversions import (
+    CandidateExtras,
+    express_in_frame,
+    make_candidates_msg,
+    make_markers,
+    make_path,
+    stamp_to_sec,
+)
+from .diagnostics import NodeDiagnostics, Throttle, to_diagnostic_array
+from .fallback import LastPlan, reexpress_plan, stop_trajectory
+from .image_bridge import ImageDecodeError, apply_crop, decode_image_msg
+from .params import (
+    CONFIGURE_TIME,
+    CameraParams,
+    NodeParams,
+    ParameterError,
+    declare_parameters,
+    read_parameters,
+)
+
+__all__ = ["NODE_NAME", "PlannerNode"]
+
+NODE_NAME = "alpamayo_planner"
+_ODOM = "odometry"
+_LOG_THROTTLE_S = 2.0
+_DIAG_EVENT_MIN_PERIOD_S = 0.2
+_WARMUP_T0 = 1000.0
+
+
+def _qos(reliability: str, depth: int) -> QoSProfile:
+    rel = ReliabilityPolicy.RELIABLE if reliability == "reliable" else ReliabilityPolicy.BEST_EFFORT
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=rel)
+
+
+_OUT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5, reliability=ReliabilityPolicy.RELIABLE)
+
+
+def _decode_reason(message: str) -> str:
+    """Machine-readable reason of an ImageDecodeError message (the core raises plain messages)."""
+    text = message.lower()
+    for key, code in (("unsupported image encoding", "bad_encoding"), ("unsupported compressed", "bad_format"),
+                      ("truncated", "truncated"), ("zero size", "empty_image"), ("empty", "empty_image"),
+                      ("corrupt", "corrupt"), ("signature", "corrupt"), ("neither jpeg", "corrupt"),
+                      ("crop", "bad_crop"), ("step", "bad_step")):
+        if key in text:
+            return code
+    return "decode_error"
+
+
+def _error_code(exc: BaseException, default: str) -> str:
+    return str(getattr(exc, "reason_code", None) or getattr(exc, "code", None) or default)
+
+
+def _is_time_jump(exc: BaseException) -> bool:
+    return type(exc).__name__ == "TimeJumpBackwards" or _error_code(exc, "") == "time_jump"
+
+
+@dataclass
+class _CameraState:
+    params: CameraParams
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    in_decode: bool = False
+    pending: Any = None
+    last_stamp: float | None = None
+
+
+@dataclass
+class _OdomSample:
+    stamp: float
+    position: np.ndarray
+    rotation: np.ndarray
+    speed: float
+    frame_id: str
+
+
+@dataclass
+class _Runtime:
+    """Everything configure creates and cleanup releases."""
+
+    params: NodeParams
+    backend: Any
+    planner: Any
+    stats: NodeDiagnostics
+    cameras: dict[str, _CameraState]
+    decode_pool: ThreadPoolExecutor
+    infer_pool: ThreadPoolExecutor
+    pubs: dict[str, Any]
+    path_pubs: list[Any]
+    lock: threading.Lock = field(default_factory=threading.Lock)  # fallback / last-plan state
+    inflight: Future | None = None
+    inflight_start: float = 0.0
+    timeout_reported: bool = False
+    last_planned_t0: float | None = None
+    last_plan: LastPlan | None = None
+    last_valid_clock: float | None = None  # node clock (s) of the last valid plan or of activation
+    last_odom: _OdomSample | None = None
+    last_diag_mono: float = 0.0
+    subs: list[Any] = field(default_factory=list)
+    timers: list[Any] = field(default_factory=list)
+
+
+def _rotation_from_quat(q: np.ndarray) -> np.ndarray:
+    x, y, z, w = q / np.linalg.norm(q)
+    return np.array([
+        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+    ])
+
+
+class PlannerNode(LifecycleNode):
+    """Managed Alpamayo planner node. See the module docstring and docs/ros_interface.md."""
+
+    def __init__(self, node_name: str = NODE_NAME, **kwargs: Any) -> None:
+        super().__init__(node_name, **kwargs)
+        declare_parameters(self)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._input_group = ReentrantCallbackGroup()
+        self._tick_group = MutuallyExclusiveCallbackGroup()
+        self._diag_group = MutuallyExclusiveCallbackGroup()
+        self._rt: _Runtime | None = None
+        self._configured = False
+        self._throttle = Throttle(_LOG_THROTTLE_S)
+        self.last_configure_error = ""
+
+    # --- public helpers (tests, benchmarks, main) ------------------------------------------------
+    @property
+    def stats(self) -> NodeDiagnostics | None:
+        return self._rt.stats if self._rt else None
+
+    @property
+    def planner(self) -> Any:
+        return self._rt.planner if self._rt else None
+
+    def _warn(self, key: str, message: str) -> None:
+        if self._throttle.ready(key):
+            self.get_logger().warning(message)
+
+    # --- parameters -----------------------------------------------------------------------------
+    def _on_set_parameters(self, params: list[Any]) -> SetParametersResult:
+        if not self._configured:
+            return SetParametersResult(successful=True)
+        changed = [p.name for p in params if p.name in CONFIGURE_TIME or p.name.startswith("cameras.")]
+        if changed:
+            return SetParametersResult(
+                successful=False,
+                reason=f"{', '.join(changed)} take(s) effect at configure; deactivate and cleanup the node, "
+                       "set the parameter, then configure again")
+        return SetParametersResult(successful=True)
+
+    # --- lifecycle --------------------------------------------------------------------------------
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            params = read_parameters(self)
+        except ParameterError as exc:
+            return self._configure_failed(str(exc))
+        backend = None
+        try:
+            backend, planner = self._load(params)
+            if params.warmup:
+                t = time.perf_counter()
+                self._warmup(planner, params)
+                self.get_logger().info(f"warm-up tick took {1e3 * (time.perf_counter() - t):.0f} ms")
+        except ParameterError as exc:
+            self._close_backend(backend)
+            return self._configure_failed(str(exc))
+        except Exception as exc:  # any backend failure must leave the node unconfigured
+            self._close_backend(backend)
+            return self._configure_failed(
+                f"parameter 'backend'/'model_dir': backend '{params.backend}' could not run model_dir "
+                f"'{params.model_dir}': {type(exc).__name__}: {exc}. Fix: check the model directory and "
+                "the backend's dependencies")
+        self._rt = self._make_runtime(params, backend, planner)
+        self._configured = True
+        self.last_configure_error = ""
+        self.get_logger().info(
+            f"configured: backend={params.backend} model_id={self._rt.stats.model_id} K={params.num_candidates} "
+            f"cameras={[c.name for c in params.cameras]} frame_mode={params.frame_mode}")
+        return TransitionCallbackReturn.SUCCESS
+
+    def _configure_failed(self, message: str) -> TransitionCallbackReturn:
+        self.last_configure_error = message
+        self.get_logger().error(f"configure failed: {message}")
+        return TransitionCallbackReturn.FAILURE
+
+    def _load(self, params: NodeParams) -> tuple[Any, Any]:
+        from alpamayo_ros.core.backend import SamplingRequest
+        from alpamayo_ros.core.planner import PlannerConfig, build_planner
+        from alpamayo_ros.runtime import create_backend
+
+        options: dict[str, Any] = {}
+        if params.engine_dir:
+            options["engine_dir"] = params.engine_dir
+        sampling = SamplingRequest(
+            num_candidates=params.num_candidates,
+            num_diffusion_steps=params.num_diffusion_steps,
+            shared_reasoning=params.reasoning_mode == "shared",
+            seed=params.seed,
+            temperature=params.temperature,
+            top_p=params.top_p,
+            max_generation_length=params.max_generation_length,
+        )
+        config = PlannerConfig(
+            camera_ids=params.camera_ids,
+            sampling=sampling,
+            seed_policy=params.seed_policy,
+            frame_tolerance_s=params.frame_tolerance_s,
+            max_camera_skew_s=params.max_camera_skew_s,
+            max_pose_age_s=params.max_pose_age_s,
+            gates_enabled=params.gates_enabled,
+        )
+        backend = create_backend(params.backend, params.model_dir, **options)
+        try:
+            planner = build_planner(backend, params.model_dir, config)
+        except ValueError as exc:
+            self._close_backend(backend)
+            raise ParameterError("camera_names", f"the model rejects this camera set: {exc}",
+                                 "map the cameras the model was trained with (see cameras.*.model_camera_id)") from exc
+        except Exception:
+            self._close_backend(backend)
+            raise
+        return backend, planner
+
+    @staticmethod
+    def _warmup(planner: Any, params: NodeParams) -> None:
+        """One synthetic tick (grey frames, standing still) so the first real tick is not the slowest."""
+        grey = np.full((320, 576, 3), 128, dtype=np.uint8)
+        for i in range(4):
+            for cam_id in params.camera_ids:
+                planner.add_image(cam_id, _WARMUP_T0 - 0.3 + 0.1 * i, grey)
+        q = np.array([0.0, 0.0, 0.0, 1.0])
+        for i in range(101):
+            planner.add_odometry(_WARMUP_T0 - 2.0 + 0.02 * i, np.zeros(3), q, np.zeros(3))
+        try:
+            planner.plan(_WARMUP_T0)
+        finally:
+            planner.reset()
+
+    def _make_runtime(self, params: NodeParams, backend: Any, planner: Any) -> _Runtime:
+        names = [c.name for c in params.cameras]
+        stats = NodeDiagnostics(self.get_name(), names + [_ODOM], params.latency_window,
+                                silent_after_s=max(1.0, 3.0 / params.rate_hz))
+        ident = getattr(backend, "identity", None)
+        stats.backend_name = getattr(ident, "name", params.backend)
+        stats.model_id = getattr(ident, "model_id", "")
+        pubs = {
+            "candidates": self.create_lifecycle_publisher(TrajectoryCandidates, "~/candidates", _OUT_QOS),
+            "selected": self.create_lifecycle_publisher(Path, "~/selected_path", _OUT_QOS),
+            "reasoning": self.create_lifecycle_publisher(String, "~/reasoning", _OUT_QOS),
+            "markers": self.create_lifecycle_publisher(MarkerArray, "~/markers", _OUT_QOS),
+            "diagnostics": self._make_diag_publisher(),
+        }
+        path_pubs = [self.create_lifecycle_publisher(Path, f"~/candidate_{k}/path", _OUT_QOS)
+                     for k in range(params.num_candidates)]
+        return _Runtime(
+            params=params, backend=backend, planner=planner, stats=stats,
+            cameras={c.name: _CameraState(c) for c in params.cameras},
+            decode_pool=ThreadPoolExecutor(params.image_workers, thread_name_prefix="alpamayo_decode"),
+            infer_pool=ThreadPoolExecutor(1, thread_name_prefix="alpamayo_infer"),
+            pubs=pubs, path_pubs=path_pubs)
+
+    def _make_diag_publisher(self) -> Any:
+        from diagnostic_msgs.msg import DiagnosticArray
+
+        return self.create_lifecycle_publisher(DiagnosticArray, "/diagnostics", 10)
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        rt = self._rt
+        if rt is None:
+            return TransitionCallbackReturn.FAILURE
+        ret = super().on_activate(state)  # lifecycle publishers go live
+        p = rt.params
+        for cam in p.cameras:
+            msg_type = CompressedImage if cam.transport == "compressed" else Image
+            rt.subs.append(self.create_subscription(
+                msg_type, cam.topic, lambda msg, name=cam.name: self._on_image(name, msg),
+                _qos(cam.reliability, cam.depth), callback_group=self._input_group))
+        rt.subs.append(self.create_subscription(
+            Odometry, p.odometry_topic, self._on_odometry, _qos(p.odometry_reliability, p.odometry_depth),
+            callback_group=self._input_group))
+        rt.timers.append(self.create_timer(1.0 / p.rate_hz, self._on_tick, callback_group=self._tick_group))
+        rt.timers.append(self.create_timer(p.diagnostics_period_s, self._publish_diagnostics,
+                                           callback_group=self._diag_group))
+        rt.last_valid_clock = self._now()
+        rt.timeout_reported = False
+        self.get_logger().info(f"active: planning at {p.rate_hz:g} Hz")
+        return ret
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_inputs()
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_inputs()
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.get_logger().error(f"error in state '{state.label}'; releasing resources")
+        self._stop_inputs()
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _stop_inputs(self) -> None:
+        rt = self._rt
+        if rt is None:
+            return
+        for timer in rt.timers:
+            self.destroy_timer(timer)
+        for sub in rt.subs:
+            self.destroy_subscription(sub)
+        rt.timers.clear()
+        rt.subs.clear()
+        inflight = rt.inflight
+        if inflight is not None:
+            try:
+                inflight.result(timeout=max(5.0, 2 * rt.params.fallback.inference_timeout_s))
+            except Exception as exc:  # drained; its failure was already reported
+                self.get_logger().warning(f"in-flight tick ended with {type(exc).__name__} while draining")
+
+    def _release(self) -> None:
+        rt, self._rt = self._rt, None
+        self._configured = False
+        if rt is None:
+            return
+        rt.decode_pool.shutdown(wait=True, cancel_futures=True)
+        rt.infer_pool.shutdown(wait=True, cancel_futures=True)
+        for pub in list(rt.pubs.values()) + rt.path_pubs:
+            self.destroy_lifecycle_publisher(pub)
+        self._close_backend(rt.backend)
+
+    def _close_backend(self, backend: Any) -> None:
+        if backend is None:
+            return
+        try:
+            backend.close()
+        except Exception as exc:  # cleanup must finish
+            self.get_logger().warning(f"backend.close() raised {type(exc).__name__}: {exc}")
+
+    # --- clock --------------------------------------------------------------------------------
+    def _now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    # --- inputs (executor threads: keep cheap) ------------------------------------------------------
+    def _on_image(self, name: str, msg: Image | CompressedImage) -> None:
+        rt = self._rt
+        if rt is None:
+            return
+        t = time.perf_counter()
+        rt.stats.received(name)
+        cam = rt.cameras[name]
+        with cam.lock:
+            if cam.in_decode:
+                if cam.pending is not None:
+                    rt.stats.dropped(name)
+                cam.pending = msg
+                rt.stats.callback_cost(time.perf_counter() - t)
+                return
+            cam.in_decode = True
+        try:
+            rt.decode_pool.submit(self._decode_loop, rt, cam, msg)
+        except RuntimeError:  # pool shut down by a concurrent cleanup
+            with cam.lock:
+                cam.in_decode = False
+        rt.stats.callback_cost(time.perf_counter() - t)
+
+    def _decode_loop(self, rt: _Runtime, cam: _CameraState, msg: Any) -> None:
+        while msg is not None:
+            self._process_frame(rt, cam, msg)
+            with cam.lock:
+                msg, cam.pending = cam.pending, None
+                if msg is None:
+                    cam.in_decode = False
+
+    def _process_frame(self, rt: _Runtime, cam: _CameraState, msg: Any) -> None:
+        name = cam.params.name
+        stamp = stamp_to_sec(msg.header.stamp)
+        if stamp <= 0.0:
+            self._reject(rt, name, "no_stamp", "header.stamp is zero; the driver must stamp images")
+            return
+        last = cam.last_stamp
+        if last is not None and stamp < last - rt.params.time_jump_threshold_s:
+            self._time_jump(rt, f"camera '{name}' stamp went back {last - stamp:.3f} s ({last:.3f} -> {stamp:.3f})")
+        elif last is not None and stamp <= last:
+            self._reject(rt, name, "out_of_order", f"stamp {stamp:.3f} is not newer than {last:.3f}")
+            return
+        t = time.perf_counter()
+        try:
+            rgb = apply_crop(decode_image_msg(msg), cam.params.crop)
+            rt.planner.add_image(cam.params.model_camera_id, stamp, rgb)
+        except (ImageDecodeError, ValueError) as exc:
+            self._reject(rt, name, _decode_reason(str(exc)), str(exc))
+            return
+        cam.last_stamp = stamp
+        rt.stats.accepted(name, time.perf_counter() - t)
+
+    def _reject(self, rt: _Runtime, name: str, reason: str, message: str) -> None:
+        rt.stats.rejected(name, reason, message)
+        self._warn(f"{name}.{reason}", f"input '{name}' rejected ({reason}): {message}")
+        self._diag_event(rt)
+
+    def _time_jump(self, rt: _Runtime, why: str) -> None:
+        """Time went backwards (bag loop, clock reset): drop every buffered input and the last plan."""
+        self.get_logger().warning(f"time jump: {why}; resetting the input buffers")
+        rt.planner.reset()
+        for cam in rt.cameras.values():
+            cam.last_stamp = None
+        with rt.lock:
+            rt.last_plan = None
+            rt.last_planned_t0 = None
+            rt.last_odom = None
+        rt.stats.time_jump()
+        self._diag_event(rt)
+
+    def _on_odometry(self, msg: Odometry) -> None:
+        rt = self._rt
+        if rt is None:
+            return
+        rt.stats.received(_ODOM)
+        stamp = stamp_to_sec(msg.header.stamp)
+        pp, qq, vv = msg.pose.pose.position, msg.pose.pose.orientation, msg.twist.twist.linear
+        pos = np.array([pp.x, pp.y, pp.z])
+        quat = np.array([qq.x, qq.y, qq.z, qq.w])
+        vel = np.array([vv.x, vv.y, vv.z])
+        with rt.lock:
+            last = rt.last_odom.stamp if rt.last_odom is not None else None
+        if last is not None and stamp < last - rt.params.time_jump_threshold_s:
+            self._time_jump(rt, f"odometry stamp went back {last - stamp:.3f} s ({last:.3f} -> {stamp:.3f})")
+        elif last is not None and stamp <= last:
+            self._reject(rt, _ODOM, "out_of_order", f"stamp {stamp:.3f} is not newer than {last:.3f}")
+            return
+        try:
+            self._add_odometry(rt, stamp, pos, quat, vel)
+        except Exception as exc:  # every bad pose is reported, none stops the node
+            self._reject(rt, _ODOM, _error_code(exc, "bad_pose"), str(exc))
+            return
+        rt.stats.accepted(_ODOM)
+        speed = float(np.linalg.norm(vel)) if np.all(np.isfinite(vel)) else 0.0
+        sample = _OdomSample(stamp, pos, _rotation_from_quat(quat), speed, msg.header.frame_id)
+        with rt.lock:
+            rt.last_odom = sample
+
+    def _add_odometry(self, rt: _Runtime, stamp: float, pos: np.ndarray, quat: np.ndarray, vel: np.ndarray) -> None:
+        try:
+            rt.planner.add_odometry(stamp, pos, quat, vel)
+        except Exception as exc:
+            if not _is_time_jump(exc):
+                raise
+            self._time_jump(rt, f"odometry: {exc}")
+            rt.planner.add_odometry(stamp, pos, quat, vel)
+
+    # --- planning -----------------------------------------------------------------------------
+    def _on_tick(self) -> None:
+        rt = self._rt
+        if rt is None:
+            return
+        now = time.monotonic()
+        if rt.inflight is not None and not rt.inflight.done():
+            rt.stats.tick_busy()
+            if not rt.timeout_reported and now - rt.inflight_start > rt.params.fallback.inference_timeout_s:
+                rt.timeout_reported = True
+                self._warn("inference_timeout", f"tick in flight for {now - rt.inflight_start:.2f} s "
+                           f"(> fallback.inference_timeout_s={rt.params.fallback.inference_timeout_s})")
+                self._fallback(rt, "inference_timeout")
+            return
+        rt.inflight_start = now
+        rt.timeout_reported = False
+        try:
+            rt.inflight = rt.infer_pool.submit(self._run_tick, rt, now)
+        except RuntimeError:  # pool shut down by a concurrent cleanup
+            rt.inflight = None
+
+    def _run_tick(self, rt: _Runtime, tick_start: float) -> None:
+        from alpamayo_ros.core.planner import TickNotReady
+
+        planner = rt.planner
+        try:
+            t0 = planner.latest_ready_t0()
+            if t0 is not None and t0 == rt.last_planned_t0:
+                rt.stats.tick_no_new_input()
+                self._check_input_timeout(rt, "no_new_input")
+                return
+            result = planner.plan(t0)
+        except TickNotReady as exc:
+            code = str(getattr(exc, "code", "not_ready"))
+            rt.stats.tick_not_ready(code, str(exc))
+            self._warn(f"not_ready.{code}", f"tick not ready ({code}): {exc}")
+            self._check_input_timeout(rt, f"not_ready:{code}")
+            return
+        except Exception as exc:  # a backend failure must not kill the node
+            rt.stats.backend_error(f"{type(exc).__name__}: {exc}")
+            self.get_logger().error(f"tick failed in the backend: {type(exc).__name__}: {exc}")
+            self._fallback(rt, "backend_error")
+            self._diag_event(rt)
+            return
+        rt.last_planned_t0 = result.t0
+        self._handle_result(rt, result)
+        backend_s = float(result.timings_s.get("backend", 0.0))
+        rt.stats.tick_done(time.monotonic() - tick_start, backend_s)
+
+    def _check_input_timeout(self, rt: _Runtime, why: str) -> None:
+        last = rt.last_valid_clock
+        if last is not None and self._now() - last > rt.params.fallback.input_timeout_s:
+            self._fallback(rt, f"input_timeout:{why}")
+
+    def _handle_result(self, rt: _Runtime, result: Any) -> None:
+        in_gate = result.input_gate
+        if not in_gate.ok:
+            rt.stats.gate_trip("input", list(in_gate.reasons))
+        for gate in result.output_gates:
+            if not gate.ok:
+                rt.stats.gate_trip("output", list(gate.reasons))
+        selected = self._select(result)
+        if not in_gate.ok or selected is None:
+            reasons = in_gate.reasons if not in_gate.ok else result.output_gates[int(result.selected)].reasons
+            kind = "input_gate" if not in_gate.ok else "output_gate"
+            self._warn(kind, f"plan at t0={result.t0:.3f} rejected by the {kind.replace('_', ' ')}: {list(reasons)}")
+            self._fallback(rt, f"{kind}:{','.join(reasons)}", t0=result.t0, pose=result.t0_pose_world, v0=result.v0)
+            self._diag_event(rt)
+            return
+        last = LastPlan(t0=float(result.t0), dt=float(result.dt), xyz=np.asarray(result.xyz), yaw=np.asarray(result.yaw),
+                        pose_world=result.t0_pose_world, scores=[float(s) for s in result.scores],
+                        selected=selected, reasoning=list(result.reasoning))
+        extras = CandidateExtras(
+            scores=last.scores, selected=selected, reasoning=last.reasoning,
+            acceleration=np.asarray(result.acceleration), curvature=np.asarray(result.curvature), v0=float(result.v0),
+            model_id=rt.stats.model_id, backend=rt.stats.backend_name,
+            inference_time_s=float(result.timings_s.get("backend", 0.0)))
+        self._publish(rt, last.t0, last.dt, last.xyz, last.yaw, result.t0_pose_world, extras, per_candidate=True)
+        with rt.lock:
+            rt.last_plan = last
+            rt.last_valid_clock = self._now()
+
+    @staticmethod
+    def _select(result: Any) -> int | None:
+        """The core's choice if it passed its output gate, else the best-scored candidate that did."""
+        gates = result.output_gates
+        sel = int(result.selected)
+        if not gates or gates[sel].ok:
+            return sel
+        passing = [k for k, g in enumerate(gates) if g.ok]
+        if not passing:
+            return None
+        return max(passing, key=lambda k: float(result.scores[k]))
+
+    # --- fallback -------------------------------------------------------------------------------
+    def _fallback(self, rt: _Runtime, reason: str, t0: float | None = None,
+                  pose: tuple[np.ndarray, np.ndarray] | None = None, v0: float | None = None) -> None:
+        fb = rt.params.fallback
+        with rt.lock:
+            odom, last = rt.last_odom, rt.last_plan
+        if t0 is None or pose is None:
+            if odom is None:  # nothing to stamp it with: never invent a time
+                rt.stats.fallback(reason, published=False)
+                return
+            t0, pose = odom.stamp, (odom.position, odom.rotation)
+        if v0 is None:
+            v0 = odom.speed if odom is not None else 0.0
+        if fb.policy == "none":
+            rt.stats.fallback(reason, published=False)
+            return
+        n, dt = 64, 0.1
+        if last is not None:
+            n, dt = last.yaw.shape[1], last.dt
+        if fb.policy == "last_valid" and last is not None and 0.0 <= t0 - last.t0 <= fb.max_last_valid_age_s:
+            xyz, yaw = reexpress_plan(last, t0, pose)
+            extras = CandidateExtras(scores=last.scores, selected=last.selected, reasoning=last.reasoning,
+                                     acceleration=None, curvature=None, v0=float(v0), model_id=rt.stats.model_id,
+                                     backend=rt.stats.backend_name, fallback=True, fallback_reason=reason)
+            per_candidate = True
+        else:
+            xyz, yaw = stop_trajectory(float(v0), n, dt, fb.stop_decel_mps2)
+            extras = CandidateExtras(scores=[0.0], selected=0, reasoning=[f"fallback stop: {reason}"],
+                                     acceleration=None, curvature=None, v0=float(v0), model_id=rt.stats.model_id,
+                                     backend=rt.stats.backend_name, fallback=True, fallback_reason=reason)
+            per_candidate = False
+        self._publish(rt, float(t0), dt, xyz, yaw, pose, extras, per_candidate=per_candidate)
+        rt.stats.fallback(reason, published=True)
+        with rt.lock:
+            rt.last_valid_clock = self._now()  # re-arm the input timeout: one fallback per timeout period
+
+    # --- outputs ----------------------------------------------------------------------------------
+    def _frame(self, rt: _Runtime, pose: Any) -> tuple[str, Any]:
+        p = rt.params
+        if p.frame_mode == "ego":
+            return p.ego_frame_id, None
+        with rt.lock:
+            odom_frame = rt.last_odom.frame_id if rt.last_odom is not None else ""
+        return (p.odometry_frame_id or odom_frame or "odom"), pose
+
+    def _publish(self, rt: _Runtime, t0: float, dt: float, xyz: np.ndarray, yaw: np.ndarray, pose: Any,
+                 extras: CandidateExtras, *, per_candidate: bool) -> None:
+        frame_id, world_pose = self._frame(rt, pose)
+        traj = express_in_frame(xyz, yaw, t0, dt, frame_id, world_pose)
+        paths = [make_path(traj, k) for k in range(traj.xyz.shape[0])]
+        extras.input_to_publish_s = self._now() - t0
+        rt.pubs["candidates"].publish(make_candidates_msg(paths, traj, extras))
+        if per_candidate:
+            for pub, path in zip(rt.path_pubs, paths, strict=False):
+                pub.publish(path)
+        rt.pubs["selected"].publish(paths[extras.selected])
+        rt.pubs["reasoning"].publish(String(data=extras.reasoning[extras.selected] if extras.reasoning else ""))
+        if rt.params.publish_markers:
+            text = extras.reasoning[extras.selected] if extras.reasoning else ""
+            rt.pubs["markers"].publish(make_markers(traj, extras.selected, text, extras.fallback))
+
+    def _publish_diagnostics(self) -> None:
+        rt = self._rt
+        if rt is None:
+            return
+        rt.last_diag_mono = time.monotonic()
+        arr = to_diagnostic_array(rt.stats.snapshot(), self.get_clock().now().to_msg(), self.get_fully_qualified_name())
+        rt.pubs["diagnostics"].publish(arr)
+
+    def _diag_event(self, rt: _Runtime) -> None:
+        """Publish diagnostics right after an event, at most every _DIAG_EVENT_MIN_PERIOD_S."""
+        if time.monotonic() - rt.last_diag_mono >= _DIAG_EVENT_MIN_PERIOD_S:
+            self._publish_diagnostics()
+
