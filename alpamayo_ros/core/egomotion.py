@@ -92,6 +92,10 @@ class EgoHistory:
     speed_from_twist: float | None = None  # twist.linear.x at t0 (body frame, signed) if known
     extrapolated_s: float = 0.0  # how far past the newest pose t0 lies (0 unless allowed)
 
+    def model_inputs(self) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+        """float32 `ego_history_xyz` (1, 1, 16, 3) and `ego_history_rot` (1, 1, 16, 3, 3) (spec §3.1)."""
+        return self.xyz.astype(np.float32)[None, None], self.rot.astype(np.float32)[None, None]
+
     def to_world(
         self, xyz: ArrayLike, rot: ArrayLike | None = None
     ) -> tuple[NDArray[np.float64], NDArray[np.float64] | None]:

@@ -75,15 +75,23 @@ class HistoryTokenizerConfig:
 _DEFAULT = HistoryTokenizerConfig()
 
 
-def history_token_bins(hist_xyz: ArrayLike, cfg: HistoryTokenizerConfig | None = None) -> NDArray[np.int64]:
+def history_token_bins(
+    hist_xyz: ArrayLike,
+    cfg: HistoryTokenizerConfig | None = None,
+    compute_dtype: type[np.floating] | None = np.float32,
+) -> NDArray[np.int64]:
     """Quantized delta bins (..., 16, 3) -> int64 (..., 48) in [0, num_bins), interleaved x,y,z.
 
-    Arithmetic runs in the input's floating dtype (float32 for the model's tensors) in the
-    reference's order; rounding is half-to-even (np.rint) like torch.round.
+    The reference tokenizes the float32 history tensor, so by default the input is cast to
+    float32 and the arithmetic follows the reference's order; a value sitting on a bin edge then
+    lands in the same bin as in PyTorch. compute_dtype=None keeps the input's float dtype.
+    Rounding is half-to-even (np.rint), like torch.round.
     """
     cfg = cfg or _DEFAULT
     xyz = np.asarray(hist_xyz)
-    if not np.issubdtype(xyz.dtype, np.floating):
+    if compute_dtype is not None:
+        xyz = xyz.astype(compute_dtype, copy=False)
+    elif not np.issubdtype(xyz.dtype, np.floating):
         xyz = xyz.astype(np.float64)
     if xyz.shape[-1] != 3 or xyz.ndim < 2:
         raise ValueError(f"hist_xyz must be (..., T, 3), got {xyz.shape}")

@@ -47,6 +47,9 @@ def test_history_matches_the_analytic_ego_frame_motion():
     np.testing.assert_allclose(h.stamps, T0 + np.arange(-15, 1) * 0.1, atol=1e-6)
     assert h.stamps[-1] == T0 and h.t0 == T0
     assert h.speed_from_twist == pytest.approx(10.0)
+    xyz32, rot32 = h.model_inputs()
+    assert xyz32.shape == (1, 1, 16, 3) and rot32.shape == (1, 1, 16, 3, 3) and xyz32.dtype == np.float32
+    np.testing.assert_array_equal(xyz32[0, 0], h.xyz.astype(np.float32))
 
 
 @pytest.mark.parametrize("rate", [10, 30, 50, 100])

@@ -86,3 +86,17 @@ def test_config_from_model_config():
     assert HistoryTokenizerConfig().hist_token_start_idx == 154669
     with pytest.raises(ValueError):
         HistoryTokenizerConfig.from_model_config({**config, "traj_vocab_size": 35})
+
+
+def test_float64_input_is_tokenized_as_the_float32_tensor_the_model_sees():
+    # EgoHistory is float64; the reference tokenizes a float32 tensor, so inputs are cast first
+    rng = np.random.default_rng(3)
+    xyz = np.cumsum(rng.normal(scale=0.7, size=(500, 16, 3)), axis=1)
+    as32 = history_token_bins(xyz.astype(np.float32), compute_dtype=None)
+    assert np.array_equal(history_token_bins(xyz), as32)
+    # the raw float64 arithmetic would disagree somewhere near an edge, which is why we cast
+    edges = (np.arange(1, 999) - 0.5) / 999 * 8 - 4  # x/y deltas exactly on half-bin boundaries
+    near = np.zeros((len(edges), 16, 3))
+    near[:, 1, 0] = near[:, 0, 0] + edges
+    diff = history_token_bins(near, compute_dtype=None) != history_token_bins(near)
+    assert diff.any()
