@@ -1,0 +1,226 @@
+"""Replay a bag through the planner, tick by tick in bag time, and score it.
+
+Both replay modes share one schedule: tick k is taken once every bag message with log time
+<= `tick_times[k]` has been delivered. Offline mode feeds those messages to the core Planner (the
+node's code) and calls `plan()`; online mode (replay_online.py) publishes them over DDS, advances
+/clock to the tick time and waits for the node's plan. Because the planner's t0, seed and buffers
+depend only on the messages delivered, both modes produce the same plans for the same bag.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from alpamayo_ros.tools.bag_io import (
+    IMAGE_TYPES,
+    ODOM_TYPE,
+    STRING_TYPE,
+    BagReadError,
+    BagSource,
+    RawMessage,
+    decode_image,
+    decode_odometry,
+    deserialize,
+)
+from alpamayo_ros.tools.scoring import GroundTruth, TickRecord
+from alpamayo_ros.tools.topics import DEFAULT_CAMERAS, DEFAULT_ODOM_TOPIC, DEFAULT_SEGMENT_TOPIC, CameraTopic
+
+log = logging.getLogger(__name__)
+
+HISTORY_S = 1.5
+HORIZON_S = 6.4
+
+
+class PlannerLike(Protocol):
+    """The slice of core.planner.Planner that replay drives (see notes/planner_api.md)."""
+
+    def add_image(self, camera_id: int, stamp_s: float, rgb: np.ndarray) -> None: ...
+    def add_odometry(self, stamp_s: float, position: Any, orientation_xyzw: Any, linear_velocity: Any = None) -> None: ...
+    def plan(self, t0: float | None = None) -> Any: ...
+    def reset(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class ReplayOptions:
+    cameras: tuple[CameraTopic, ...] = DEFAULT_CAMERAS
+    odom_topic: str = DEFAULT_ODOM_TOPIC
+    segment_topic: str = DEFAULT_SEGMENT_TOPIC
+    period_s: float = 0.1  # one tick per period of bag time
+    cut_margin_s: float = 0.02  # a tick at time t sees messages up to t + margin (camera trigger skew)
+    start_offset_s: float | None = None  # first tick after bag start; default: history + 0.1 s
+    include_tail: bool = False  # also tick in the last 6.4 s (no full ground truth there)
+    max_ticks: int | None = None
+
+    @property
+    def topics(self) -> list[str]:
+        return [c.topic for c in self.cameras] + [self.odom_topic, self.segment_topic]
+
+
+def tick_schedule(start_s: float, end_s: float, opts: ReplayOptions) -> list[float]:
+    """Cut times (bag clock, seconds) at which ticks are requested."""
+    first = start_s + (opts.start_offset_s if opts.start_offset_s is not None else HISTORY_S + 0.1)
+    last = end_s if opts.include_tail else end_s - HORIZON_S
+    n = int(math.floor((last - first) / opts.period_s + 1e-9)) + 1
+    if opts.max_ticks is not None:
+        n = min(n, opts.max_ticks)
+    # Round to whole nanoseconds: /clock carries integer ns, so both modes must use the same times.
+    return [round((first + k * opts.period_s) * 1e9) / 1e9 + opts.cut_margin_s for k in range(max(n, 0))]
+
+
+@dataclass
+class ReplayResult:
+    mode: str
+    bag: Path
+    records: list[TickRecord]
+    gt: GroundTruth
+    error: str | None = None  # BagReadError text when the bag could not be read to its end
+    input_errors: dict[str, int] = field(default_factory=dict)
+    wall_s: float = 0.0
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def iter_steps(
+    source: BagSource, opts: ReplayOptions, tick_times: Sequence[float], gt: GroundTruth
+) -> Iterator[tuple[int, float, list[RawMessage]]]:
+    """(k, tick_time, messages with log time in (tick_{k-1}, tick_k]) for each tick.
+
+    Every odometry and segment message also goes into `gt`, including those after the last tick
+    (the future of the last ticks). A BagReadError propagates after the steps that were complete.
+    """
+    batch: list[RawMessage] = []
+    k = 0
+    cut_ns = [round(t * 1e9) for t in tick_times]
+    for msg in source.messages(opts.topics):
+        if msg.topic == opts.odom_topic and msg.msgtype == ODOM_TYPE:
+            o = decode_odometry(msg)
+            gt.add_odometry(o.stamp_s, o.position, o.orientation_xyzw)
+        elif msg.topic == opts.segment_topic and msg.msgtype == STRING_TYPE:
+            gt.add_label(msg.log_time_ns / 1e9, deserialize(msg).data)
+            continue
+        while k < len(cut_ns) and msg.log_time_ns > cut_ns[k]:
+            yield k, tick_times[k], batch
+            batch, k = [], k + 1
+        if k < len(cut_ns):
+            batch.append(msg)
+    while k < len(cut_ns):  # ticks after the last message see no new data (bag ended early)
+        yield k, tick_times[k], batch
+        batch, k = [], k + 1
+
+
+class Feeder:
+    """Decodes bag messages into planner inputs; bad inputs are counted, never fatal (as in the node)."""
+
+    def __init__(self, planner: PlannerLike, opts: ReplayOptions) -> None:
+        self.planner = planner
+        self.camera_of = {c.topic: c.camera_id for c in opts.cameras}
+        self.odom_topic = opts.odom_topic
+        self.errors: dict[str, int] = {}
+
+    def _count(self, key: str, exc: Exception) -> None:
+        if key not in self.errors:
+            log.warning("input rejected (%s): %s", key, exc)
+        self.errors[key] = self.errors.get(key, 0) + 1
+
+    def feed(self, msg: RawMessage) -> None:
+        try:
+            if msg.topic in self.camera_of and msg.msgtype in IMAGE_TYPES:
+                img = decode_image(msg)
+                self.planner.add_image(self.camera_of[msg.topic], img.stamp_s, img.rgb)
+            elif msg.topic == self.odom_topic:
+                o = decode_odometry(msg)
+                self._add_odometry(o)
+        except Exception as exc:  # a bad message must not stop the replay
+            self._count(f"{msg.topic}: {type(exc).__name__}", exc)
+
+    def _add_odometry(self, o) -> None:
+        try:
+            self.planner.add_odometry(o.stamp_s, o.position, o.orientation_xyzw, o.linear_velocity)
+        except Exception as exc:
+            if "jump" in type(exc).__name__.lower() or "TIME_JUMP" in str(getattr(exc, "reason_code", "")):
+                self.planner.reset()  # bag loop: start over, as the node does
+                self.planner.add_odometry(o.stamp_s, o.position, o.orientation_xyzw, o.linear_velocity)
+            else:
+                raise
+
+
+def record_from_plan(tick_time: float, result: Any, latency_s: float) -> TickRecord:
+    """A TickRecord from a core PlanResult."""
+    fallback = bool(getattr(result, "fallback", False))
+    return TickRecord(
+        tick_time=tick_time,
+        status="fallback" if fallback else "planned",
+        t0=float(result.t0),
+        xyz=np.asarray(result.xyz, dtype=np.float32),
+        scores=np.asarray(result.scores, dtype=np.float64),
+        selected=int(result.selected),
+        gate_ok=bool(result.ok),
+        fallback=fallback,
+        latency_s=latency_s,
+        timings_s={k: float(v) for k, v in dict(getattr(result, "timings_s", {}) or {}).items()},
+        reasoning=list(getattr(result, "reasoning", []) or []),
+    )
+
+
+def plan_tick(planner: PlannerLike, tick_time: float) -> TickRecord:
+    t = time.perf_counter()
+    try:
+        result = planner.plan(None)
+    except Exception as exc:
+        code = getattr(exc, "code", None)
+        if code is not None:  # core.planner.TickNotReady
+            return TickRecord(tick_time, "not_ready", reason=f"{code}: {exc}")
+        log.exception("plan failed at %.3f", tick_time)
+        return TickRecord(tick_time, "error", reason=f"{type(exc).__name__}: {exc}")
+    return record_from_plan(tick_time, result, time.perf_counter() - t)
+
+
+def run_offline(
+    bag: str | Path,
+    planner: PlannerLike,
+    opts: ReplayOptions | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> ReplayResult:
+    """Drive `planner` through the bag, one tick per period of bag time, as fast as it plans."""
+    opts = opts or ReplayOptions()
+    t_wall = time.perf_counter()
+    source = BagSource(bag)
+    info = source.info
+    gt = GroundTruth()
+    result = ReplayResult("offline", Path(bag), [], gt)
+    if info.start_ns is None or info.end_ns is None:
+        result.error = f"bag {bag} holds no readable messages"
+        return result
+    ticks = tick_schedule(info.start_ns / 1e9, info.end_ns / 1e9, opts)
+    result.meta.update(bag_meta(info, opts, ticks))
+    feeder = Feeder(planner, opts)
+    try:
+        for k, tick_time, batch in iter_steps(source, opts, ticks, gt):
+            for msg in batch:
+                feeder.feed(msg)
+            result.records.append(plan_tick(planner, tick_time))
+            if progress is not None:
+                progress(k + 1, len(ticks))
+    except BagReadError as exc:
+        result.error = str(exc)
+        log.error("%s", exc)
+    result.input_errors = feeder.errors
+    result.wall_s = time.perf_counter() - t_wall
+    return result
+
+
+def bag_meta(info, opts: ReplayOptions, ticks: Sequence[float]) -> dict[str, Any]:
+    return {
+        "bag_start_s": info.start_ns / 1e9,
+        "bag_duration_s": info.duration_s,
+        "bag_damaged": info.damaged,
+        "tick_period_s": opts.period_s,
+        "ticks_in_schedule": len(ticks),
+    }
