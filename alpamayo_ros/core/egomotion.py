@@ -144,11 +144,7 @@ class PoseBuffer:
             raise ValueError("PoseBuffer needs max_poses >= 2, max_duration_s > 0 and max_gap_s > 0")
         if self.max_extrapolation_s < 0:
             raise ValueError("max_extrapolation_s must be >= 0")
-        cap = 2 * self.max_poses  # live rows stay contiguous; compaction is amortized O(1)
-        self._t = np.empty(cap)
-        self._p = np.empty((cap, 3))
-        self._q = np.empty((cap, 4))
-        self._v = np.full((cap, 3), np.nan)
+        self._alloc(min(2 * self.max_poses, 1024))
         self._lo = 0
         self._hi = 0
         self._jumped_since_reset = False
@@ -226,11 +222,24 @@ class PoseBuffer:
             self._append(stamp, p, q, v)
         return True
 
+    def _alloc(self, cap: int) -> None:
+        self._t = np.empty(cap)
+        self._p = np.empty((cap, 3))
+        self._q = np.empty((cap, 4))
+        self._v = np.full((cap, 3), np.nan)
+
     def _append(self, stamp: float, p: NDArray[np.float64], q: NDArray[np.float64], v: NDArray[np.float64]) -> None:
-        if self._hi == self._t.shape[0]:
+        cap = self._t.shape[0]
+        if self._hi == cap:
+            # Live rows stay contiguous (searchsorted on a slice). Storage grows by doubling up to
+            # 2·max_poses (a long replay buffer costs only what it holds); then compaction
+            # moves ≤ max_poses rows once every ≥ max_poses appends: amortized O(1).
             n = len(self)
-            for arr in (self._t, self._p, self._q, self._v):
-                arr[:n] = arr[self._lo : self._hi]
+            old = (self._t, self._p, self._q, self._v)
+            if 2 * n > cap and cap < 2 * self.max_poses:
+                self._alloc(min(2 * cap, 2 * self.max_poses))
+            for src, dst in zip(old, (self._t, self._p, self._q, self._v), strict=True):
+                dst[:n] = src[self._lo : self._hi]
             self._lo, self._hi = 0, n
         i = self._hi
         self._t[i], self._p[i], self._q[i], self._v[i] = stamp, p, q, v

@@ -292,3 +292,16 @@ def test_concurrent_adds_and_history_reads_stay_consistent():
     for t in threads:
         t.join(timeout=60)
     assert not errors, errors
+
+
+def test_long_replay_buffer_grows_with_what_it_holds():
+    stamps = T0 - 60.0 + np.arange(6001) * 0.01  # 60 s at 100 Hz, all kept
+    p, q = world_poses(MOTION, stamps, T0, WORLD_ROT, WORLD_OFFSET)
+    buf = PoseBuffer(max_duration_s=1e9, max_poses=1_000_000)
+    assert buf._t.shape[0] <= 1024  # nothing like 2 M rows up front
+    for s, pi, qi in zip(stamps, p, q, strict=True):
+        buf.add(s, pi, qi)
+    assert len(buf) == 6001 and buf.earliest_stamp == stamps[0]
+    assert buf._t.shape[0] < 4 * 6001
+    np.testing.assert_allclose(buf.history(T0).xyz, filled(100).history(T0).xyz, atol=1e-6)
+    np.testing.assert_allclose(buf.pose_at(stamps[0]).position, p[0], atol=1e-9)
