@@ -92,6 +92,6 @@ def expert_positions_and_mask(offsets: np.ndarray | Sequence[int], cache_len: in
     positions = np.broadcast_to(p, (3, *p.shape)).copy()
     cols = np.arange(cache_len + n_tokens)[None, :]
     masked = (cols >= off[:, None]) & (cols < cache_len)  # (B, C)
-    mask = np.where(masked, np.finfo(dtype).min, 0).astype(dtype)
-    mask = np.ascontiguousarray(np.broadcast_to(mask[:, None, None, :], (off.shape[0], 1, n_tokens, mask.shape[1])))
+    row: np.ndarray = np.where(masked, np.finfo(dtype).min, 0).astype(dtype)
+    mask = np.ascontiguousarray(np.broadcast_to(row[:, None, None, :], (off.shape[0], 1, n_tokens, row.shape[1])))
     return positions, mask
