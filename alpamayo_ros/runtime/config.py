@@ -82,8 +82,8 @@ class RuntimeConfig:
     image_grid_thw: tuple[int, int, int] = (1, 20, 36)
     layout: TokenLayout = field(default_factory=TokenLayout)  # token ids (spec §2.2), from core
     # buffer capacities (DESIGN.md §4.5)
-    prefix_capacity: int = 3072
-    suffix_capacity: int = 264
+    prefix_capacity: int = 3200
+    suffix_capacity: int = 256
     max_candidates: int = 8
     config_hash: str = ""
 

@@ -74,6 +74,15 @@ class GraphExecutor(ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release buffers/sessions."""
 
+    def take_counters(self) -> dict[str, int]:
+        """Executor-side counters of the tick so far (reset on read), e.g. suffix_kv_copies."""
+        out, self._counters = getattr(self, "_counters", {}), {}
+        return out
+
+    def count(self, name: str, n: int = 1) -> None:
+        counters = self.__dict__.setdefault("_counters", {})
+        counters[name] = counters.get(name, 0) + n
+
     # shared helpers -------------------------------------------------------------------------
     def kv_shapes(self, batch: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
         t = self.config.text

@@ -177,7 +177,7 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path | None = None, graphs
     import logging
     import warnings
 
-    from alpamayo_ros.runtime.weights import load_model
+    from alpamayo_ros.runtime.weights import load_model, weights_fingerprint
 
     root = Path(model_dir)
     out = Path(out_dir) if out_dir is not None else root / "onnx"
@@ -188,6 +188,7 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path | None = None, graphs
     io = _graph_io(cfg)
     manifest: dict[str, Any] = {
         "format": MANIFEST_FORMAT, "opset": OPSET, "config_hash": cfg.config_hash,
+        "weights_hash": weights_fingerprint(root),
         "prefix_capacity": cfg.prefix_capacity, "suffix_capacity": cfg.suffix_capacity, "max_batch": max_batch,
         "image_grid_thw": list(cfg.image_grid_thw), "graphs": {}, "export_seconds": {},
     }
@@ -203,7 +204,8 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path | None = None, graphs
     return manifest
 
 
-def read_manifest(onnx_dir: str | Path, expected_hash: str | None = None) -> dict[str, Any]:
+def read_manifest(onnx_dir: str | Path, expected_hash: str | None = None, weights_hash: str | None = None
+                  ) -> dict[str, Any]:
     path = Path(onnx_dir) / "manifest.json"
     if not path.is_file():
         raise FileNotFoundError(
@@ -217,6 +219,11 @@ def read_manifest(onnx_dir: str | Path, expected_hash: str | None = None) -> dic
         raise ValueError(
             f"{path} was exported from a different config.json (hash {manifest.get('config_hash')} != {expected_hash}); "
             f"re-export with `alpamayo-ros export-onnx <model_dir>`"
+        )
+    if weights_hash is not None and manifest.get("weights_hash") != weights_hash:
+        raise ValueError(
+            f"{path} was exported from different weights (fingerprint {manifest.get('weights_hash')} != "
+            f"{weights_hash}); re-export with `alpamayo-ros export-onnx <model_dir>`"
         )
     return manifest
 

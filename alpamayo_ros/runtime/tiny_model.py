@@ -38,8 +38,9 @@ TINY_TEXT: dict[str, Any] = dict(
 )  # fmt: skip
 TINY_EXPERT = dict(hidden_size=48, num_attention_heads=4, head_dim=16, intermediate_size=96)
 TINY_ACTION_IN_PROJ = dict(hidden_size=32, num_enc_layers=2, num_fourier_feats=20, max_freq=100)
-# Biases (in logit units) that the constant channel gives these tokens.
-END_BIASES = {"cot_end": 3.0, "traj_future_start": 2.5}
+# Biases (≈ logit units: channel 0 is ≈1 after the final norm) that the constant channel gives tokens.
+END_BIASES = {"cot_end": 1.0, "traj_future_start": 1.6}
+TEXT_BIAS, TEXT_CHARS = 1.2, "etaoinshrdlucmwfgypb "
 
 # spec §6.1 released values (bf16-rounded in AR1's persistent buffers)
 ACTION_SPACE_CFG = dict(
@@ -78,7 +79,7 @@ def tiny_config_dict(layout_dict: dict[str, int], **overrides: Any) -> dict[str,
         "vision_config": dict(TINY_VISION),
         "text_config": dict(TINY_TEXT),
         "image_grid_thw": [1, 20, 36],
-        "runtime": {"prefix_capacity": 3072, "suffix_capacity": 256, "max_candidates": 8},
+        "runtime": {"prefix_capacity": 3328, "suffix_capacity": 256, "max_candidates": 8},
         "tiny_model": True,
     }
     for key, value in overrides.items():
@@ -89,7 +90,7 @@ def tiny_config_dict(layout_dict: dict[str, int], **overrides: Any) -> dict[str,
     return cfg
 
 
-def _init_weights(model: Any, seed: int, layout: Any) -> None:
+def _init_weights(model: Any, seed: int, layout: Any, text_ids: list[int]) -> None:
     import torch
 
     from alpamayo_ros.core.action_space import bf16_round
@@ -113,9 +114,9 @@ def _init_weights(model: Any, seed: int, layout: Any) -> None:
             layer.mlp.down_proj.weight[0].zero_()
         lm = model.vlm.lm_head.weight
         lm[:, 0] = 0.0
-        rms = 2.0  # rough RMS of the final hidden state; channel 0 reaches ~4/rms after the norm
+        lm[torch.as_tensor(text_ids), 0] = TEXT_BIAS  # readable-ish reasoning
         for key, bias in END_BIASES.items():
-            lm[layout.special_id(key), 0] = bias * rms / 4.0
+            lm[layout.special_id(key), 0] = bias
         model.action_out_proj.weight.mul_(0.05)
         model.action_out_proj.bias.zero_()
         for enc in (*model.action_in_proj.sinus, model.action_in_proj.timestep_fourier_encoder):
@@ -141,7 +142,7 @@ def make_tiny_model(out_dir: str | Path, seed: int = TINY_SEED, **config_overrid
     cfg = config_from_dict(raw)
     torch.manual_seed(seed)
     model = AlpamayoR1(cfg)
-    _init_weights(model, seed, tok.layout)
+    _init_weights(model, seed, tok.layout, sorted(set(tok.encode(TEXT_CHARS).tolist())))
     save_weights(model, out)
     tok.tok.save(str(out / "tokenizer.json"))
     (out / "token_layout.json").write_text(json.dumps(layout, indent=1) + "\n")

@@ -45,6 +45,21 @@ def weight_files(model_dir: str | Path) -> list[Path]:
     )
 
 
+def weights_fingerprint(model_dir: str | Path, chunk: int = 1 << 20) -> str:
+    """Cheap identity of the weight files (name, size, first and last MiB), so that stale exports are caught."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in weight_files(model_dir):
+        size = f.stat().st_size
+        h.update(f"{f.name}:{size}".encode())
+        with f.open("rb") as fh:
+            h.update(fh.read(chunk))
+            fh.seek(max(0, size - chunk))
+            h.update(fh.read(chunk))
+    return h.hexdigest()[:16]
+
+
 def read_state_dict(model_dir: str | Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 

@@ -1,0 +1,109 @@
+"""ONNX Runtime executor over the exported graph family (`<model_dir>/onnx/`).
+
+KV buffers are numpy arrays owned here. ONNX Runtime returns `present_*` as new arrays (it does
+not alias outputs to inputs on the CPU), so the executor swaps them in as the buffers; TensorRT
+binds both to the same device memory instead.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from alpamayo_ros.runtime.config import RuntimeConfig, load_config
+from alpamayo_ros.runtime.executor import GraphExecutor, ImageFeatures
+
+GRAPHS = ("vision", "prefill", "decode", "expert_step")
+
+
+class OnnxRuntimeExecutor(GraphExecutor):
+    name = "onnxruntime"
+
+    def __init__(self, config: RuntimeConfig, onnx_dir: str | Path, num_threads: int | None = None,
+                 providers: list[str] | None = None, weights_hash: str | None = None) -> None:
+        import onnxruntime as ort
+
+        from alpamayo_ros.runtime.export import read_manifest
+
+        super().__init__(config)
+        root = Path(onnx_dir)
+        manifest = read_manifest(root, expected_hash=config.config_hash, weights_hash=weights_hash)
+        if manifest["prefix_capacity"] != config.prefix_capacity or manifest["suffix_capacity"] != config.suffix_capacity:
+            raise ValueError(
+                f"{root}/manifest.json capacities (prefix {manifest['prefix_capacity']}, suffix "
+                f"{manifest['suffix_capacity']}) differ from the requested ones (prefix {config.prefix_capacity}, "
+                f"suffix {config.suffix_capacity}); re-export or drop the capacity overrides"
+            )
+        opts = ort.SessionOptions()
+        if num_threads:
+            opts.intra_op_num_threads = num_threads
+        opts.inter_op_num_threads = 1
+        self.sessions = {}
+        for name in GRAPHS:
+            path = root / manifest["graphs"][name]["file"]
+            if not path.is_file():
+                raise FileNotFoundError(f"{path} missing; re-export with `alpamayo-ros export-onnx <model_dir>`")
+            self.sessions[name] = ort.InferenceSession(str(path), opts, providers=providers or ["CPUExecutionProvider"])
+        pshape, _ = self.kv_shapes(1)
+        self.prefix_key = np.zeros(pshape, dtype=np.float32)
+        self.prefix_value = np.zeros(pshape, dtype=np.float32)
+        self.suffix_key = np.zeros((0,), dtype=np.float32)
+        self.suffix_value = np.zeros((0,), dtype=np.float32)
+
+    def encode_images(self, pixel_rows: np.ndarray) -> list[ImageFeatures]:
+        emb, ds = self.sessions["vision"].run(None, {"pixel_rows": np.ascontiguousarray(pixel_rows, dtype=np.float32)})
+        return [ImageFeatures(emb[i], ds[:, i]) for i in range(emb.shape[0])]
+
+    def prefill(self, input_ids, position_ids, features, image_token_index) -> np.ndarray:
+        embeds, deepstack = self.stack_features(features)
+        logits, self.prefix_key, self.prefix_value = self.sessions["prefill"].run(None, {
+            "input_ids": input_ids[None], "position_ids": np.ascontiguousarray(position_ids[:, None]),
+            "image_embeds": embeds, "deepstack_embeds": deepstack, "image_token_index": image_token_index,
+            "prefix_key": self.prefix_key, "prefix_value": self.prefix_value,
+        })
+        return logits[0]
+
+    def start_decode(self, batch: int) -> None:
+        _, sshape = self.kv_shapes(batch)
+        if self.suffix_key.shape != sshape:
+            self.suffix_key = np.zeros(sshape, dtype=np.float32)
+            self.suffix_value = np.zeros(sshape, dtype=np.float32)
+
+    def decode(self, token_ids, position_ids, write_index, prefix_mask, suffix_mask) -> np.ndarray:
+        logits, self.suffix_key, self.suffix_value = self.sessions["decode"].run(None, {
+            "input_ids": np.asarray(token_ids, dtype=np.int64).reshape(-1, 1), "position_ids": position_ids,
+            "write_index": np.array([write_index], dtype=np.int64), "prefix_key": self.prefix_key,
+            "prefix_value": self.prefix_value, "prefix_mask": prefix_mask, "suffix_key": self.suffix_key,
+            "suffix_value": self.suffix_value, "suffix_mask": suffix_mask,
+        })
+        return logits
+
+    def run_expert(self, x0, steps, position_ids, prefix_mask, suffix_mask) -> np.ndarray:
+        k = x0.shape[0]
+        sk, sv = self.suffix_key, self.suffix_value
+        if sk.shape[1] != k:  # shared reasoning: one suffix row for K candidates (the prefix is never copied)
+            sk, sv = np.repeat(sk, k, axis=1), np.repeat(sv, k, axis=1)
+            self.count("suffix_kv_copies", k - 1)
+        x = np.ascontiguousarray(x0, dtype=np.float32)
+        sess = self.sessions["expert_step"]
+        feeds = {"position_ids": position_ids, "prefix_key": self.prefix_key, "prefix_value": self.prefix_value,
+                 "prefix_mask": prefix_mask, "suffix_key": sk, "suffix_value": sv, "suffix_mask": suffix_mask}
+        for t, dt in steps:
+            (x,) = sess.run(None, {**feeds, "x": x, "t": np.array([t], dtype=np.float32),
+                                   "dt": np.array([dt], dtype=np.float32)})
+        return x
+
+    def close(self) -> None:
+        self.sessions.clear()
+
+
+def build_onnx_executor(model_dir: str | Path, **options: Any) -> OnnxRuntimeExecutor:
+    overrides = {k: options[k] for k in ("prefix_capacity", "suffix_capacity", "max_candidates") if k in options}
+    cfg = load_config(model_dir, **overrides)
+    onnx_dir = Path(options.get("onnx_dir") or Path(model_dir) / "onnx")
+    from alpamayo_ros.runtime.weights import weights_fingerprint
+
+    return OnnxRuntimeExecutor(cfg, onnx_dir, num_threads=options.get("num_threads"),
+                               weights_hash=weights_fingerprint(model_dir))

@@ -1,0 +1,139 @@
+"""The reference path: spec appendix written plainly with the PyTorch modules (the oracle).
+
+No shared-prefix tricks here: the prompt cache is repeated per candidate and grows by
+concatenation, the expert attends over `[cache ; own tokens]` with the spec's additive mask
+(`core.rope.expert_positions_and_mask`), and the result goes through `action_to_traj`. Sampling,
+the stop rule and the noise are the same numpy code the orchestrator uses, so every backend can
+be compared with this token for token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from alpamayo_ros.core.action_space import ActionSpaceConfig, action_to_traj
+from alpamayo_ros.core.backend import SamplingRequest
+from alpamayo_ros.core.flow_matching import FlowMatchingSampler, make_noise
+from alpamayo_ros.core.rope import decode_positions, expert_offsets, expert_positions_and_mask
+from alpamayo_ros.core.sampling import extract_reasoning
+from alpamayo_ros.runtime.modeling.attention import causal_mask
+from alpamayo_ros.runtime.orchestrator import make_stop_rule, sample_next, sampling_rng
+
+if TYPE_CHECKING:
+    from alpamayo_ros.core.model_inputs import ModelInputs
+    from alpamayo_ros.core.tokenizer import AlpamayoTokenizer
+    from alpamayo_ros.runtime.modeling.model import AlpamayoR1
+
+Cache = list[tuple[torch.Tensor, torch.Tensor]]  # per layer (B, Hkv, L, D)
+
+
+@dataclass
+class ReferenceResult:
+    reasoning: list[str]  # K texts
+    token_ids: np.ndarray  # (rows, n) generated ids (pad after a row finished), rows = K or 1
+    actions: np.ndarray  # (K, W, 2) normalized
+    xyz: np.ndarray  # (K, W, 3) ego frame at t0
+    rot: np.ndarray  # (K, W, 3, 3)
+
+
+def _prefill(model: AlpamayoR1, inputs: ModelInputs) -> tuple[torch.Tensor, Cache]:
+    text = model.text
+    ids = torch.from_numpy(np.array(inputs.input_ids, dtype=np.int64))
+    pixels = torch.from_numpy(np.stack([np.asarray(im.pixel_rows, dtype=np.float32) for im in inputs.images]))
+    embeds, deepstack = model.visual(pixels)
+    embeds, deepstack = embeds.reshape(-1, embeds.shape[-1]), deepstack.flatten(1, 2)
+    img = ids == model.config.layout.image_pad
+    h = text.embed_tokens(ids)
+    h[img] = embeds
+    h = h[None]
+    cos, sin = text.rotary(torch.from_numpy(np.array(inputs.position_ids, dtype=np.int64))[:, None])
+    mask = causal_mask(ids.shape[0])
+    cache: Cache = []
+    for i, layer in enumerate(text.layers):
+        q, k, v = layer.project_qkv(h, cos, sin)
+        h = layer.finish(h, layer.attend(q, [(k, v, mask)]))
+        if i < deepstack.shape[0]:
+            h[0, img] = h[0, img] + deepstack[i]
+        cache.append((k, v))
+    return model.vlm.lm_head(text.norm(h[:, -1]))[0], cache
+
+
+def _decode_step(model: AlpamayoR1, tokens: np.ndarray, position: int, cache: Cache) -> tuple[torch.Tensor, Cache]:
+    text = model.text
+    h = text.embed_tokens(torch.from_numpy(tokens).view(-1, 1))
+    pos = torch.from_numpy(decode_positions(position, 0)).expand(3, h.shape[0], 1)
+    cos, sin = text.rotary(pos)
+    new: Cache = []
+    for layer, (ck, cv) in zip(text.layers, cache, strict=True):
+        q, k, v = layer.project_qkv(h, cos, sin)
+        ck, cv = torch.cat([ck, k], dim=2), torch.cat([cv, v], dim=2)  # the cache grows (reference semantics)
+        h = layer.finish(h, layer.attend(q, [(ck, cv, None)]))
+        new.append((ck, cv))
+    return model.vlm.lm_head(text.norm(h[:, -1])), new
+
+
+def _expert(model: AlpamayoR1, cache: Cache, x: torch.Tensor, t: float, positions: torch.Tensor,
+            mask: torch.Tensor) -> torch.Tensor:
+    exp = model.expert
+    h = model.action_in_proj(x, torch.tensor([t]))
+    cos, sin = exp.rotary(positions)
+    for layer, (ck, cv) in zip(exp.layers, cache, strict=True):
+        q, k, v = layer.project_qkv(h, cos, sin)
+        keys, values = torch.cat([ck, k], dim=2), torch.cat([cv, v], dim=2)
+        h = layer.finish(h, layer.attend(q, [(keys, values, mask[:, 0])]))
+    return model.action_out_proj(exp.norm(h))
+
+
+@torch.no_grad()
+def sample_trajectories(
+    model: AlpamayoR1,
+    tokenizer: AlpamayoTokenizer,
+    inputs: ModelInputs,
+    hist_xyz: np.ndarray,
+    hist_rot: np.ndarray,
+    request: SamplingRequest | None = None,
+    noise: np.ndarray | None = None,
+    action_space: ActionSpaceConfig | None = None,
+) -> ReferenceResult:
+    """Spec appendix: prefill, K sampled reasonings, 10 Euler steps of the expert, action_to_traj."""
+    request = request or SamplingRequest()
+    cfg, lay = model.config, model.config.layout
+    k = request.num_candidates
+    rows = 1 if request.shared_reasoning else k
+    prompt = np.asarray(inputs.input_ids, dtype=np.int64)
+    p, delta = prompt.shape[0], int(inputs.rope_delta)
+    logits, cache = _prefill(model, inputs)
+    cache = [(ck.repeat(rows, 1, 1, 1), cv.repeat(rows, 1, 1, 1)) for ck, cv in cache]  # repeat-interleave per sample
+    rule, rng = make_stop_rule(rows, request, lay), sampling_rng(request)
+    out = [rule.step(sample_next(np.broadcast_to(logits.numpy(), (rows, logits.shape[-1])), request, lay, rng))]
+    while not rule.stopped:
+        step_logits, cache = _decode_step(model, out[-1], p + len(out) - 1 + delta, cache)
+        out.append(rule.step(sample_next(step_logits.numpy(), request, lay, rng)))
+    tokens = np.stack(out, axis=1)
+    seqs = np.concatenate([np.broadcast_to(prompt, (rows, p)), tokens], axis=1)
+    offsets, _ = expert_offsets(seqs, lay.traj_future_start)
+    cache_len = seqs.shape[1] - 1
+    # rows without <|traj_future_start|> get offset len(seq) = cache_len + 1: nothing is masked, and the
+    # positions use the true offset (the mask helper only accepts offsets <= cache_len)
+    _, mask = expert_positions_and_mask(np.minimum(offsets, cache_len), cache_len, delta, cfg.n_waypoints)
+    positions = np.arange(cfg.n_waypoints)[None] + (offsets + delta)[:, None]  # (rows, W)
+    if rows != k:  # shared reasoning: one cache row read by all K candidates
+        cache = [(ck.expand(k, -1, -1, -1), cv.expand(k, -1, -1, -1)) for ck, cv in cache]
+        positions, mask = np.repeat(positions, k, axis=0), np.repeat(mask, k, axis=0)
+    pos_t = torch.from_numpy(np.ascontiguousarray(np.broadcast_to(positions, (3, *positions.shape))))
+    mask_t = torch.from_numpy(mask)
+    x0 = make_noise(k, request.seed, (cfg.n_waypoints, cfg.action_dim)) if noise is None else noise
+    x = torch.from_numpy(np.asarray(x0, dtype=np.float32))
+    for t, dt in FlowMatchingSampler(request.num_diffusion_steps).steps():
+        x = x + dt * _expert(model, cache, x, t, pos_t, mask_t)
+    actions = x.numpy()
+    xyz, rot = action_to_traj(actions, hist_xyz, hist_rot, action_space)
+    head = tokenizer.decode(prompt[-64:])
+    texts = [extract_reasoning(head + tokenizer.decode(row)) for row in tokens]
+    if rows != k:
+        texts = texts * k
+    return ReferenceResult(texts, tokens, actions, np.asarray(xyz), np.asarray(rot))
