@@ -11,14 +11,15 @@ from pathlib import Path
 from typing import Any
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt", "kinematic")
-_GRAPH_OPTIONS = ("prefix_capacity", "suffix_capacity", "max_candidates", "num_threads", "onnx_dir")
+_GRAPH_OPTIONS = ("prefix_capacity", "suffix_capacity", "max_candidates", "num_threads", "onnx_dir", "auto_export")
 
 
 def create_backend(name: str, model_dir: str | Path, **options: Any) -> Any:
     """Build a backend by name.
 
     options: mode ("per_candidate" | "shared_reasoning"), num_threads, prefix_capacity,
-    suffix_capacity, max_candidates, onnx_dir (onnxruntime; default MODEL_DIR/onnx).
+    suffix_capacity, max_candidates, onnx_dir (onnxruntime; default MODEL_DIR/onnx), auto_export
+    (onnxruntime: export once into ~/.cache/alpamayo_ros/onnx when MODEL_DIR/onnx is missing).
     """
     mode = options.pop("mode", "per_candidate")
     if name == "kinematic":

@@ -7,6 +7,7 @@ binds both to the same device memory instead.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -99,10 +100,35 @@ class OnnxRuntimeExecutor(GraphExecutor):
         self.sessions.clear()
 
 
+def cache_root() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "alpamayo_ros" / "onnx"
+
+
+def resolve_onnx_dir(model_dir: str | Path, onnx_dir: str | Path | None = None, auto_export: bool = False) -> Path:
+    """`onnx_dir`, else MODEL_DIR/onnx, else (auto_export) a cache dir keyed by config + weights, exported once."""
+    from alpamayo_ros.runtime.export import export_onnx, read_manifest
+    from alpamayo_ros.runtime.weights import weights_fingerprint
+
+    if onnx_dir is not None:
+        return Path(onnx_dir)
+    local = Path(model_dir) / "onnx"
+    if (local / "manifest.json").is_file() or not auto_export:
+        return local
+    cfg = load_config(model_dir)
+    fp = weights_fingerprint(model_dir)
+    cached = cache_root() / f"{cfg.config_hash}-{fp}"
+    try:
+        read_manifest(cached, expected_hash=cfg.config_hash, weights_hash=fp)
+    except (FileNotFoundError, ValueError):
+        export_onnx(model_dir, cached)
+    return cached
+
+
 def build_onnx_executor(model_dir: str | Path, **options: Any) -> OnnxRuntimeExecutor:
     overrides = {k: options[k] for k in ("prefix_capacity", "suffix_capacity", "max_candidates") if k in options}
     cfg = load_config(model_dir, **overrides)
-    onnx_dir = Path(options.get("onnx_dir") or Path(model_dir) / "onnx")
+    onnx_dir = resolve_onnx_dir(model_dir, options.get("onnx_dir"), bool(options.get("auto_export", False)))
     from alpamayo_ros.runtime.weights import weights_fingerprint
 
     return OnnxRuntimeExecutor(cfg, onnx_dir, num_threads=options.get("num_threads"),

@@ -25,6 +25,16 @@ from pathlib import Path
 from typing import Any
 
 TINY_SEED = 0
+RESOURCE_DIR = Path(__file__).resolve().parent.parent / "resources" / "tiny_model"
+
+
+def default_tiny_model_dir() -> Path:
+    """The tiny model committed with the package (regenerate: `python -m alpamayo_ros.runtime.tiny_model --resource`)."""
+    if not (RESOURCE_DIR / "config.json").is_file():
+        raise FileNotFoundError(
+            f"{RESOURCE_DIR} has no tiny model; make one with `python -m alpamayo_ros.runtime.tiny_model {RESOURCE_DIR}`"
+        )
+    return RESOURCE_DIR
 
 TINY_VISION: dict[str, Any] = dict(
     depth=3, hidden_size=32, intermediate_size=64, num_heads=2, in_channels=3, patch_size=16,
@@ -152,11 +162,14 @@ def make_tiny_model(out_dir: str | Path, seed: int = TINY_SEED, **config_overrid
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="make-tiny-model", description=__doc__.splitlines()[0])
-    ap.add_argument("out_dir", help="model directory to write")
+    ap.add_argument("out_dir", nargs="?", default=None, help="model directory to write (default with --resource)")
+    ap.add_argument("--resource", action="store_true", help=f"write the committed copy ({RESOURCE_DIR})")
     ap.add_argument("--seed", type=int, default=TINY_SEED)
     ap.add_argument("--export-onnx", action="store_true", help="also export the ONNX graph family to OUT_DIR/onnx")
     args = ap.parse_args(argv)
-    path = make_tiny_model(args.out_dir, args.seed)
+    if args.out_dir is None and not args.resource:
+        ap.error("give OUT_DIR or --resource")
+    path = make_tiny_model(RESOURCE_DIR if args.resource else args.out_dir, args.seed)
     print(f"wrote tiny model to {path}")
     if args.export_onnx:
         from alpamayo_ros.runtime.export import export_onnx
