@@ -38,7 +38,13 @@ from alpamayo_ros.runtime.tensorrt.manifest import (
     file_sha256,
     load_onnx_manifest,
 )
-from alpamayo_ros.runtime.tensorrt.trt_module import DEFAULT_MODULE, RTX_MODULE, dtype_name, load_tensorrt
+from alpamayo_ros.runtime.tensorrt.trt_module import (
+    DEFAULT_MODULE,
+    RTX_MODULE,
+    dims_tuple,
+    dtype_name,
+    load_tensorrt,
+)
 
 if TYPE_CHECKING:
     import tensorrt
@@ -137,7 +143,9 @@ def profile_shapes(
     lo, opt, hi = [], [], []
     for axis, (dim, declared) in enumerate(zip(trt_shape, spec.shape, strict=True)):
         if dim >= 0:
-            lo.append(dim), opt.append(dim), hi.append(dim)
+            lo.append(dim)
+            opt.append(dim)
+            hi.append(dim)
             continue
         if not isinstance(declared, str):
             raise EngineBuildError(
@@ -148,7 +156,9 @@ def profile_shapes(
                 f"graph {decl.name}: no profile range for dim {declared!r} of {name}; pass --dim {declared}=MIN:OPT:MAX"
             )
         r = ranges[declared]
-        lo.append(max(r.min, 1)), opt.append(max(r.opt, 1)), hi.append(max(r.max, 1))
+        lo.append(max(r.min, 1))
+        opt.append(max(r.opt, 1))
+        hi.append(max(r.max, 1))
     return tuple(lo), tuple(opt), tuple(hi)
 
 
@@ -236,9 +246,9 @@ def build_graph(
     tensors: list[EngineTensor] = []
     for i in range(network.num_inputs):
         tensor = network.get_input(i)
-        shapes = profile_shapes(decl, tensor.name, tuple(tensor.shape), ranges)
+        shapes = profile_shapes(decl, tensor.name, dims_tuple(tensor.shape), ranges)
         if shapes is not None:
-            profile.set_shape(tensor.name, shapes[0], shapes[1], shapes[2])
+            profile.set_shape(tensor.name, *(trt.Dims(list(shape)) for shape in shapes))
         declared = next(t for t in decl.inputs if t.name == tensor.name)
         tensors.append(
             EngineTensor(

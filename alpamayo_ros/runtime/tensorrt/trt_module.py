@@ -8,9 +8,14 @@ machine; that is the stand-in check used in CI. Nothing here imports TensorRT at
 from __future__ import annotations
 
 import importlib
+from collections.abc import Sequence
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import tensorrt
 
 DEFAULT_MODULE = "tensorrt"
 RTX_MODULE = "tensorrt_rtx_bindings"
@@ -45,6 +50,11 @@ def load_tensorrt(name: str = DEFAULT_MODULE) -> ModuleType:
             "`tensorrt-cu13` wheel from pypi.nvidia.com. See docs/deployment/jetson_thor.md."
         )
         raise TensorRTUnavailableError(f"cannot import TensorRT module {name!r}: {exc}. {hint}") from exc
+
+
+def dims_tuple(dims: tensorrt.Dims | Sequence[int]) -> tuple[int, ...]:
+    """`trt.Dims` (indexable, not iterable in the stubs) -> tuple of ints."""
+    return tuple(int(dims[i]) for i in range(len(dims)))
 
 
 def dtype_name(dtype: object) -> str:

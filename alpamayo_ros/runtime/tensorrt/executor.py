@@ -1,0 +1,657 @@
+"""TensorRT executor: the `GraphExecutor` of docs/runtime.md §5 over TensorRT engines.
+
+A thin adapter: the orchestrator (sampling, stop rule, masks, positions, Euler schedule) is the
+shared one; this class only moves arrays to and from the device and enqueues engines.
+
+Bookkeeping, all decided at configure (construction):
+
+* one CUDA stream; every engine gets one execution context and one optimization profile (0);
+* every I/O tensor gets a device buffer sized from the engine itself (profile max shapes for
+  inputs, the context's inferred shapes at those maxima for outputs, engine dtypes), and every
+  host-visible tensor a pinned staging buffer of the same size; nothing is allocated per tick;
+* KV state (prefix, suffix) lives in two device buffers per tensor, ping-pong: a graph that
+  updates the cache reads buffer p and writes `present_*` into buffer 1-p. TensorRT gives no
+  guarantee for an output bound to its own input's address (ScatterND copies the input into the
+  output), so in-place aliasing is not used. The expert's `x` / `x_next` ping-pong the same way;
+* CUDA graphs: `decode` (per batch size and KV parity) and the whole Euler loop of
+  `expert_step` (per K, step count and parity) are captured after their first eager run and
+  replayed afterwards, uploads from pinned staging and the logits/x download included. `vision`
+  and `prefill` change shape every tick and run once per tick, so they run eagerly.
+
+Image features stay on the host (the orchestrator caches them): a tick moves at most 4 new
+images down and 16 up, ~0.24 GB at the Alpamayo dims, about 1 ms of a multi-second tick.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from alpamayo_ros.runtime.config import RuntimeConfig
+from alpamayo_ros.runtime.executor import GraphExecutor, ImageFeatures
+from alpamayo_ros.runtime.tensorrt.cuda_memory import TENSOR_ALIGNMENT, CudaApi, host_view
+from alpamayo_ros.runtime.tensorrt.manifest import (
+    GRAPH_NAMES,
+    EngineManifest,
+    ManifestError,
+    check_engine_manifest,
+    load_engine_manifest,
+)
+from alpamayo_ros.runtime.tensorrt.trt_module import (
+    DEFAULT_MODULE,
+    decode_host,
+    dims_tuple,
+    dtype_name,
+    encode_host,
+    itemsize,
+    load_tensorrt,
+    raw_host_dtype,
+)
+
+if TYPE_CHECKING:
+    import tensorrt
+
+LOG = logging.getLogger(__name__)
+KV_STATES = ("prefix_key", "prefix_value", "suffix_key", "suffix_value")
+CAPTURABLE_GRAPHS = ("decode", "expert_step")
+MAX_EULER_STEPS = 64  # size of the preallocated (t, dt) step table
+
+
+class TensorRTExecutorError(RuntimeError):
+    pass
+
+
+# ---------------------------------------------------------------------------------------------
+# engine inspection
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    is_input: bool
+    dtype: str  # TensorRT DataType name
+    itemsize: int
+    shape: tuple[int, ...]  # engine shape, -1 for dynamic axes
+    profile: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]] | None  # inputs with dynamic axes
+
+    @property
+    def is_static(self) -> bool:
+        return all(d >= 0 for d in self.shape)
+
+
+def inspect_engine(engine: tensorrt.ICudaEngine, profile_index: int = 0) -> dict[str, TensorInfo]:
+    """I/O tensors of an engine: mode, dtype, shape and profile range (enums compared by name, so
+    the same code reads tensorrt and tensorrt_rtx engines)."""
+    infos: dict[str, TensorInfo] = {}
+    for i in range(engine.num_io_tensors):
+        name = engine.get_tensor_name(i)
+        is_input = dtype_name(engine.get_tensor_mode(name)) == "INPUT"
+        shape = dims_tuple(engine.get_tensor_shape(name))
+        profile = None
+        if is_input and any(d < 0 for d in shape):
+            lo, opt, hi = engine.get_tensor_profile_shape(name, profile_index)
+            profile = (dims_tuple(lo), dims_tuple(opt), dims_tuple(hi))
+        dtype = engine.get_tensor_dtype(name)
+        infos[name] = TensorInfo(name, is_input, dtype_name(dtype), itemsize(dtype), shape, profile)
+    return infos
+
+
+class GraphRunner:
+    """One engine, its execution context, and shape/binding bookkeeping."""
+
+    def __init__(self, graph: str, engine: tensorrt.ICudaEngine) -> None:
+        self.graph = graph
+        self.engine = engine
+        self.tensors = inspect_engine(engine)
+        self.context = engine.create_execution_context()
+        if self.context is None:
+            raise TensorRTExecutorError(f"{graph}: create_execution_context failed (out of device memory?)")
+        self.max_shapes = self._max_shapes()
+
+    @property
+    def inputs(self) -> list[str]:
+        return [n for n, t in self.tensors.items() if t.is_input]
+
+    @property
+    def outputs(self) -> list[str]:
+        return [n for n, t in self.tensors.items() if not t.is_input]
+
+    def _max_shapes(self) -> dict[str, tuple[int, ...]]:
+        shapes = {n: (t.profile[2] if t.profile else t.shape) for n, t in self.tensors.items() if t.is_input}
+        return {**shapes, **self.set_input_shapes(shapes)}
+
+    def set_input_shapes(self, shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
+        """Set every input's shape (checked against the profile); returns the inferred output shapes."""
+        missing = set(self.inputs) - set(shapes)
+        if missing:
+            raise TensorRTExecutorError(f"{self.graph}: no shape for inputs {sorted(missing)}")
+        for name, shape in shapes.items():
+            info = self.tensors[name]
+            _check_in_profile(self.graph, info, shape)
+            if not self.context.set_input_shape(name, tuple(shape)):
+                raise TensorRTExecutorError(
+                    f"{self.graph}: TensorRT rejected shape {tuple(shape)} for {name}"
+                )
+        outputs: dict[str, tuple[int, ...]] = {}
+        for name in self.outputs:
+            shape = dims_tuple(self.context.get_tensor_shape(name))
+            if any(d < 0 for d in shape):
+                raise TensorRTExecutorError(
+                    f"{self.graph}: output {name} has a data-dependent shape {shape}; not supported"
+                )
+            outputs[name] = shape
+        return outputs
+
+    def bind(self, addresses: dict[str, int]) -> None:
+        if set(addresses) != set(self.tensors):
+            raise TensorRTExecutorError(
+                f"{self.graph}: bindings {sorted(addresses)} do not cover the engine I/O {sorted(self.tensors)}"
+            )
+        for name, ptr in addresses.items():
+            if ptr % TENSOR_ALIGNMENT:
+                raise TensorRTExecutorError(
+                    f"{self.graph}: address of {name} is not {TENSOR_ALIGNMENT}-byte aligned"
+                )
+            if not self.context.set_tensor_address(name, ptr):
+                raise TensorRTExecutorError(f"{self.graph}: set_tensor_address({name}) failed")
+
+    def enqueue(self, stream: int) -> None:
+        if not self.context.execute_async_v3(stream):
+            raise TensorRTExecutorError(f"{self.graph}: execute_async_v3 failed (see the TensorRT log)")
+
+
+def _check_in_profile(graph: str, info: TensorInfo, shape: Sequence[int]) -> None:
+    if len(shape) != len(info.shape):
+        raise TensorRTExecutorError(
+            f"{graph}: {info.name} has rank {len(info.shape)}, got shape {tuple(shape)}"
+        )
+    lo, hi = (info.profile[0], info.profile[2]) if info.profile else (info.shape, info.shape)
+    for axis, (d, a, b) in enumerate(zip(shape, lo, hi, strict=True)):
+        if not a <= d <= b:
+            raise TensorRTExecutorError(
+                f"{graph}: {info.name} axis {axis} = {d} is outside the engine profile [{a}, {b}]; "
+                f"rebuild the engines with a larger range (build-engines --dim)"
+            )
+
+
+# ---------------------------------------------------------------------------------------------
+# buffer plan
+
+
+@dataclass(frozen=True)
+class BufferSpec:
+    key: str  # "kv.prefix_key.0", "decode.logits", "expert_step.x.1", ...
+    nbytes: int
+    staged: bool  # has a pinned host staging buffer of the same size
+    dtype: str
+
+
+def _state_of(tensor: str) -> str | None:
+    base = tensor.removeprefix("present_")
+    return base if base in KV_STATES else None
+
+
+def plan_buffers(runners: dict[str, GraphRunner], max_steps: int = MAX_EULER_STEPS) -> dict[str, BufferSpec]:
+    """Every device buffer the executor allocates at configure, sized from the engines."""
+    specs: dict[str, BufferSpec] = {}
+    kv_bytes: dict[str, int] = {}
+    kv_dtype: dict[str, tuple[str, str]] = {}
+    for graph, runner in runners.items():
+        for name, info in runner.tensors.items():
+            nbytes = int(np.prod(runner.max_shapes[name], dtype=np.int64)) * info.itemsize
+            state = _state_of(name)
+            if state is not None:
+                seen = kv_dtype.setdefault(state, (info.dtype, f"{graph}.{name}"))
+                if seen[0] != info.dtype:
+                    raise TensorRTExecutorError(
+                        f"KV dtype mismatch: {seen[1]} is {seen[0]} but {graph}.{name} is {info.dtype}; "
+                        f"build all engines with the same precision options"
+                    )
+                kv_bytes[state] = max(kv_bytes.get(state, 0), nbytes)
+            elif graph == "expert_step" and name in ("x", "x_next"):
+                for parity in (0, 1):
+                    key = f"expert_step.x.{parity}"
+                    prev = specs.get(key)
+                    specs[key] = BufferSpec(key, max(nbytes, prev.nbytes if prev else 0), True, info.dtype)
+            elif graph == "expert_step" and name in ("t", "dt"):
+                specs[f"expert_step.{name}"] = BufferSpec(
+                    f"expert_step.{name}", max_steps * TENSOR_ALIGNMENT, True, info.dtype
+                )
+            else:
+                specs[f"{graph}.{name}"] = BufferSpec(f"{graph}.{name}", nbytes, True, info.dtype)
+    for state, nbytes in kv_bytes.items():
+        for parity in (0, 1):
+            key = f"kv.{state}.{parity}"
+            specs[key] = BufferSpec(key, nbytes, False, kv_dtype[state][0])
+    return specs
+
+
+@dataclass
+class Allocation:
+    spec: BufferSpec
+    device: int
+    host: int = 0  # pinned staging, 0 if none
+
+    def host_array(self, dtype: np.dtype, shape: Sequence[int]) -> np.ndarray:
+        count = int(np.prod(shape, dtype=np.int64))
+        raw = host_view(self.host, self.spec.nbytes)
+        return raw[: count * dtype.itemsize].view(dtype).reshape(tuple(shape))
+
+
+# ---------------------------------------------------------------------------------------------
+# CUDA-graph capture policy
+
+
+@dataclass(frozen=True)
+class CaptureDecision:
+    capture: bool
+    reason: str
+
+
+def capture_decision(graph: str, runner: GraphRunner, enabled: bool) -> CaptureDecision:
+    if not enabled:
+        return CaptureDecision(False, "CUDA graphs disabled")
+    if graph not in CAPTURABLE_GRAPHS:
+        return CaptureDecision(False, "shapes change every tick and it runs once per tick")
+    dynamic_outputs = [n for n in runner.outputs if any(d < 0 for d in runner.max_shapes[n])]
+    if dynamic_outputs:
+        return CaptureDecision(False, f"data-dependent output shapes {dynamic_outputs}")
+    return CaptureDecision(True, "static shapes per (batch, KV parity); replayed every step")
+
+
+# ---------------------------------------------------------------------------------------------
+# engine loading
+
+
+class EngineSource(Protocol):
+    """Where engines come from: TensorRT's Runtime in production, a fake in unit tests."""
+
+    version: str
+
+    def deserialize(self, data: bytes) -> tensorrt.ICudaEngine: ...
+
+
+class TensorRTEngineSource:
+    def __init__(self, module: str = DEFAULT_MODULE) -> None:
+        if TYPE_CHECKING:
+            import tensorrt as trt
+        else:
+            trt = load_tensorrt(module)
+        self.version = str(trt.__version__)
+        self._logger = trt.Logger(trt.Logger.WARNING)
+        self._runtime = trt.Runtime(self._logger)
+
+    def deserialize(self, data: bytes) -> tensorrt.ICudaEngine:
+        engine = self._runtime.deserialize_cuda_engine(data)
+        if engine is None:
+            raise TensorRTExecutorError("deserialize_cuda_engine failed (see the TensorRT log above)")
+        return engine
+
+
+# ---------------------------------------------------------------------------------------------
+# the executor
+
+
+@dataclass
+class ExecutorStats:
+    enqueues: dict[str, int] = field(default_factory=dict)
+    graph_captures: dict[str, int] = field(default_factory=dict)
+    graph_launches: dict[str, int] = field(default_factory=dict)
+
+    def bump(self, table: dict[str, int], graph: str, n: int = 1) -> None:
+        table[graph] = table.get(graph, 0) + n
+
+
+class TensorRTExecutor(GraphExecutor):
+    name = "tensorrt"
+
+    def __init__(
+        self,
+        config: RuntimeConfig,
+        engine_dir: str | Path,
+        *,
+        cuda: CudaApi | None = None,
+        engine_source: EngineSource | None = None,
+        tensorrt_module: str = DEFAULT_MODULE,
+        use_cuda_graphs: bool = True,
+        verify_checksums: bool = False,
+        max_steps: int = MAX_EULER_STEPS,
+    ) -> None:
+        super().__init__(config)
+        self.engine_dir = Path(engine_dir)
+        self.source: EngineSource = engine_source or TensorRTEngineSource(tensorrt_module)
+        if cuda is None:
+            from alpamayo_ros.runtime.tensorrt.cuda_memory import CudaRuntime, device_info
+
+            cuda = CudaRuntime()
+            compute_capability = (device_info() or {}).get("compute_capability")
+        else:
+            compute_capability = None
+        self.cuda: CudaApi = cuda
+        self.manifest = self._check_manifest(compute_capability, verify_checksums)
+        self.use_cuda_graphs = use_cuda_graphs
+        self.max_steps = max_steps
+        self.stats = ExecutorStats()
+        self._graphs: dict[tuple[Any, ...], int] = {}
+        self._in_capture = False
+        self._alloc: dict[str, Allocation] = {}
+        self.stream = self.cuda.stream_create()
+        try:
+            self.runners = {g: GraphRunner(g, self._load(g)) for g in GRAPH_NAMES}
+            self.decisions = {g: capture_decision(g, r, use_cuda_graphs) for g, r in self.runners.items()}
+            self.plan = plan_buffers(self.runners, max_steps)
+            self._allocate()
+        except BaseException:
+            self.close()
+            raise
+        self.prefix_parity = 0
+        self.suffix_parity = 0
+        self.batch = 0
+
+    # configure ----------------------------------------------------------------------------
+    def _check_manifest(self, compute_capability: str | None, verify_checksums: bool) -> EngineManifest:
+        manifest = load_engine_manifest(self.engine_dir)
+        check_engine_manifest(
+            manifest,
+            self.engine_dir,
+            tensorrt_version=self.source.version,
+            config_hash=self.config.config_hash,
+            compute_capability=compute_capability,
+            verify_checksums=verify_checksums,
+        )
+        cfg = self.config
+        wanted = (cfg.prefix_capacity, cfg.suffix_capacity)
+        if (manifest.prefix_capacity, manifest.suffix_capacity) != wanted:
+            raise ManifestError(
+                f"engines in {self.engine_dir} have KV capacities (prefix, suffix) = "
+                f"({manifest.prefix_capacity}, {manifest.suffix_capacity}), the runtime config wants {wanted}; "
+                f"re-export and rebuild"
+            )
+        return manifest
+
+    def _load(self, graph: str) -> tensorrt.ICudaEngine:
+        return self.source.deserialize((self.engine_dir / self.manifest.engines[graph].file).read_bytes())
+
+    def _allocate(self) -> None:
+        for key, spec in self.plan.items():
+            alloc = Allocation(spec, self.cuda.malloc(spec.nbytes))
+            self._alloc[key] = alloc
+            if spec.staged:
+                alloc.host = self.cuda.malloc_host(spec.nbytes)
+        for key, alloc in self._alloc.items():  # masked KV slots must hold finite values, never NaN garbage
+            if key.startswith("kv."):
+                self.cuda.memset_async(alloc.device, 0, alloc.spec.nbytes, self.stream)
+        self.cuda.stream_synchronize(self.stream)
+        LOG.info(
+            "TensorRT executor: %.1f MiB device, %.1f MiB pinned", *(v / 2**20 for v in self.memory_bytes())
+        )
+
+    def memory_bytes(self) -> tuple[int, int]:
+        device = sum(a.spec.nbytes for a in self._alloc.values())
+        pinned = sum(a.spec.nbytes for a in self._alloc.values() if a.host)
+        return device, pinned
+
+    def close(self) -> None:
+        for graph_exec in self._graphs.values():
+            self.cuda.graph_destroy(graph_exec)
+        self._graphs.clear()
+        for alloc in self._alloc.values():
+            self.cuda.free(alloc.device)
+            if alloc.host:
+                self.cuda.free_host(alloc.host)
+        self._alloc.clear()
+        if getattr(self, "stream", None) is not None:
+            self.cuda.stream_destroy(self.stream)
+            self.stream = None  # type: ignore[assignment]
+        self.runners = {}
+
+    # staging helpers ----------------------------------------------------------------------
+    def _stage(
+        self, graph: str, name: str, array: np.ndarray, key: str | None = None
+    ) -> tuple[int, int, int]:
+        """Write `array` (converted to the engine dtype) into the pinned staging of its buffer."""
+        info = self.runners[graph].tensors[name]
+        alloc = self._alloc[key or f"{graph}.{name}"]
+        encoded = encode_host(array, info.dtype).reshape(-1)
+        if encoded.nbytes > alloc.spec.nbytes:
+            raise TensorRTExecutorError(
+                f"{graph}.{name}: {encoded.nbytes} bytes exceed the buffer ({alloc.spec.nbytes})"
+            )
+        alloc.host_array(encoded.dtype, encoded.shape)[...] = encoded
+        return alloc.device, alloc.host, encoded.nbytes
+
+    def _kv(self, state: str, parity: int) -> int:
+        return self._alloc[f"kv.{state}.{parity}"].device
+
+    def _own(self, graph: str, name: str) -> int:
+        return self._alloc[f"{graph}.{name}"].device
+
+    def _download(
+        self, graph: str, name: str, shape: Sequence[int], key: str | None = None
+    ) -> Callable[[], np.ndarray]:
+        """Queue a device->staging copy; returns a reader to call after the stream sync."""
+        info = self.runners[graph].tensors[name]
+        alloc = self._alloc[key or f"{graph}.{name}"]
+        raw_dtype = raw_host_dtype(info.dtype)
+        nbytes = int(np.prod(shape, dtype=np.int64)) * info.itemsize
+        self.cuda.memcpy_dtoh_async(alloc.host, alloc.device, nbytes, self.stream)
+        return lambda: decode_host(alloc.host_array(raw_dtype, shape).copy(), info.dtype)
+
+    def _upload(self, staged: Sequence[tuple[int, int, int]]) -> None:
+        for device, host, nbytes in staged:
+            self.cuda.memcpy_htod_async(device, host, nbytes, self.stream)
+
+    @contextmanager
+    def _capturing(self, graph: str) -> Iterator[None]:
+        self.cuda.begin_capture(self.stream)
+        self._in_capture = True
+        try:
+            yield
+        except BaseException:
+            self._in_capture = False
+            self.cuda.graph_destroy(self.cuda.end_capture(self.stream))
+            raise
+        self._in_capture = False
+
+    def _run(self, graph: str, key: tuple[Any, ...], issue: Callable[[], None], capturable: bool) -> None:
+        """Replay the CUDA graph for `key`, or run eagerly and capture it for next time."""
+        graph_exec = self._graphs.get(key)
+        if graph_exec is not None:
+            self.cuda.graph_launch(graph_exec, self.stream)
+            self.stats.bump(self.stats.graph_launches, graph)
+            self.cuda.stream_synchronize(self.stream)
+            return
+        issue()  # eager run; also the warm-up TensorRT wants after shape changes, before capture
+        self.cuda.stream_synchronize(self.stream)
+        if capturable:
+            with self._capturing(graph):
+                issue()
+            self._graphs[key] = self.cuda.end_capture(self.stream)
+            self.stats.bump(self.stats.graph_captures, graph)
+
+    def _enqueue(self, runner: GraphRunner) -> None:
+        runner.enqueue(self.stream)
+        if not self._in_capture:  # a captured enqueue runs only when the graph is launched
+            self.stats.bump(self.stats.enqueues, runner.graph)
+
+    # GraphExecutor ------------------------------------------------------------------------
+    def encode_images(self, pixel_rows: np.ndarray) -> list[ImageFeatures]:
+        runner = self.runners["vision"]
+        out = runner.set_input_shapes({"pixel_rows": pixel_rows.shape})
+        runner.bind({n: self._own("vision", n) for n in runner.tensors})
+        self._upload([self._stage("vision", "pixel_rows", pixel_rows)])
+        self._enqueue(runner)
+        read_embeds = self._download("vision", "image_embeds", out["image_embeds"])
+        read_ds = self._download("vision", "deepstack_embeds", out["deepstack_embeds"])
+        self.cuda.stream_synchronize(self.stream)
+        embeds, deepstack = read_embeds(), read_ds()
+        return [ImageFeatures(embeds=embeds[i], deepstack=deepstack[:, i]) for i in range(embeds.shape[0])]
+
+    def prefill(
+        self,
+        input_ids: np.ndarray,
+        position_ids: np.ndarray,
+        features: list[ImageFeatures],
+        image_token_index: np.ndarray,
+    ) -> np.ndarray:
+        runner = self.runners["prefill"]
+        embeds, deepstack = self.stack_features(features)
+        s = int(input_ids.shape[0])
+        host = {
+            "input_ids": input_ids.reshape(1, s),
+            "position_ids": position_ids.reshape(3, 1, s),
+            "image_embeds": embeds,
+            "deepstack_embeds": deepstack,
+            "image_token_index": image_token_index,
+        }
+        shapes = {n: tuple(a.shape) for n, a in host.items()}
+        p = self.prefix_parity
+        for state in ("prefix_key", "prefix_value"):
+            shapes[state] = runner.max_shapes[state]
+        out = runner.set_input_shapes(shapes)
+        addresses = {n: self._own("prefill", n) for n in (*host, "logits")}
+        for state in ("prefix_key", "prefix_value"):
+            addresses[state] = self._kv(state, p)
+            addresses[f"present_{state}"] = self._kv(state, 1 - p)
+        runner.bind(addresses)
+        self._upload([self._stage("prefill", n, a) for n, a in host.items()])
+        self._enqueue(runner)
+        read = self._download("prefill", "logits", out["logits"])
+        self.cuda.stream_synchronize(self.stream)
+        self.prefix_parity = 1 - p  # the new prompt lives in the buffer prefill just wrote
+        return read()[0]
+
+    def start_decode(self, batch: int) -> None:
+        hi = self.runners["decode"].max_shapes["input_ids"][0]
+        if not 1 <= batch <= hi:
+            raise TensorRTExecutorError(
+                f"decode batch {batch} outside the engine profile [1, {hi}]; rebuild with --dim B=1:{batch}:{batch}"
+            )
+        self.batch = batch
+        self.suffix_parity = 0
+
+    def decode(
+        self,
+        token_ids: np.ndarray,
+        position_ids: np.ndarray,
+        write_index: int,
+        prefix_mask: np.ndarray,
+        suffix_mask: np.ndarray,
+    ) -> np.ndarray:
+        runner = self.runners["decode"]
+        b = int(token_ids.shape[0])
+        if b != self.batch:
+            raise TensorRTExecutorError(f"decode got {b} rows after start_decode({self.batch})")
+        host = {
+            "input_ids": token_ids.reshape(b, 1),
+            "position_ids": position_ids.reshape(3, b, 1),
+            "write_index": np.array([write_index], dtype=np.int64),
+            "prefix_mask": prefix_mask.reshape(1, -1),
+            "suffix_mask": suffix_mask.reshape(b, -1),
+        }
+        staged = [self._stage("decode", n, a) for n, a in host.items()]  # staging is read at replay too
+        p, s = self.prefix_parity, self.suffix_parity
+        reader: list[Callable[[], np.ndarray]] = []
+
+        def issue() -> None:
+            shapes = {n: tuple(a.shape) for n, a in host.items()}
+            shapes.update({k: runner.max_shapes[k] for k in ("prefix_key", "prefix_value")})
+            kv = self.kv_shapes(b)[1]
+            shapes.update({"suffix_key": kv, "suffix_value": kv})
+            out = runner.set_input_shapes(shapes)
+            addresses = {n: self._own("decode", n) for n in (*host, "logits")}
+            addresses.update({k: self._kv(k, p) for k in ("prefix_key", "prefix_value")})
+            for state in ("suffix_key", "suffix_value"):
+                addresses[state] = self._kv(state, s)
+                addresses[f"present_{state}"] = self._kv(state, 1 - s)
+            runner.bind(addresses)
+            self._upload(staged)
+            self._enqueue(runner)
+            reader[:] = [self._download("decode", "logits", out["logits"])]
+
+        self._run("decode", ("decode", b, p, s), issue, self.decisions["decode"].capture)
+        self.suffix_parity = 1 - s
+        if not reader:  # replayed: the graph already downloaded into staging
+            reader.append(self._reader("decode", "logits", (b, runner.max_shapes["logits"][1])))
+        return reader[0]()
+
+    def _reader(
+        self, graph: str, name: str, shape: Sequence[int], key: str | None = None
+    ) -> Callable[[], np.ndarray]:
+        info = self.runners[graph].tensors[name]
+        alloc = self._alloc[key or f"{graph}.{name}"]
+        raw_dtype = raw_host_dtype(info.dtype)
+        return lambda: decode_host(alloc.host_array(raw_dtype, shape).copy(), info.dtype)
+
+    def run_expert(
+        self,
+        x0: np.ndarray,
+        steps: list[tuple[float, float]],
+        position_ids: np.ndarray,
+        prefix_mask: np.ndarray,
+        suffix_mask: np.ndarray,
+    ) -> np.ndarray:
+        runner = self.runners["expert_step"]
+        k, n = int(x0.shape[0]), len(steps)
+        if not 1 <= n <= self.max_steps:
+            raise TensorRTExecutorError(f"{n} Euler steps; the step table holds 1..{self.max_steps}")
+        bs = self.batch if self.batch else k
+        host = {
+            "position_ids": position_ids,
+            "prefix_mask": prefix_mask.reshape(1, -1),
+            "suffix_mask": suffix_mask,
+        }
+        staged = [self._stage("expert_step", name, a) for name, a in host.items()]
+        staged.append(self._stage("expert_step", "x", x0, key="expert_step.x.0"))
+        staged += self._stage_steps(steps)
+        p, s = self.prefix_parity, self.suffix_parity  # the suffix buffer decode wrote last
+        kv = self.kv_shapes(bs)[1]
+        shapes = {
+            "x": tuple(x0.shape),
+            "t": (1,),
+            "dt": (1,),
+            **{n_: tuple(a.shape) for n_, a in host.items()},
+        }
+        shapes.update(
+            {"prefix_key": runner.max_shapes["prefix_key"], "prefix_value": runner.max_shapes["prefix_value"]}
+        )
+        shapes.update({"suffix_key": kv, "suffix_value": kv})
+
+        def issue() -> None:
+            runner.set_input_shapes(shapes)
+            self._upload(staged)
+            for i in range(n):
+                addresses = {name: self._own("expert_step", name) for name in host}
+                addresses.update({st: self._kv(st, p) for st in ("prefix_key", "prefix_value")})
+                addresses.update({st: self._kv(st, s) for st in ("suffix_key", "suffix_value")})
+                addresses["x"] = self._alloc[f"expert_step.x.{i % 2}"].device
+                addresses["x_next"] = self._alloc[f"expert_step.x.{(i + 1) % 2}"].device
+                addresses["t"] = self._alloc["expert_step.t"].device + i * TENSOR_ALIGNMENT
+                addresses["dt"] = self._alloc["expert_step.dt"].device + i * TENSOR_ALIGNMENT
+                runner.bind(addresses)
+                self._enqueue(runner)
+            self._download("expert_step", "x_next", x0.shape, key=f"expert_step.x.{n % 2}")
+
+        self._run(
+            "expert_step", ("expert_step", k, bs, n, p, s), issue, self.decisions["expert_step"].capture
+        )
+        return self._reader("expert_step", "x_next", x0.shape, key=f"expert_step.x.{n % 2}")()
+
+    def _stage_steps(self, steps: list[tuple[float, float]]) -> list[tuple[int, int, int]]:
+        """(t_i, dt_i) into the pitched step tables: step i's scalar sits at offset i * 256 bytes."""
+        staged = []
+        for column, name in enumerate(("t", "dt")):
+            info = self.runners["expert_step"].tensors[name]
+            alloc = self._alloc[f"expert_step.{name}"]
+            table = np.zeros((self.max_steps, TENSOR_ALIGNMENT // info.itemsize), dtype=np.float32)
+            table[: len(steps), 0] = [step[column] for step in steps]
+            encoded = encode_host(table[: len(steps)], info.dtype)
+            alloc.host_array(encoded.dtype, encoded.shape)[...] = encoded
+            staged.append((alloc.device, alloc.host, encoded.nbytes))
+        return staged

@@ -1,0 +1,633 @@
+"""TensorRT executor bookkeeping, with fakes at the TensorRT / CUDA boundary only.
+
+Faked: `ICudaEngine` / `IExecutionContext` (FakeEngine, FakeContext) and the `CudaApi` memory
+functions (FakeCuda). Everything above that boundary is the production code: manifest check,
+engine inspection, buffer plan, pinned staging, dtype conversion, KV ping-pong, bindings,
+CUDA-graph capture and replay.
+
+The fakes behave like the real things where the executor could get it wrong:
+* "device" memory is real memory, but FakeCuda tracks which ranges are device / pinned host and
+  rejects a copy in the wrong direction, an unaligned tensor, or use after free;
+* a fake engine computes its outputs from the bytes at the addresses bound when it is enqueued
+  (ScatterND-like: `present_*` = input copy with the written slots replaced), so a wrong binding,
+  a missed upload or a stale KV parity shows up in the numbers;
+* while a stream is capturing, copies and enqueues are recorded with their addresses baked in and
+  only run on `graph_launch`, like a CUDA graph: replaying a graph captured for another parity
+  would read the wrong buffers and the comparison with the eager executor would fail.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from alpamayo_ros.runtime.config import RuntimeConfig, TextConfig
+from alpamayo_ros.runtime.executor import ImageFeatures
+from alpamayo_ros.runtime.tensorrt.cuda_memory import host_view
+from alpamayo_ros.runtime.tensorrt.executor import (
+    MAX_EULER_STEPS,
+    TensorRTExecutor,
+    TensorRTExecutorError,
+)
+from alpamayo_ros.runtime.tensorrt.manifest import EngineEntry, EngineManifest, ManifestError
+from alpamayo_ros.runtime.tensorrt.trt_module import from_bf16_bits, to_bf16_bits
+
+# tiny dims: layers, kv heads, head dim, prefix/suffix capacity, vocab, hidden, tokens/image, ...
+L, H, DH, CP, CS, V, D, MV, TV, PD, NDS, W, A, KMAX = 2, 1, 2, 8, 4, 5, 3, 2, 4, 3, 2, 3, 2, 3
+NP_OF = {"FLOAT": np.float32, "HALF": np.float16, "INT64": np.int64, "INT32": np.int32}
+VERSION = "10.13.0.35"
+
+
+# ---------------------------------------------------------------------------------------------
+# fake CUDA
+
+
+class FakeCuda:
+    def __init__(self) -> None:
+        self.regions: dict[int, tuple[int, str, Any]] = {}  # start -> (nbytes, kind, keepalive)
+        self.mallocs = 0
+        self.capturing: list[Callable[[], None]] | None = None
+        self.graphs: dict[int, list[Callable[[], None]]] = {}
+        self.streams: set[int] = set()
+        self._next = 1
+
+    def _alloc(self, nbytes: int, kind: str) -> int:
+        buf = ctypes.create_string_buffer(nbytes + 512)
+        start = (ctypes.addressof(buf) + 255) // 256 * 256
+        ctypes.memset(start, 0x7F, nbytes)  # garbage, like fresh cudaMalloc memory
+        self.regions[start] = (nbytes, kind, buf)
+        return start
+
+    def check(self, ptr: int, nbytes: int, kind: str) -> None:
+        for start, (size, k, _) in self.regions.items():
+            if start <= ptr and ptr + nbytes <= start + size:
+                assert k == kind, f"{kind} pointer expected, got {k} memory"
+                return
+        raise AssertionError(f"{ptr:#x}+{nbytes} is not inside a live {kind} allocation")
+
+    def malloc(self, nbytes: int) -> int:
+        self.mallocs += 1
+        return self._alloc(nbytes, "device")
+
+    def malloc_host(self, nbytes: int) -> int:
+        return self._alloc(nbytes, "host")
+
+    def free(self, ptr: int) -> None:
+        assert self.regions.pop(ptr)[1] == "device"
+
+    def free_host(self, ptr: int) -> None:
+        assert self.regions.pop(ptr)[1] == "host"
+
+    def submit(self, op: Callable[[], None]) -> None:
+        if self.capturing is not None:
+            self.capturing.append(op)
+        else:
+            op()
+
+    def memset_async(self, ptr: int, value: int, nbytes: int, stream: int) -> None:
+        self.check(ptr, nbytes, "device")
+        self.submit(lambda: ctypes.memset(ptr, value, nbytes))
+
+    def _copy(self, dst: int, dst_kind: str, src: int, src_kind: str, nbytes: int) -> None:
+        self.check(dst, nbytes, dst_kind)
+        self.check(src, nbytes, src_kind)
+        self.submit(lambda: ctypes.memmove(dst, src, nbytes))
+
+    def memcpy_htod_async(self, dst: int, src: int, nbytes: int, stream: int) -> None:
+        self._copy(dst, "device", src, "host", nbytes)
+
+    def memcpy_dtoh_async(self, dst: int, src: int, nbytes: int, stream: int) -> None:
+        self._copy(dst, "host", src, "device", nbytes)
+
+    def memcpy_dtod_async(self, dst: int, src: int, nbytes: int, stream: int) -> None:
+        self._copy(dst, "device", src, "device", nbytes)
+
+    def stream_create(self) -> int:
+        self.streams.add(len(self.streams) + 1)
+        return len(self.streams)
+
+    def stream_destroy(self, stream: int) -> None:
+        self.streams.remove(stream)
+
+    def stream_synchronize(self, stream: int) -> None:
+        assert self.capturing is None, "synchronize inside a stream capture is illegal"
+
+    def begin_capture(self, stream: int) -> None:
+        assert self.capturing is None
+        self.capturing = []
+
+    def end_capture(self, stream: int) -> int:
+        assert self.capturing is not None
+        self._next += 1
+        self.graphs[self._next], self.capturing = self.capturing, None
+        return self._next
+
+    def graph_launch(self, graph_exec: int, stream: int) -> None:
+        for op in self.graphs[graph_exec]:
+            op()
+
+    def graph_destroy(self, graph_exec: int) -> None:
+        del self.graphs[graph_exec]
+
+
+# ---------------------------------------------------------------------------------------------
+# fake TensorRT engines
+
+
+@dataclass(frozen=True)
+class Enum:
+    name: str
+
+
+@dataclass
+class Spec:
+    dtype: str
+    shape: tuple[int, ...]  # -1 = dynamic
+    profile: tuple[tuple[int, ...], ...] | None = None
+    is_input: bool = True
+
+
+@dataclass
+class FakeEngine:
+    graph: str
+    specs: dict[str, Spec]
+    out_shapes: Callable[[dict[str, tuple[int, ...]]], dict[str, tuple[int, ...]]]
+    compute: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+    cuda: FakeCuda
+    contexts: list[FakeContext] = field(default_factory=list)
+
+    @property
+    def num_io_tensors(self) -> int:
+        return len(self.specs)
+
+    def get_tensor_name(self, i: int) -> str:
+        return list(self.specs)[i]
+
+    def get_tensor_mode(self, name: str) -> Enum:
+        return Enum("INPUT" if self.specs[name].is_input else "OUTPUT")
+
+    def get_tensor_dtype(self, name: str) -> Enum:
+        return Enum(self.specs[name].dtype)
+
+    def get_tensor_shape(self, name: str) -> tuple[int, ...]:
+        return self.specs[name].shape
+
+    def get_tensor_profile_shape(self, name: str, profile: int) -> list[tuple[int, ...]]:
+        assert profile == 0 and self.specs[name].profile is not None
+        return list(self.specs[name].profile)  # type: ignore[arg-type]
+
+    def create_execution_context(self) -> FakeContext:
+        self.contexts.append(FakeContext(self))
+        return self.contexts[-1]
+
+
+class FakeContext:
+    def __init__(self, engine: FakeEngine) -> None:
+        self.engine = engine
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        self.addresses: dict[str, int] = {}
+
+    def set_input_shape(self, name: str, shape: tuple[int, ...]) -> bool:
+        spec = self.engine.specs[name]
+        lo, hi = (spec.profile[0], spec.profile[2]) if spec.profile else (spec.shape, spec.shape)
+        if len(shape) != len(spec.shape) or not all(
+            a <= d <= b for d, a, b in zip(shape, lo, hi, strict=True)
+        ):
+            return False
+        self.shapes[name] = tuple(shape)
+        return True
+
+    def get_tensor_shape(self, name: str) -> tuple[int, ...]:
+        spec = self.engine.specs[name]
+        if spec.is_input:
+            return self.shapes.get(name, spec.shape)
+        inputs = [n for n, s in self.engine.specs.items() if s.is_input]
+        if any(n not in self.shapes for n in inputs):
+            return spec.shape
+        return self.engine.out_shapes(self.shapes)[name]
+
+    def set_tensor_address(self, name: str, ptr: int) -> bool:
+        self.addresses[name] = ptr
+        return True
+
+    def execute_async_v3(self, stream: int) -> bool:
+        engine, cuda = self.engine, self.engine.cuda
+        shapes = {n: self.get_tensor_shape(n) for n in engine.specs}
+        addresses = dict(self.addresses)  # baked in, like kernel arguments in a captured graph
+        views: dict[str, np.ndarray] = {}
+        for name, spec in engine.specs.items():
+            dtype = np.dtype(NP_OF[spec.dtype])
+            nbytes = int(np.prod(shapes[name])) * dtype.itemsize
+            cuda.check(addresses[name], nbytes, "device")
+            views[name] = host_view(addresses[name], nbytes).view(dtype).reshape(shapes[name])
+
+        def run() -> None:
+            inputs = {
+                n: views[n].copy() for n, s in engine.specs.items() if s.is_input
+            }  # read all, then write
+            for name, value in engine.compute(inputs).items():
+                views[name][...] = value
+
+        cuda.submit(run)
+        return True
+
+
+def _kv(dtype: str, batch_axis: str | None) -> Spec:
+    if batch_axis is None:
+        return Spec(dtype, (L, H, CP, DH))
+    return Spec(dtype, (L, -1, H, CS, DH), ((L, 1, H, CS, DH), (L, KMAX, H, CS, DH), (L, KMAX, H, CS, DH)))
+
+
+def _dyn(shape: tuple[int, ...], axis: int, lo: int, hi: int, dtype: str = "FLOAT") -> Spec:
+    def at(v: int) -> tuple[int, ...]:
+        return tuple(v if i == axis else d for i, d in enumerate(shape))
+
+    return Spec(dtype, at(-1), (at(lo), at(hi), at(hi)))
+
+
+def _out(dtype: str, shape: tuple[int, ...]) -> Spec:
+    return Spec(dtype, shape, None, is_input=False)
+
+
+# The fake graphs' math (the oracle in `Reference` mirrors it on the host).
+def vision_fn(i: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    emb = i["pixel_rows"][:, :MV, :D]
+    return {"image_embeds": emb, "deepstack_embeds": np.stack([emb * (k + 2) for k in range(NDS)])}
+
+
+def prefill_fn(i: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    ids = i["input_ids"][0]
+    key, value = i["prefix_key"].copy(), i["prefix_value"].copy()
+    for layer in range(L):
+        key[layer, :, : ids.size, :] = ids[None, :, None] + 100 * layer
+        value[layer, :, : ids.size, :] = -ids[None, :, None]
+    logits = np.array(
+        [
+            [
+                ids.sum(),
+                i["image_embeds"].sum(),
+                i["deepstack_embeds"].sum(),
+                ids.size,
+                i["image_token_index"].sum(),
+            ]
+        ]
+    )
+    return {"logits": logits, "present_prefix_key": key, "present_prefix_value": value}
+
+
+def decode_fn(i: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    ids, slot = i["input_ids"][:, 0], int(i["write_index"][0])
+    key, value = i["suffix_key"].copy(), i["suffix_value"].copy()
+    key[:, :, :, slot, :] = ids[None, :, None, None]
+    value[:, :, :, slot, :] = 2 * ids[None, :, None, None]
+    visible_prefix = (i["prefix_mask"][0] == 0).astype(np.float64)
+    prefix_sum = (i["prefix_key"][0, 0, :, 0] * visible_prefix).sum()
+    suffix_sum = (key[0, :, 0, :, 0] * (i["suffix_mask"] == 0)).sum(axis=1)
+    logits = np.stack(
+        [
+            suffix_sum,
+            np.full_like(suffix_sum, prefix_sum),
+            i["position_ids"][0, :, 0],
+            ids,
+            np.full_like(suffix_sum, slot),
+        ],
+        axis=1,
+    )
+    return {"logits": logits, "present_suffix_key": key, "present_suffix_value": value}
+
+
+def expert_fn(i: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    k = i["x"].shape[0]
+    prefix = (i["prefix_key"][0, 0, :, 0] * (i["prefix_mask"][0] == 0)).sum()
+    rows = np.arange(k) % i["suffix_key"].shape[1]
+    suffix = (i["suffix_value"][0, rows, 0, :, 0] * (i["suffix_mask"] == 0)).sum(axis=1)
+    v = prefix + suffix[:, None, None] + i["t"][0] + 0.01 * i["position_ids"][0][:, :, None] - i["x"]
+    return {"x_next": i["x"] + i["dt"][0] * v}
+
+
+def make_engines(
+    cuda: FakeCuda, kv_dtype: str = "FLOAT", logits_dtype: str = "FLOAT"
+) -> dict[str, FakeEngine]:
+    f = "FLOAT"
+    vision = {
+        "pixel_rows": _dyn((-1, TV, PD), 0, 1, 4),
+        "image_embeds": _out(f, (-1, MV, D)),
+        "deepstack_embeds": _out(f, (NDS, -1, MV, D)),
+    }
+    prefill = {
+        "input_ids": _dyn((1, -1), 1, 1, CP, "INT64"),
+        "position_ids": _dyn((3, 1, -1), 2, 1, CP, "INT64"),
+        "image_embeds": _dyn((-1, D), 0, 1, CP),
+        "deepstack_embeds": _dyn((NDS, -1, D), 1, 1, CP),
+        "image_token_index": _dyn((-1,), 0, 1, CP, "INT64"),
+        "prefix_key": _kv(kv_dtype, None),
+        "prefix_value": _kv(kv_dtype, None),
+        "logits": _out(logits_dtype, (1, V)),
+        "present_prefix_key": _out(kv_dtype, (L, H, CP, DH)),
+        "present_prefix_value": _out(kv_dtype, (L, H, CP, DH)),
+    }
+    decode = {
+        "input_ids": _dyn((-1, 1), 0, 1, KMAX, "INT64"),
+        "position_ids": _dyn((3, -1, 1), 1, 1, KMAX, "INT64"),
+        "write_index": Spec("INT64", (1,)),
+        "prefix_key": _kv(kv_dtype, None),
+        "prefix_value": _kv(kv_dtype, None),
+        "prefix_mask": Spec(f, (1, CP)),
+        "suffix_key": _kv(kv_dtype, "B"),
+        "suffix_value": _kv(kv_dtype, "B"),
+        "suffix_mask": _dyn((-1, CS), 0, 1, KMAX),
+        "logits": _out(logits_dtype, (-1, V)),
+        "present_suffix_key": _out(kv_dtype, (L, -1, H, CS, DH)),
+        "present_suffix_value": _out(kv_dtype, (L, -1, H, CS, DH)),
+    }
+    expert = {
+        "x": _dyn((-1, W, A), 0, 1, KMAX),
+        "t": Spec(f, (1,)),
+        "dt": Spec(f, (1,)),
+        "position_ids": _dyn((3, -1, W), 1, 1, KMAX, "INT64"),
+        "prefix_key": _kv(kv_dtype, None),
+        "prefix_value": _kv(kv_dtype, None),
+        "prefix_mask": Spec(f, (1, CP)),
+        "suffix_key": _kv(kv_dtype, "Bs"),
+        "suffix_value": _kv(kv_dtype, "Bs"),
+        "suffix_mask": _dyn((-1, CS), 0, 1, KMAX),
+        "x_next": _out(f, (-1, W, A)),
+    }
+
+    def vision_shapes(s: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
+        n = s["pixel_rows"][0]
+        return {"image_embeds": (n, MV, D), "deepstack_embeds": (NDS, n, MV, D)}
+
+    def prefill_shapes(s: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
+        return {
+            "logits": (1, V),
+            "present_prefix_key": (L, H, CP, DH),
+            "present_prefix_value": (L, H, CP, DH),
+        }
+
+    def decode_shapes(s: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
+        b = s["input_ids"][0]
+        kv = (L, b, H, CS, DH)
+        return {"logits": (b, V), "present_suffix_key": kv, "present_suffix_value": kv}
+
+    def expert_shapes(s: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
+        return {"x_next": s["x"]}
+
+    return {
+        "vision": FakeEngine("vision", vision, vision_shapes, vision_fn, cuda),
+        "prefill": FakeEngine("prefill", prefill, prefill_shapes, prefill_fn, cuda),
+        "decode": FakeEngine("decode", decode, decode_shapes, decode_fn, cuda),
+        "expert_step": FakeEngine("expert_step", expert, expert_shapes, expert_fn, cuda),
+    }
+
+
+class FakeSource:
+    def __init__(self, engines: dict[str, FakeEngine], version: str = VERSION) -> None:
+        self.engines, self.version = engines, version
+
+    def deserialize(self, data: bytes) -> FakeEngine:
+        return self.engines[data.decode().removeprefix("fake-engine:")]
+
+
+CONFIG = RuntimeConfig(
+    text=TextConfig(num_hidden_layers=L, num_key_value_heads=H, head_dim=DH, hidden_size=D, vocab_size=V),
+    prefix_capacity=CP,
+    suffix_capacity=CS,
+    config_hash="fake-config-hash",
+)
+
+
+def write_engine_dir(path: Path, config_hash: str = CONFIG.config_hash, version: str = VERSION) -> Path:
+    entries = {}
+    for graph in ("vision", "prefill", "decode", "expert_step"):
+        data = f"fake-engine:{graph}".encode()
+        (path / f"{graph}.engine").write_bytes(data)
+        sha = hashlib.sha256(data).hexdigest()
+        entries[graph] = EngineEntry(
+            graph, f"{graph}.engine", len(data), sha, f"{graph}.onnx", "0", True, "fp32", "none", 0.0
+        )
+    EngineManifest("tensorrt", version, config_hash, "fp32", False, CP, CS, KMAX, entries, {}).write(path)
+    return path
+
+
+def make_executor(
+    tmp_path: Path, cuda: FakeCuda | None = None, **kwargs: Any
+) -> tuple[TensorRTExecutor, FakeCuda]:
+    cuda = cuda or FakeCuda()
+    engines = make_engines(cuda, kwargs.pop("kv_dtype", "FLOAT"), kwargs.pop("logits_dtype", "FLOAT"))
+    source = FakeSource(engines, kwargs.pop("version", VERSION))
+    executor = TensorRTExecutor(CONFIG, write_engine_dir(tmp_path), cuda=cuda, engine_source=source, **kwargs)
+    return executor, cuda
+
+
+# ---------------------------------------------------------------------------------------------
+# a tick's inputs and the fake graphs' expected outputs
+
+
+def run_tick(ex: TensorRTExecutor, seed: int, batch: int = 2, steps: int = 3, k: int = 2) -> dict[str, Any]:
+    rng = np.random.default_rng(seed)
+    pixels = rng.standard_normal((3, TV, PD)).astype(np.float32)
+    feats = ex.encode_images(pixels)
+    s = 6
+    ids = rng.integers(1, 9, s).astype(np.int64)
+    pos = np.tile(np.arange(s), (3, 1)).astype(np.int64)
+    token_index = np.array([1, 2, 3, 4], dtype=np.int64)
+    prefill_logits = ex.prefill(ids, pos, feats[:2], token_index)
+    prefix_mask = np.where(np.arange(CP) < s, 0.0, -1e9).astype(np.float32)[None]
+    ex.start_decode(batch)
+    decoded, tokens = [], rng.integers(1, 9, (3, batch)).astype(np.int64)
+    for i in range(3):
+        suffix_mask = np.where(np.arange(CS) <= i, 0.0, -1e9).astype(np.float32)[None].repeat(batch, 0)
+        positions = np.full((3, batch, 1), s + i, dtype=np.int64)
+        decoded.append(ex.decode(tokens[i], positions, i, prefix_mask, suffix_mask))
+    x0 = rng.standard_normal((k, W, A)).astype(np.float32)
+    schedule = [(j / steps, 1.0 / steps) for j in range(steps)]
+    positions = np.tile(np.arange(W), (3, k, 1)).astype(np.int64)
+    expert_mask = np.where(np.arange(CS) < 3, 0.0, -1e9).astype(np.float32)[None].repeat(k, 0)
+    x1 = ex.run_expert(x0, schedule, positions, prefix_mask, expert_mask)
+    return dict(pixels=pixels, feats=feats, ids=ids, prefill=prefill_logits, tokens=tokens, decoded=decoded,
+                x0=x0, schedule=schedule, positions=positions, x1=x1)  # fmt: skip
+
+
+def expected_tick(t: dict[str, Any], batch: int = 2) -> dict[str, Any]:
+    emb = t["pixels"][:, :MV, :D]
+    ds = np.stack([emb * (k + 2) for k in range(NDS)])
+    ids = t["ids"]
+    stacked_embeds, stacked_ds = emb[:2].reshape(-1, D), ds[:, :2].reshape(NDS, -1, D)
+    prefill = np.array(
+        [ids.sum(), stacked_embeds.sum(), stacked_ds.sum(), ids.size, 1 + 2 + 3 + 4], dtype=np.float32
+    )
+    prefix_sum = float(ids.sum())  # layer 0 keys of the visible prompt slots
+    decoded = []
+    for i in range(3):
+        suffix = t["tokens"][: i + 1].sum(axis=0)
+        decoded.append(
+            np.stack(
+                [
+                    suffix,
+                    np.full(batch, prefix_sum),
+                    np.full(batch, ids.size + i),
+                    t["tokens"][i],
+                    np.full(batch, i),
+                ],
+                1,
+            )
+        )
+    value_sums = 2 * t["tokens"].sum(axis=0)  # suffix values of the 3 fed tokens per row
+    x = t["x0"].astype(np.float64)
+    rows = np.arange(x.shape[0]) % batch
+    for tt, dt in t["schedule"]:
+        v = prefix_sum + value_sums[rows][:, None, None] + tt + 0.01 * t["positions"][0][:, :, None] - x
+        x = x + dt * v
+    return dict(embeds=emb, deepstack=ds, prefill=prefill, decoded=decoded, x1=x)
+
+
+def assert_tick(t: dict[str, Any], batch: int = 2, atol: float = 1e-5) -> None:
+    e = expected_tick(t, batch)
+    for n, f in enumerate(t["feats"]):
+        np.testing.assert_allclose(f.embeds, e["embeds"][n], atol=atol)
+        np.testing.assert_allclose(f.deepstack, e["deepstack"][:, n], atol=atol)
+    np.testing.assert_allclose(t["prefill"], e["prefill"], rtol=1e-6, atol=atol)
+    for got, want in zip(t["decoded"], e["decoded"], strict=True):
+        np.testing.assert_allclose(got, want, atol=atol)
+    np.testing.assert_allclose(t["x1"], e["x1"], rtol=1e-5, atol=atol)
+
+
+# ---------------------------------------------------------------------------------------------
+# tests
+
+
+def test_configure_sizes_every_buffer_from_the_engines(tmp_path: Path) -> None:
+    ex, cuda = make_executor(tmp_path)
+    plan = ex.plan
+    kv_prefix = L * H * CP * DH * 4
+    assert plan["kv.prefix_key.0"].nbytes == plan["kv.prefix_key.1"].nbytes == kv_prefix
+    assert plan["kv.suffix_value.1"].nbytes == L * KMAX * H * CS * DH * 4  # profile max batch
+    assert not plan["kv.prefix_key.0"].staged  # the cache never crosses to the host
+    assert plan["decode.logits"].nbytes == KMAX * V * 4 and plan["decode.logits"].staged
+    assert plan["prefill.input_ids"].nbytes == CP * 8  # int64, S at profile max
+    assert plan["vision.deepstack_embeds"].nbytes == NDS * 4 * MV * D * 4  # N at profile max 4
+    assert plan["expert_step.x.0"].nbytes == plan["expert_step.x.1"].nbytes == KMAX * W * A * 4
+    assert plan["expert_step.t"].nbytes == MAX_EULER_STEPS * 256  # one 256-byte-aligned slot per step
+    assert not any(k.endswith(("present_prefix_key", "present_suffix_key", "x_next")) for k in plan)
+    assert cuda.mallocs == len(plan)
+    for parity in (0, 1):  # KV zeroed at configure: masked slots are finite, never NaN garbage
+        ptr = ex._alloc[f"kv.prefix_key.{parity}"].device
+        assert not host_view(ptr, kv_prefix).any()
+    device, pinned = ex.memory_bytes()
+    assert device == sum(s.nbytes for s in plan.values()) and pinned < device
+    decisions = {g: d.capture for g, d in ex.decisions.items()}
+    assert decisions == {"vision": False, "prefill": False, "decode": True, "expert_step": True}
+
+
+def test_a_tick_moves_the_right_bytes_through_the_engines(tmp_path: Path) -> None:
+    ex, cuda = make_executor(tmp_path, use_cuda_graphs=False)
+    mallocs = cuda.mallocs
+    assert_tick(run_tick(ex, seed=1))
+    assert_tick(run_tick(ex, seed=2))  # second tick: prefix parity flipped, suffix restarted
+    assert cuda.mallocs == mallocs  # nothing allocated per tick
+    assert ex.stats.enqueues == {"vision": 2, "prefill": 2, "decode": 6, "expert_step": 6}
+    assert not ex.stats.graph_captures and not cuda.graphs
+
+
+def test_cuda_graphs_capture_once_and_replay_with_identical_results(tmp_path: Path) -> None:
+    (tmp_path / "eager").mkdir()
+    (tmp_path / "graphed").mkdir()
+    eager, _ = make_executor(tmp_path / "eager", use_cuda_graphs=False)
+    graphed, cuda = make_executor(tmp_path / "graphed")
+    for seed in (3, 4, 5):
+        want, got = run_tick(eager, seed), run_tick(graphed, seed)
+        assert_tick(got)
+        for a, b in zip(want["decoded"], got["decoded"], strict=True):
+            np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(want["x1"], got["x1"])
+    # decode keys: (batch 2, prefix parity, suffix parity) -> 2 prefix parities x 2 suffix parities;
+    # the expert key (K, Bs, steps, parities): suffix parity after 3 steps is 1; prefix parity alternates
+    assert graphed.stats.graph_captures == {"decode": 4, "expert_step": 2}
+    assert graphed.stats.graph_launches == {"decode": 9 - 4, "expert_step": 3 - 2}
+    # enqueues outside capture = eager first runs only; replays do not enqueue
+    assert graphed.stats.enqueues == {"vision": 3, "prefill": 3, "decode": 4, "expert_step": 2 * 3}
+    assert len(cuda.graphs) == 6
+
+
+def test_shared_reasoning_batch_one_broadcast_suffix(tmp_path: Path) -> None:
+    ex, _ = make_executor(tmp_path)
+    t = run_tick(ex, seed=7, batch=1, k=3)
+    assert_tick(t, batch=1)
+
+
+def test_fp16_cache_and_logits_are_converted_at_the_host_boundary(tmp_path: Path) -> None:
+    ex, _ = make_executor(tmp_path, kv_dtype="HALF", logits_dtype="HALF")
+    assert ex.plan["kv.prefix_key.0"].nbytes == L * H * CP * DH * 2
+    assert ex.plan["decode.logits"].nbytes == KMAX * V * 2
+    t = run_tick(ex, seed=8)
+    assert t["decoded"][0].dtype == np.float32
+    assert_tick(t, atol=0.05)
+
+
+def test_profile_violations_are_clear_errors(tmp_path: Path) -> None:
+    ex, _ = make_executor(tmp_path)
+    with pytest.raises(TensorRTExecutorError, match=r"decode batch 4 outside the engine profile \[1, 3\]"):
+        ex.start_decode(KMAX + 1)
+    ids = np.zeros(CP + 1, dtype=np.int64)
+    feats = [ImageFeatures(np.zeros((MV, D), np.float32), np.zeros((NDS, MV, D), np.float32))]
+    with pytest.raises(
+        TensorRTExecutorError, match=r"input_ids axis 1 = 9 is outside the engine profile \[1, 8\]"
+    ):
+        ex.prefill(ids, np.zeros((3, CP + 1), np.int64), feats, np.array([0, 1]))
+    ex.start_decode(2)
+    with pytest.raises(TensorRTExecutorError, match="decode got 1 rows after start_decode"):
+        ex.decode(
+            np.zeros(1, np.int64),
+            np.zeros((3, 1, 1), np.int64),
+            0,
+            np.zeros((1, CP), np.float32),
+            np.zeros((1, CS), np.float32),
+        )
+
+
+def test_engine_manifest_mismatch_is_refused_before_any_allocation(tmp_path: Path) -> None:
+    cuda = FakeCuda()
+    with pytest.raises(ManifestError, match=r"built with TensorRT 10\.13\.0\.35 .*runs TensorRT 10\.14\.1"):
+        make_executor(tmp_path, cuda=cuda, version="10.14.1")
+    assert cuda.mallocs == 0 and not cuda.streams
+    write_engine_dir(tmp_path, config_hash="another-model")
+    engines = make_engines(cuda)
+    with pytest.raises(ManifestError, match="belong to model config 'another-model'"):
+        TensorRTExecutor(CONFIG, tmp_path, cuda=cuda, engine_source=FakeSource(engines))
+
+
+def test_kv_dtype_disagreement_between_engines_is_refused(tmp_path: Path) -> None:
+    cuda = FakeCuda()
+    engines = make_engines(cuda)
+    engines["decode"].specs["prefix_key"] = _kv("HALF", None)
+    with pytest.raises(
+        TensorRTExecutorError,
+        match="KV dtype mismatch: prefill.prefix_key is FLOAT but decode.prefix_key is HALF",
+    ):
+        TensorRTExecutor(CONFIG, write_engine_dir(tmp_path), cuda=cuda, engine_source=FakeSource(engines))
+    assert not cuda.regions and not cuda.streams  # a failed configure releases what it took
+
+
+def test_close_releases_buffers_graphs_and_stream(tmp_path: Path) -> None:
+    ex, cuda = make_executor(tmp_path)
+    run_tick(ex, seed=9)
+    run_tick(ex, seed=10)
+    assert cuda.graphs and cuda.regions
+    ex.close()
+    assert not cuda.graphs and not cuda.regions and not cuda.streams
+
+
+def test_bf16_host_codec_rounds_to_nearest_even() -> None:
+    x = np.array([1.0, -2.5, 3.14159, 1e-3, 65504.0, 1.00390625, 1.01171875], dtype=np.float32)
+    back = from_bf16_bits(to_bf16_bits(x))
+    np.testing.assert_allclose(back, x, rtol=2**-8)
+    # 1 + 2^-8 is a tie between 1 and 1 + 2^-7: even mantissa wins (1.0); 1 + 3*2^-8 rounds up
+    assert back[5] == 1.0 and back[6] == np.float32(1.015625)
