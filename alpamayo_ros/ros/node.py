@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from nav_msgs.msg import Odometry, Path
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
@@ -78,8 +78,8 @@ def _decode_reason(message: str) -> str:
     """Machine-readable reason of an ImageDecodeError message (the core raises plain messages)."""
     text = message.lower()
     for key, code in (("unsupported image encoding", "bad_encoding"), ("unsupported compressed", "bad_format"),
-                      ("truncated", "truncated"), ("zero size", "empty_image"), ("empty", "empty_image"),
-                      ("corrupt", "corrupt"), ("signature", "corrupt"), ("neither jpeg", "corrupt"),
+                      ("corrupt", "corrupt"), ("truncated", "truncated"), ("zero size", "empty_image"),
+                      ("empty", "empty_image"), ("signature", "corrupt"), ("neither jpeg", "corrupt"),
                       ("crop", "bad_crop"), ("step", "bad_step")):
         if key in text:
             return code
@@ -154,7 +154,8 @@ class PlannerNode(LifecycleNode):
         super().__init__(node_name, **kwargs)
         declare_parameters(self)
         self.add_on_set_parameters_callback(self._on_set_parameters)
-        self._input_group = ReentrantCallbackGroup()
+        # one mutually exclusive group per input: a stream's messages are handled in order, streams in parallel
+        self._input_groups: dict[str, MutuallyExclusiveCallbackGroup] = {}
         self._tick_group = MutuallyExclusiveCallbackGroup()
         self._diag_group = MutuallyExclusiveCallbackGroup()
         self._rt: _Runtime | None = None
@@ -313,17 +314,22 @@ class PlannerNode(LifecycleNode):
             msg_type = CompressedImage if cam.transport == "compressed" else Image
             rt.subs.append(self.create_subscription(
                 msg_type, cam.topic, lambda msg, name=cam.name: self._on_image(name, msg),
-                _qos(cam.reliability, cam.depth), callback_group=self._input_group))
+                _qos(cam.reliability, cam.depth), callback_group=self._input_group(cam.name)))
         rt.subs.append(self.create_subscription(
             Odometry, p.odometry_topic, self._on_odometry, _qos(p.odometry_reliability, p.odometry_depth),
-            callback_group=self._input_group))
+            callback_group=self._input_group(_ODOM)))
         rt.timers.append(self.create_timer(1.0 / p.rate_hz, self._on_tick, callback_group=self._tick_group))
         rt.timers.append(self.create_timer(p.diagnostics_period_s, self._publish_diagnostics,
                                            callback_group=self._diag_group))
-        rt.last_valid_clock = self._now()
+        rt.last_valid_clock = None  # armed by the first check (the sim clock may not have started yet)
         rt.timeout_reported = False
         self.get_logger().info(f"active: planning at {p.rate_hz:g} Hz")
         return ret
+
+    def _input_group(self, name: str) -> MutuallyExclusiveCallbackGroup:
+        if name not in self._input_groups:
+            self._input_groups[name] = MutuallyExclusiveCallbackGroup()
+        return self._input_groups[name]
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._stop_inputs()
@@ -452,6 +458,7 @@ class PlannerNode(LifecycleNode):
             rt.last_plan = None
             rt.last_planned_t0 = None
             rt.last_odom = None
+            rt.last_valid_clock = None
         rt.stats.time_jump()
         self._diag_event(rt)
 
@@ -542,8 +549,15 @@ class PlannerNode(LifecycleNode):
         rt.stats.tick_done(time.monotonic() - tick_start, backend_s)
 
     def _check_input_timeout(self, rt: _Runtime, why: str) -> None:
-        last = rt.last_valid_clock
-        if last is not None and self._now() - last > rt.params.fallback.input_timeout_s:
+        now = self._now()
+        if now <= 0.0:  # use_sim_time and no /clock yet
+            return
+        with rt.lock:
+            if rt.last_valid_clock is None or now < rt.last_valid_clock:  # first check, or the clock jumped back
+                rt.last_valid_clock = now
+                return
+            expired = now - rt.last_valid_clock > rt.params.fallback.input_timeout_s
+        if expired:
             self._fallback(rt, f"input_timeout:{why}")
 
     def _handle_result(self, rt: _Runtime, result: Any) -> None:

@@ -12,7 +12,6 @@ from typing import Any
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState, GetAvailableTransitions, GetState
 from nav_msgs.msg import Path
 from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
@@ -26,15 +25,6 @@ from alpamayo_ros.ros.node import PlannerNode
 from alpamayo_ros.ros.synthetic import CameraStream, SyntheticDrive
 
 CAMERA_NAMES = ["cross_left_120fov", "front_wide_120fov", "cross_right_120fov", "front_tele_30fov"]
-
-TRANSITIONS = {
-    "configure": Transition.TRANSITION_CONFIGURE,
-    "activate": Transition.TRANSITION_ACTIVATE,
-    "deactivate": Transition.TRANSITION_DEACTIVATE,
-    "cleanup": Transition.TRANSITION_CLEANUP,
-    "shutdown": Transition.TRANSITION_INACTIVE_SHUTDOWN,
-}
-
 
 def default_streams(ns: str) -> list[CameraStream]:
     """Four cameras at 10-30 Hz, two raw and two JPEG, small frames (320x576: no resize cost)."""
@@ -138,7 +128,7 @@ class Rig:
 
     def transition(self, name: str) -> bool:
         req = ChangeState.Request()
-        req.transition.id = TRANSITIONS[name]
+        req.transition.label = name  # by label: "shutdown" works from every primary state
         return bool(self._call(self._clients["change"], req).success)
 
     def state(self) -> str:
