@@ -22,6 +22,7 @@ reused by the 4 ticks that include it.
 from __future__ import annotations
 
 import bisect
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -149,30 +150,40 @@ class FrameBuffer:
 
 
 class FrameStore:
-    """One ``FrameBuffer`` per camera, and tick selection over all of them."""
+    """One ``FrameBuffer`` per camera, and tick selection over all of them.
+
+    Thread-safe: camera callbacks may add frames while a worker selects a tick.
+    """
 
     def __init__(self, inputs: InputConfig | None = None, cfg: FrameSelectionConfig | None = None) -> None:
         self.inputs = inputs or InputConfig()
         self.cfg = cfg or FrameSelectionConfig()
         self.buffers = {c: FrameBuffer(c, self.cfg) for c in self.inputs.camera_ids}
+        self._lock = threading.RLock()
 
     def add(self, frame: PreprocessedFrame) -> None:
         buf = self.buffers.get(frame.camera_id)
         if buf is None:
             raise FrameSelectionError("unknown_camera", f"camera {frame.camera_id} is not one of the model's "
                                       f"cameras {list(self.inputs.camera_ids)}", camera_id=frame.camera_id)
-        buf.add(frame)
+        with self._lock:
+            buf.add(frame)
 
     def add_all(self, frames: Iterable[PreprocessedFrame]) -> None:
         for f in frames:
             self.add(f)
 
     def clear(self) -> None:
-        for b in self.buffers.values():
-            b.clear()
+        with self._lock:
+            for b in self.buffers.values():
+                b.clear()
 
     def select_tick(self, t0_ns: int) -> TickSelection:
         """The 16 frames for t0 (camera-major, oldest first), or ``FrameSelectionError``."""
+        with self._lock:
+            return self._select_tick(t0_ns)
+
+    def _select_tick(self, t0_ns: int) -> TickSelection:
         offsets = self.inputs.frame_offsets_s()
         tol_ns = round(self.cfg.slot_tolerance_s * NS)
         chosen: list[PreprocessedFrame] = []
@@ -218,6 +229,10 @@ class FrameStore:
 
     def latest_common_t0(self, not_after_ns: int | None = None, max_candidates: int = 64) -> int | None:
         """Latest t0 (a buffered stamp, ≤ ``not_after_ns`` if given) for which ``select_tick`` succeeds."""
+        with self._lock:
+            return self._latest_common_t0(not_after_ns, max_candidates)
+
+    def _latest_common_t0(self, not_after_ns: int | None, max_candidates: int) -> int | None:
         latest = [b.latest_stamp_ns for b in self.buffers.values()]
         if any(s is None for s in latest):
             return None
@@ -234,11 +249,13 @@ class FrameStore:
         return None
 
     def select_latest(self, not_after_ns: int | None = None) -> TickSelection:
-        t0 = self.latest_common_t0(not_after_ns)
-        if t0 is None:
-            raise FrameSelectionError("no_common_t0", "no t0 at which every camera fills every slot: "
-                                      + self._explain(not_after_ns))
-        return self.select_tick(t0)
+        """``select_tick(latest_common_t0(not_after_ns))`` atomically, or ``FrameSelectionError``."""
+        with self._lock:
+            t0 = self._latest_common_t0(not_after_ns, 64)
+            if t0 is None:
+                raise FrameSelectionError("no_common_t0", "no t0 at which every camera fills every slot: "
+                                          + self._explain(not_after_ns))
+            return self._select_tick(t0)
 
     def _explain(self, not_after_ns: int | None) -> str:
         latest = {c: b.latest_stamp_ns for c, b in self.buffers.items()}

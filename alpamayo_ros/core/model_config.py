@@ -266,7 +266,9 @@ class SamplingConfig:
     temperature: float = 0.6
     top_p: float = 0.98
     max_generation_length: int = 256
-    stop_on_im_end: bool = True  # HF's default EOS <|im_end|> also ends a row (spec §11.2)
+    # Tokens HF generate treats as EOS (a row that emits one is finished and padded). The reference
+    # inherits the Qwen3-VL config's <|im_end|> (spec §4, §11.2); () disables it.
+    hf_eos_keys: tuple[str, ...] = ("im_end",)
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> SamplingConfig:
@@ -275,6 +277,7 @@ class SamplingConfig:
             temperature=float(cfg.get("temperature", d.temperature)),
             top_p=float(cfg.get("top_p", d.top_p)),
             max_generation_length=int(cfg.get("max_generation_length", d.max_generation_length)),
+            hf_eos_keys=tuple(cfg.get("hf_eos_keys", d.hf_eos_keys)),
         )
 
 

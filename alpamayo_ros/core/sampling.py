@@ -11,8 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
+
+from .model_config import SamplingConfig, TokenLayout
+
+
+class AlpamayoTokenizerLike(Protocol):
+    def decode(self, ids: Sequence[int] | np.ndarray, skip_special_tokens: bool = False) -> str: ...
 
 
 def mask_traj_tokens(logits: np.ndarray, start: int, end: int) -> np.ndarray:
@@ -130,6 +137,18 @@ class StopRule:
         self.stop_reason = reason
 
 
+def make_stop_rule(layout: TokenLayout, cfg: SamplingConfig, batch: int) -> StopRule:
+    """The reference stop rule for K rows: EOS ``<|traj_future_start|>``, HF EOS from ``cfg.hf_eos_keys``."""
+    return StopRule(batch=batch, eos_id=layout.traj_future_start, max_new_tokens=cfg.max_generation_length,
+                    hf_eos_ids=tuple(layout.special_id(k) for k in cfg.hf_eos_keys), pad_id=layout.pad)
+
+
+def sample_step(logits: np.ndarray, rng: np.random.Generator, layout: TokenLayout, cfg: SamplingConfig) -> np.ndarray:
+    """One decode step of the reference sampler: ``<i*>`` masked, temperature, top-p."""
+    return sample_tokens(logits, rng, cfg.temperature, cfg.top_p,
+                         masked_range=(layout.traj_token_start_idx, layout.traj_token_end_idx))
+
+
 def replace_padding_after_eos(sequences: np.ndarray, eos_id: int, pad_id: int) -> np.ndarray:
     """Copy of ``sequences`` (B, L) where every token after a row's first ``eos_id`` is ``pad_id``."""
     seqs = np.array(sequences, dtype=np.int64, copy=True, ndmin=2)
@@ -137,6 +156,13 @@ def replace_padding_after_eos(sequences: np.ndarray, eos_id: int, pad_id: int) -
     first = np.where(hit.any(axis=1), hit.argmax(axis=1), seqs.shape[1])
     seqs[np.arange(seqs.shape[1])[None, :] > first[:, None]] = pad_id
     return seqs
+
+
+def reasoning_from_ids(tokenizer: AlpamayoTokenizerLike, prompt_ids: np.ndarray, generated: np.ndarray) -> list[str]:
+    """CoC text per row from the prompt ids (S,) and generated ids (K, G), as the reference extracts it."""
+    gen = np.atleast_2d(np.asarray(generated, dtype=np.int64))
+    prompt = np.asarray(prompt_ids, dtype=np.int64).reshape(-1)
+    return [extract_reasoning(tokenizer.decode(np.concatenate([prompt, row]))) for row in gen]
 
 
 def extract_reasoning(text: str, start: str = "<|cot_start|>", end: str = "<|cot_end|>") -> str:

@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from alpamayo_ros.core.frames import FrameBuffer, FrameSelectionConfig, FrameSelectionError, FrameStore, TickSelection
+from alpamayo_ros.core.frames import (
+    FrameBuffer,
+    FrameSelectionConfig,
+    FrameSelectionError,
+    FrameStore,
+    TickSelection,
+)
 from alpamayo_ros.core.image_preprocess import PreprocessedFrame
 
 MS = 1_000_000
@@ -137,3 +143,37 @@ def test_latest_common_t0_policy() -> None:
     fill_cam = [frame(6, t * MS) for t in (360, 460, 560, 660)]
     store.add_all(fill_cam)
     assert store.latest_common_t0() == 660 * MS
+
+
+def test_concurrent_adds_and_selection() -> None:
+    import threading
+    import time
+
+    store = FrameStore()
+    fill(store, 10, 0, 1000 * MS)
+    errors: list[BaseException] = []
+
+    def producer(cam: int) -> None:
+        try:
+            for k in range(11, 300):
+                store.add(frame(cam, k * 100 * MS + cam * MS))
+                time.sleep(0.0002)  # interleave with the selecting thread
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=producer, args=(c,)) for c in CAMS]
+    for t in threads:
+        t.start()
+    ticks = 0
+    while any(t.is_alive() for t in threads):
+        time.sleep(0.0005)
+        try:
+            sel = store.select_latest()
+        except FrameSelectionError:
+            continue
+        assert len(sel.frames) == 16 and np.abs(np.array(sel.slot_errors_s())).max() <= 0.05
+        ticks += 1
+    for t in threads:
+        t.join()
+    assert not errors and ticks > 0
+    assert store.latest_common_t0() == 299 * 100 * MS

@@ -5,11 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from alpamayo_ros.core.model_config import SamplingConfig
 from alpamayo_ros.core.sampling import (
     StopRule,
     extract_reasoning,
+    make_stop_rule,
     mask_traj_tokens,
+    reasoning_from_ids,
     replace_padding_after_eos,
+    sample_step,
     sample_tokens,
     top_p_probs,
 )
@@ -106,3 +110,28 @@ def test_extract_reasoning() -> None:
         "Slow down for the pedestrian.")
     assert extract_reasoning(prompt + "no end") == ""
     assert extract_reasoning("<|cot_start|>a<|cot_start|> b <|cot_end|> c <|cot_end|>") == "b"
+
+
+def test_reference_decode_loop_on_synthetic_logits() -> None:
+    """sample_step + make_stop_rule + reasoning_from_ids together, with the real token layout."""
+    from alpamayo_ros.core.tokenizer import AlpamayoTokenizer
+
+    tok = AlpamayoTokenizer.synthetic()
+    lay, cfg = tok.layout, SamplingConfig()
+    script = [tok.encode(t).tolist() for t in ("Stop for the light.", "Go straight now.")]
+    script = [s + [lay.cot_end, lay.traj_future_start, lay.traj_token_start_idx + 5] for s in script]
+    rule = make_stop_rule(lay, cfg, batch=2)
+    rng = np.random.default_rng(0)
+    out: list[np.ndarray] = []
+    while not rule.stopped:
+        logits = np.zeros((2, lay.vocab_size), np.float32)
+        logits[:, lay.traj_token_start_idx:lay.traj_token_end_idx] = 50.0  # must never win: masked
+        for r in range(2):
+            logits[r, script[r][min(len(out), len(script[r]) - 1)]] = 30.0
+        out.append(rule.step(sample_step(logits, rng, lay, cfg)))
+    gen = np.stack(out, axis=1)
+    assert rule.stop_reason == "eos+1"
+    assert gen.shape[1] == max(len(s) for s in script) - 1 + 1  # one token after the last row's EOS
+    assert not np.any((gen >= lay.traj_token_start_idx) & (gen < lay.traj_token_end_idx))
+    prompt = tok.encode("<|im_start|>assistant\n<|cot_start|>")
+    assert reasoning_from_ids(tok, prompt, gen) == ["Stop for the light.", "Go straight now."]
