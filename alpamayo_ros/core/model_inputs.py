@@ -62,6 +62,13 @@ class ModelInputs:
     def seq_len(self) -> int:
         return int(self.input_ids.shape[0])
 
+    def mm_token_type_ids(self) -> np.ndarray:
+        """int32 (S,): 1 on image tokens, 0 on text (what transformers' Qwen3-VL forward expects)."""
+        out = np.zeros(self.seq_len, dtype=np.int32)
+        for s, e in self.image_token_spans:
+            out[s:e] = 1
+        return out
+
 
 def prompt_spec_for(frames: Sequence[PreprocessedFrame], cfg: ModelInputConfig) -> PromptSpec:
     inp = cfg.inputs

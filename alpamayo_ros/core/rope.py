@@ -85,8 +85,10 @@ def expert_positions_and_mask(offsets: np.ndarray | Sequence[int], cache_len: in
                               n_tokens: int = 64, dtype: type = np.float32) -> tuple[np.ndarray, np.ndarray]:
     """Expert position ids (3, B, n_tokens) int64 and additive mask (B, 1, n_tokens, cache_len + n_tokens)."""
     off = np.asarray(offsets, dtype=np.int64).reshape(-1)
-    if np.any(off < 0) or np.any(off > cache_len):
-        raise ValueError(f"expert offsets {off.tolist()} must lie in [0, cache_len={cache_len}]")
+    # A row without <|traj_future_start|> gets offset = len(sequence) = cache_len + 1 (reference
+    # fallback): its expert tokens sit one position past the unfed last token and see the whole cache.
+    if np.any(off < 0) or np.any(off > cache_len + 1):
+        raise ValueError(f"expert offsets {off.tolist()} must lie in [0, cache_len + 1 = {cache_len + 1}]")
     delta = np.broadcast_to(np.asarray(rope_delta, dtype=np.int64).reshape(-1), off.shape)
     p = np.arange(n_tokens, dtype=np.int64)[None, :] + (off + delta)[:, None]
     positions = np.broadcast_to(p, (3, *p.shape)).copy()

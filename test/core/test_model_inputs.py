@@ -112,6 +112,7 @@ def test_end_to_end_token_layout(tok, scene) -> None:
     assert np.array_equal(mi.position_ids, pos) and mi.rope_delta == delta == -2592
     assert mi.position_ids.shape == (3, mi.seq_len) and mi.position_ids.dtype == np.int64
     assert mi.position_ids[:, -1].tolist() == [mi.seq_len - 1 - 2592] * 3
+    assert np.array_equal(mi.mm_token_type_ids(), (ids == 151655).astype(np.int32))
 
 
 def test_ticks_reuse_cached_frames_and_templates(tok, scene) -> None:

@@ -99,7 +99,7 @@ def test_expert_offsets_and_mask() -> None:
     off, found = expert_offsets(seqs, E)
     assert off.tolist() == [3, 5, 6] and found.tolist() == [True, True, False]
     lc = seqs.shape[1] - 1  # the last sampled token is never fed (spec §4)
-    pos, mask = expert_positions_and_mask(np.minimum(off, lc), lc, rope_delta=-100, n_tokens=4)
+    pos, mask = expert_positions_and_mask(off, lc, rope_delta=-100, n_tokens=4)
     assert pos.shape == (3, 3, 4) and pos[0, 0].tolist() == [-97, -96, -95, -94]
     assert np.array_equal(pos[0], pos[1]) and np.array_equal(pos[1], pos[2])
     assert mask.shape == (3, 1, 4, lc + 4) and mask.dtype == np.float32
@@ -107,6 +107,7 @@ def test_expert_offsets_and_mask() -> None:
     # Row 0: cache columns 3, 4 (after its <|traj_future_start|>) are masked; expert columns never are.
     assert mask[0, 0, 0].tolist() == [0, 0, 0, neg, neg, 0, 0, 0, 0]
     assert mask[1, 0, 2].tolist() == [0] * 9
+    assert mask[2, 0, 0].tolist() == [0] * 9 and pos[0, 2].tolist() == [-94, -93, -92, -91]  # fallback row
     assert np.all(mask[:, :, 0] == mask[:, :, 3])  # non-causal: every expert token sees the same columns
     with pytest.raises(ValueError):
-        expert_positions_and_mask([lc + 1], lc, 0)
+        expert_positions_and_mask([lc + 2], lc, 0)
