@@ -262,3 +262,21 @@ def test_decode_compressed_errors() -> None:
         decode_compressed(corrupt, "jpeg")
     with pytest.raises(ImageDecodeError, match="unsupported compressed format"):
         decode_compressed(data, "tiff")
+
+
+def test_resize_bit_exact_for_arbitrary_sizes_property(torch_mod) -> None:
+    """Any input/output size pair (down, up, mixed per axis) matches torch's uint8 kernel exactly."""
+    hyp = pytest.importorskip("hypothesis")
+    st = hyp.strategies
+
+    @hyp.settings(max_examples=40, deadline=None)
+    @hyp.given(h=st.integers(1, 200), w=st.integers(1, 200), oh=st.integers(1, 120), ow=st.integers(1, 120),
+               seed=st.integers(0, 2**31 - 1))
+    def check(h: int, w: int, oh: int, ow: int, seed: int) -> None:
+        img = np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+        ref = torch_mod.nn.functional.interpolate(
+            torch_mod.from_numpy(img).permute(2, 0, 1)[None], size=(oh, ow), mode="bicubic", antialias=True,
+            align_corners=False)[0].permute(1, 2, 0).numpy()
+        assert np.array_equal(resize_bicubic_aa_u8(img, oh, ow), ref)
+
+    check()
