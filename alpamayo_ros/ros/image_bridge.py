@@ -19,6 +19,8 @@ __all__ = [
     "ImageDecodeError",
     "apply_crop",
     "decode_image_msg",
+    "decode_jpeg_reduced",
+    "fast_resize",
     "rgb_to_compressed_msg",
     "rgb_to_image_msg",
 ]
@@ -30,6 +32,35 @@ def decode_image_msg(msg: Image | CompressedImage) -> np.ndarray:
         return decode_compressed(np.frombuffer(msg.data, dtype=np.uint8), msg.format)
     return decode_raw(np.frombuffer(msg.data, dtype=np.uint8), int(msg.width), int(msg.height),
                       msg.encoding, int(msg.step))
+
+
+_REDUCED_FLAGS = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
+
+
+def decode_jpeg_reduced(msg: CompressedImage, factor: int) -> np.ndarray | None:
+    """JPEG decoded at 1/factor size in the DCT domain (much cheaper than full size + resize).
+
+    Returns None when the payload is not a JPEG (the caller falls back to the full decoder, which
+    also produces the precise error); raises ImageDecodeError for a corrupt or truncated JPEG.
+    """
+    buf = np.frombuffer(msg.data, dtype=np.uint8)
+    fmt = msg.format.strip().lower()
+    if factor not in _REDUCED_FLAGS or buf.size < 4 or buf[:2].tobytes() != b"\xff\xd8" or "png" in fmt:
+        return None
+    if b"\xff\xd9" not in buf[-64:].tobytes():
+        raise ImageDecodeError(f"truncated JPEG payload ({buf.size} bytes, no end-of-image marker)")
+    bgr = cv2.imdecode(buf, _REDUCED_FLAGS[factor] | cv2.IMREAD_IGNORE_ORIENTATION)
+    if bgr is None or bgr.size == 0:
+        raise ImageDecodeError(f"corrupt or truncated JPEG payload ({buf.size} bytes)")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def fast_resize(rgb: np.ndarray, height: int, width: int) -> np.ndarray:
+    """OpenCV area resize to the model's size (not the reference bicubic kernel: opt-in only)."""
+    if rgb.shape[:2] == (height, width):
+        return rgb
+    interp = cv2.INTER_AREA if height <= rgb.shape[0] and width <= rgb.shape[1] else cv2.INTER_CUBIC
+    return cv2.resize(rgb, (width, height), interpolation=interp)
 
 
 def apply_crop(rgb: np.ndarray, crop: tuple[int, int, int, int] | None) -> np.ndarray:

@@ -35,6 +35,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 from visualization_msgs.msg import MarkerArray
 
+from alpamayo_ros.core.image_preprocess import smart_resize
 from alpamayo_ros.msg import TrajectoryCandidates
 
 from .conversions import (
@@ -47,7 +48,7 @@ from .conversions import (
 )
 from .diagnostics import NodeDiagnostics, Throttle, to_diagnostic_array
 from .fallback import LastPlan, reexpress_plan, stop_trajectory
-from .image_bridge import ImageDecodeError, apply_crop, decode_image_msg
+from .image_bridge import ImageDecodeError, apply_crop, decode_image_msg, decode_jpeg_reduced, fast_resize
 from .params import (
     CONFIGURE_TIME,
     CameraParams,
@@ -101,6 +102,10 @@ class _CameraState:
     in_decode: bool = False
     pending: Any = None
     last_stamp: float | None = None
+    # image_resize=fast: learned from the first full decode of this camera
+    source_hw: tuple[int, int] = (0, 0)
+    target_hw: tuple[int, int] = (0, 0)
+    reduce: int = 1
 
 
 @dataclass
@@ -407,19 +412,28 @@ class PlannerNode(LifecycleNode):
                 return
             cam.in_decode = True
         try:
-            rt.decode_pool.submit(self._decode_loop, rt, cam, msg)
+            rt.decode_pool.submit(self._decode_task, rt, cam, msg)
         except RuntimeError:  # pool shut down by a concurrent cleanup
             with cam.lock:
                 cam.in_decode = False
         rt.stats.callback_cost(time.perf_counter() - t)
 
-    def _decode_loop(self, rt: _Runtime, cam: _CameraState, msg: Any) -> None:
-        while msg is not None:
+    def _decode_task(self, rt: _Runtime, cam: _CameraState, msg: Any) -> None:
+        """One frame, then hand the camera's pending frame back to the pool queue (not a loop:
+        a camera whose frames always arrive before the last is done must not starve the others)."""
+        try:
             self._process_frame(rt, cam, msg)
+        finally:
             with cam.lock:
-                msg, cam.pending = cam.pending, None
-                if msg is None:
+                nxt, cam.pending = cam.pending, None
+                if nxt is None:
                     cam.in_decode = False
+            if nxt is not None:
+                try:
+                    rt.decode_pool.submit(self._decode_task, rt, cam, nxt)
+                except RuntimeError:  # pool shut down by a concurrent cleanup
+                    with cam.lock:
+                        cam.in_decode = False
 
     def _process_frame(self, rt: _Runtime, cam: _CameraState, msg: Any) -> None:
         name = cam.params.name
@@ -435,13 +449,38 @@ class PlannerNode(LifecycleNode):
             return
         t = time.perf_counter()
         try:
-            rgb = apply_crop(decode_image_msg(msg), cam.params.crop)
+            rgb = self._decode(rt, cam, msg)
             rt.planner.add_image(cam.params.model_camera_id, stamp, rgb)
         except (ImageDecodeError, ValueError) as exc:
             self._reject(rt, name, _decode_reason(str(exc)), str(exc))
             return
         cam.last_stamp = stamp
         rt.stats.accepted(name, time.perf_counter() - t)
+
+    def _decode(self, rt: _Runtime, cam: _CameraState, msg: Any) -> np.ndarray:
+        """Message -> RGB for the planner; with image_resize=fast, already at the model's size."""
+        fast = rt.params.image_resize == "fast"
+        rgb = None
+        if fast and cam.params.crop is None and cam.reduce > 1 and isinstance(msg, CompressedImage):
+            rgb = decode_jpeg_reduced(msg, cam.reduce)
+            if rgb is not None and (rgb.shape[0] * cam.reduce < cam.source_hw[0] - cam.reduce
+                                    or rgb.shape[1] * cam.reduce < cam.source_hw[1] - cam.reduce):
+                rgb = None  # the camera changed resolution: decode fully and re-learn
+        if rgb is None:
+            rgb = apply_crop(decode_image_msg(msg), cam.params.crop)
+            if fast:
+                self._learn_reduction(rt, cam, rgb.shape[0], rgb.shape[1])
+        if not fast:
+            return rgb
+        return fast_resize(rgb, *cam.target_hw)
+
+    @staticmethod
+    def _learn_reduction(rt: _Runtime, cam: _CameraState, height: int, width: int) -> None:
+        """Model size for this source size, and the largest JPEG reduction that stays above it."""
+        cfg = rt.planner.inputs.processor
+        oh, ow = smart_resize(height, width, cfg.factor, cfg.min_pixels, cfg.max_pixels)
+        cam.source_hw, cam.target_hw = (height, width), (oh, ow)
+        cam.reduce = max([1] + [r for r in (2, 4, 8) if height // r >= oh and width // r >= ow])
 
     def _reject(self, rt: _Runtime, name: str, reason: str, message: str) -> None:
         rt.stats.rejected(name, reason, message)

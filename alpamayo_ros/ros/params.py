@@ -39,6 +39,7 @@ FRAME_MODES = ("ego", "odometry")
 REASONING_MODES = ("per_candidate", "shared")
 SEED_POLICIES = ("per_tick", "fixed")
 FALLBACK_POLICIES = ("none", "stop", "last_valid")
+IMAGE_RESIZE = ("exact", "fast")
 MODEL_CAMERA_IDS = range(0, 7)  # spec §1.1: cross_left=0 … front_tele=6
 
 # The Alpamayo-R1 rig (spec §1.1): name -> model camera id. Names are free-form; these get defaults.
@@ -110,6 +111,7 @@ class NodeParams:
     warmup: bool = True
     publish_markers: bool = True
     image_workers: int = 2
+    image_resize: str = "exact"
     diagnostics_period_s: float = 1.0
     latency_window: int = 200
 
@@ -144,8 +146,8 @@ _SPECS: dict[str, tuple[Any, str, tuple[float, float] | None, tuple[str, ...] | 
     "seed": (0, "base seed of reasoning and diffusion noise", (0, 2**31 - 1), None),
     "seed_policy": ("per_tick", "per_tick (seed + tick stamp) or fixed", None, SEED_POLICIES),
     "frame_tolerance_s": (0.05, "max distance of a frame from its slot time", (0.001, 0.5), None),
-    "max_camera_skew_s": (0.05, "max skew of the newest frames across cameras", (0.0, 1.0), None),
-    "max_pose_age_s": (0.1, "odometry must reach t0 within this", (0.0, 2.0), None),
+    "max_camera_skew_s": (0.1, "max spread of one slot's frames across cameras", (0.001, 1.0), None),
+    "max_pose_age_s": (0.1, "how far odometry may lag the cameras' t0", (0.001, 2.0), None),
     "time_jump_threshold_s": (1.0, "a camera stamp this far backwards resets the buffers", (0.01, 3600.0), None),
     "gates_enabled": (True, "input and output gates of the core", None, None),
     "fallback.policy": ("last_valid", "on rejection/timeout: none, stop, last_valid", None, FALLBACK_POLICIES),
@@ -156,6 +158,8 @@ _SPECS: dict[str, tuple[Any, str, tuple[float, float] | None, tuple[str, ...] | 
     "warmup": (True, "run one synthetic tick at configure", None, None),
     "publish_markers": (True, "publish ~/markers", None, None),
     "image_workers": (2, "threads decoding and preprocessing images", (1, 8), None),
+    "image_resize": ("exact", "exact: the reference bicubic resize in the core; fast: JPEG DCT-domain reduction "
+                     "+ OpenCV area resize in the node (differs by a few grey levels)", None, IMAGE_RESIZE),
     "diagnostics_period_s": (1.0, "period of /diagnostics", (0.05, 60.0), None),
     "latency_window": (200, "ticks in the latency percentile window", (10, 100000), None),
 }
@@ -359,14 +363,15 @@ def validate(raw: dict[str, Any]) -> NodeParams:
         seed=int(_number(raw, "seed", 0, 2**31 - 1)),
         seed_policy=_choice(raw, "seed_policy", SEED_POLICIES),
         frame_tolerance_s=_number(raw, "frame_tolerance_s", 0.001, 0.5),
-        max_camera_skew_s=_number(raw, "max_camera_skew_s", 0.0, 1.0),
-        max_pose_age_s=_number(raw, "max_pose_age_s", 0.0, 2.0),
+        max_camera_skew_s=_number(raw, "max_camera_skew_s", 0.001, 1.0),
+        max_pose_age_s=_number(raw, "max_pose_age_s", 0.001, 2.0),
         time_jump_threshold_s=_number(raw, "time_jump_threshold_s", 0.01, 3600.0),
         gates_enabled=bool(raw["gates_enabled"]),
         fallback=fallback,
         warmup=bool(raw["warmup"]),
         publish_markers=bool(raw["publish_markers"]),
         image_workers=int(_number(raw, "image_workers", 1, 8)),
+        image_resize=_choice(raw, "image_resize", IMAGE_RESIZE),
         diagnostics_period_s=_number(raw, "diagnostics_period_s", 0.05, 60.0),
         latency_window=int(_number(raw, "latency_window", 10, 100000)),
     )

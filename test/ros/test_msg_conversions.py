@@ -120,3 +120,25 @@ def test_bad_payloads_raise_clear_errors() -> None:
     with pytest.raises(ImageDecodeError, match="does not fit"):
         apply_crop(_rgb(), (0, 0, 100, 10))
     assert apply_crop(_rgb(), (4, 2, 10, 6)).shape == (6, 10, 3)
+
+
+def test_fast_path_matches_the_reference_resize_closely() -> None:
+    from alpamayo_ros.core.image_preprocess import resize_rgb, smart_resize
+    from alpamayo_ros.ros.image_bridge import decode_jpeg_reduced, fast_resize
+    from alpamayo_ros.ros.synthetic import pattern_image
+
+    rgb = pattern_image(1080, 1920, 2)
+    msg = rgb_to_compressed_msg(rgb, "jpeg", quality=95)
+    oh, ow = smart_resize(1080, 1920)
+    assert (oh, ow) == (320, 576)
+    reduced = decode_jpeg_reduced(msg, 2)
+    assert reduced.shape == (540, 960, 3)
+    fast = fast_resize(reduced, oh, ow)
+    exact = resize_rgb(decode_image_msg(msg), oh, ow, "exact")
+    diff = np.abs(fast.astype(np.int16) - exact.astype(np.int16))
+    assert fast.shape == exact.shape and diff.mean() < 3.0, diff.mean()
+    assert decode_jpeg_reduced(rgb_to_compressed_msg(rgb[:64, :64], "png"), 2) is None  # not a JPEG
+    cut = rgb_to_compressed_msg(rgb, "jpeg")
+    cut.data = cut.data[: len(cut.data) // 2]
+    with pytest.raises(ImageDecodeError, match="truncated"):
+        decode_jpeg_reduced(cut, 2)
