@@ -89,6 +89,15 @@ def build_model_inputs(selection: TickSelection | Sequence[PreprocessedFrame], h
     n_expected = len(cfg.inputs.camera_ids) * cfg.inputs.num_frames
     if len(frames) != n_expected:
         raise PromptError(f"expected {n_expected} frames (cameras x frames), got {len(frames)}")
+    want = [c for c in cfg.inputs.camera_ids for _ in range(cfg.inputs.num_frames)]
+    got = [f.camera_id for f in frames]
+    if got != want:
+        raise PromptError(f"frames must be camera-major in model order {want}, got cameras {got}")
+    n = cfg.inputs.num_frames
+    for c in range(len(cfg.inputs.camera_ids)):
+        stamps = [f.stamp_ns for f in frames[c * n:(c + 1) * n]]
+        if any(b <= a for a, b in zip(stamps, stamps[1:], strict=False)):
+            raise PromptError(f"camera {want[c * n]} frames must be oldest first with distinct stamps, got {stamps}")
     if tokenizer.layout != cfg.layout:
         raise PromptError("tokenizer layout differs from the model config's token layout")
     spec = prompt_spec_for(frames, cfg)

@@ -140,6 +140,10 @@ def test_other_resolutions_and_errors(tok, scene) -> None:
     assert np.array_equal(pos, mi.position_ids) and delta == mi.rope_delta
     with pytest.raises(PromptError, match="16 frames"):
         build_model_inputs(sel.frames[:15], np.full(48, 154669), tok)
+    with pytest.raises(PromptError, match="camera-major"):
+        build_model_inputs(list(sel.frames[4:8]) + list(sel.frames[:4]) + list(sel.frames[8:]), np.full(48, 1), tok)
+    with pytest.raises(PromptError, match="oldest first"):
+        build_model_inputs(list(sel.frames[:4])[::-1] + list(sel.frames[4:]), np.full(48, 1), tok)
     with pytest.raises(PromptError, match="48"):
         build_model_inputs(sel, np.full(47, 154669), tok)
     with pytest.raises(PromptError, match="layout"):
