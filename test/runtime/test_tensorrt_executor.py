@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -631,3 +632,102 @@ def test_bf16_host_codec_rounds_to_nearest_even() -> None:
     np.testing.assert_allclose(back, x, rtol=2**-8)
     # 1 + 2^-8 is a tie between 1 and 1 + 2^-7: even mantissa wins (1.0); 1 + 3*2^-8 rounds up
     assert back[5] == 1.0 and back[6] == np.float32(1.015625)
+
+
+# ---------------------------------------------------------------------------------------------
+# the same adapter under the shared orchestrator, with engines that execute the real ONNX graphs
+
+
+def ort_engines(onnx_dir: Path, cuda: FakeCuda) -> dict[str, FakeEngine]:
+    """Fake engines whose kernels are ONNX Runtime sessions of the exported graphs: the I/O
+    contract (names, dtypes, dynamic dims, profiles) comes from the ONNX manifest, as a
+    TensorRT build of those files would have it."""
+    import onnxruntime as ort
+
+    from alpamayo_ros.runtime.tensorrt.manifest import default_dim_ranges, load_onnx_manifest
+
+    manifest = load_onnx_manifest(onnx_dir)
+    ranges = default_dim_ranges(manifest)
+    dtypes = {"float32": "FLOAT", "int64": "INT64"}
+    engines = {}
+    for graph, decl in manifest.graphs.items():
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = opts.inter_op_num_threads = 1  # 2 shared cores: no spinning pools
+        session = ort.InferenceSession(str(onnx_dir / decl.file), opts, providers=["CPUExecutionProvider"])
+        specs: dict[str, Spec] = {}
+        for t in decl.inputs:
+            shape = tuple(-1 if isinstance(d, str) else d for d in t.shape)
+            profile = None
+            if -1 in shape:
+                profile = tuple(
+                    tuple(getattr(ranges[d], which) if isinstance(d, str) else d for d in t.shape)
+                    for which in ("min", "opt", "max")
+                )
+            specs[t.name] = Spec(dtypes[t.dtype], shape, profile)
+        for t in decl.outputs:
+            specs[t.name] = _out(dtypes[t.dtype], tuple(-1 if isinstance(d, str) else d for d in t.shape))
+
+        def out_shapes(shapes: dict[str, tuple[int, ...]], decl: Any = decl) -> dict[str, tuple[int, ...]]:
+            symbols = {
+                d: shapes[t.name][i] for t in decl.inputs for i, d in enumerate(t.shape) if isinstance(d, str)
+            }
+            return {
+                t.name: tuple(symbols[d] if isinstance(d, str) else d for d in t.shape) for t in decl.outputs
+            }
+
+        def compute(inputs: dict[str, np.ndarray], session: Any = session) -> dict[str, np.ndarray]:
+            names = [o.name for o in session.get_outputs()]
+            return dict(zip(names, session.run(names, inputs), strict=True))
+
+        engines[graph] = FakeEngine(graph, specs, out_shapes, compute, cuda)
+    return engines
+
+
+@pytest.mark.slow
+def test_orchestrator_over_tensorrt_executor_matches_onnxruntime(tiny_onnx_dir: Path, tmp_path: Path) -> None:
+    from alpamayo_ros.core.backend import SamplingRequest
+    from alpamayo_ros.runtime import create_backend
+    from alpamayo_ros.runtime.config import load_config
+    from alpamayo_ros.runtime.graph_backend import GraphBackend
+    from alpamayo_ros.runtime.synthetic_inputs import SyntheticInputs
+    from alpamayo_ros.runtime.tensorrt.builder import build_engines_main  # noqa: F401 - CLI entry exists
+    from alpamayo_ros.runtime.weights import weights_fingerprint
+
+    model_dir = tiny_onnx_dir.parent
+    config = load_config(model_dir)
+    onnx_manifest = json.loads((tiny_onnx_dir / "manifest.json").read_text())
+    entries = {}
+    for graph in ("vision", "prefill", "decode", "expert_step"):
+        data = f"fake-engine:{graph}".encode()
+        (tmp_path / f"{graph}.engine").write_bytes(data)
+        entries[graph] = EngineEntry(
+            graph, f"{graph}.engine", len(data), "", f"{graph}.onnx", "", True, "fp32", "none", 0.0
+        )
+    EngineManifest(
+        "tensorrt", VERSION, config.config_hash, "fp32", False, config.prefix_capacity, config.suffix_capacity,
+        onnx_manifest["max_batch"], entries, {}, weights_hash=onnx_manifest.get("weights_hash", ""),
+    ).write(tmp_path)  # fmt: skip
+    cuda = FakeCuda()
+    executor = TensorRTExecutor(
+        config, tmp_path, cuda=cuda, engine_source=FakeSource(ort_engines(tiny_onnx_dir, cuda)),
+        weights_hash=weights_fingerprint(model_dir),
+    )  # fmt: skip
+    trt_backend = GraphBackend("tensorrt", model_dir, executor)
+    ort_backend = create_backend("onnxruntime", model_dir)
+    synthetic = SyntheticInputs(model_dir)
+    request = SamplingRequest(num_candidates=3, seed=11, max_generation_length=12)
+    try:
+        for index in (3, 4):  # second tick: vision cache hits, prefix parity flipped, graphs replayed
+            tick = synthetic.tick(index)
+            want = ort_backend.infer(tick.inputs, request)
+            got = trt_backend.infer(tick.inputs, request)
+            assert got.generated_ids == want.generated_ids
+            assert got.reasoning == want.reasoning
+            np.testing.assert_allclose(got.actions, want.actions, atol=1e-4)
+            assert got.counters["prefix_kv_copies"] == 0
+        assert executor.stats.graph_launches.get("decode", 0) > 0  # decode steps were replayed graphs
+        assert executor.stats.graph_captures["expert_step"] >= 1
+    finally:
+        trt_backend.close()
+        ort_backend.close()
+    assert not cuda.regions and not cuda.streams

@@ -35,13 +35,9 @@ SCATTERND_REDUCTION = "ScatterND with reduction is not supported"
 
 
 @pytest.fixture(scope="module")
-def onnx_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from alpamayo_ros.runtime.export import export_onnx
-    from alpamayo_ros.runtime.tiny_model import make_tiny_model
-
-    model = make_tiny_model(tmp_path_factory.mktemp("tiny"))
-    export_onnx(model)
-    return model / "onnx"
+def onnx_dir(tiny_onnx_dir: Path) -> Path:
+    """The tiny model's graphs, exported once per session by test/runtime/conftest.py (runtime.export)."""
+    return tiny_onnx_dir
 
 
 @pytest.mark.slow

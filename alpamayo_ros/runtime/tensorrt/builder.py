@@ -403,6 +403,7 @@ def build_engines(
         engines=entries,
         dims={k: [v.min, v.opt, v.max] for k, v in sorted(ranges.items())},
         device=_device_info() if options.tensorrt_module == DEFAULT_MODULE else None,
+        weights_hash=str(manifest.raw.get("weights_hash", "")),
     )
     result.write(out)
     return result

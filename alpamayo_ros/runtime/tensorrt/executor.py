@@ -322,6 +322,7 @@ class TensorRTExecutor(GraphExecutor):
         use_cuda_graphs: bool = True,
         verify_checksums: bool = False,
         max_steps: int = MAX_EULER_STEPS,
+        weights_hash: str | None = None,
     ) -> None:
         super().__init__(config)
         self.engine_dir = Path(engine_dir)
@@ -334,7 +335,7 @@ class TensorRTExecutor(GraphExecutor):
         else:
             compute_capability = None
         self.cuda: CudaApi = cuda
-        self.manifest = self._check_manifest(compute_capability, verify_checksums)
+        self.manifest = self._check_manifest(compute_capability, verify_checksums, weights_hash)
         self.use_cuda_graphs = use_cuda_graphs
         self.max_steps = max_steps
         self.stats = ExecutorStats()
@@ -355,7 +356,9 @@ class TensorRTExecutor(GraphExecutor):
         self.batch = 0
 
     # configure ----------------------------------------------------------------------------
-    def _check_manifest(self, compute_capability: str | None, verify_checksums: bool) -> EngineManifest:
+    def _check_manifest(
+        self, compute_capability: str | None, verify_checksums: bool, weights_hash: str | None
+    ) -> EngineManifest:
         manifest = load_engine_manifest(self.engine_dir)
         check_engine_manifest(
             manifest,
@@ -363,6 +366,7 @@ class TensorRTExecutor(GraphExecutor):
             tensorrt_version=self.source.version,
             config_hash=self.config.config_hash,
             compute_capability=compute_capability,
+            weights_hash=weights_hash,
             verify_checksums=verify_checksums,
         )
         cfg = self.config

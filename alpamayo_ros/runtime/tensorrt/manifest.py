@@ -203,6 +203,7 @@ class EngineManifest:
     engines: dict[str, EngineEntry]
     dims: dict[str, list[int]]
     device: dict[str, Any] | None = None  # {"name", "compute_capability"} when built on a GPU
+    weights_hash: str = ""  # runtime.weights.weights_fingerprint of the exported checkpoint, if recorded
     host: str = field(default_factory=platform.machine)
     created_utc: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     format: str = ENGINE_MANIFEST_FORMAT
@@ -258,6 +259,7 @@ def check_engine_manifest(
     tensorrt_version: str,
     config_hash: str,
     compute_capability: str | None = None,
+    weights_hash: str | None = None,
     required_graphs: tuple[str, ...] = GRAPH_NAMES,
     verify_checksums: bool = False,
 ) -> None:
@@ -276,6 +278,11 @@ def check_engine_manifest(
         problems.append(
             f"engines belong to model config {manifest.config_hash!r} but the model directory has "
             f"config {config_hash!r} (different weights/dims); re-export the ONNX and rebuild"
+        )
+    if weights_hash and manifest.weights_hash and manifest.weights_hash != weights_hash:
+        problems.append(
+            f"engines were built from weights {manifest.weights_hash!r} but the model directory holds "
+            f"{weights_hash!r}; re-export the ONNX and rebuild"
         )
     built_cc = (manifest.device or {}).get("compute_capability")
     if compute_capability and built_cc and built_cc != compute_capability:
