@@ -249,32 +249,40 @@ def decode_image(msg: RawMessage) -> DecodedImage:
 
 @dataclass
 class ValidationReport:
-    ok: bool
-    problems: list[str]
+    errors: list[str]  # the bag cannot feed the planner (missing topics, wrong types)
+    warnings: list[str]  # usable, with caveats (too short to score, damaged tail)
     info: BagInfo
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors and not self.warnings
+
+    @property
+    def problems(self) -> list[str]:
+        return self.errors + self.warnings
 
 
 def validate_bag(
     source: BagSource, camera_topics: Iterable[str], odom_topic: str, min_duration_s: float = 8.0
 ) -> ValidationReport:
     """Check that a bag can feed the planner: topics present with the right types, enough time."""
-    info, problems = source.info, []
+    info, errors, warnings = source.info, [], []
     for topic in camera_topics:
         t = info.topics.get(topic)
         if t is None:
-            problems.append(f"camera topic {topic} is missing (bag has {sorted(info.topics)})")
+            errors.append(f"camera topic {topic} is missing (bag has {sorted(info.topics)})")
         elif t.msgtype not in IMAGE_TYPES:
-            problems.append(f"camera topic {topic} has type {t.msgtype}, expected one of {IMAGE_TYPES}")
+            errors.append(f"camera topic {topic} has type {t.msgtype}, expected one of {IMAGE_TYPES}")
         elif t.count == 0:
-            problems.append(f"camera topic {topic} has no messages")
+            errors.append(f"camera topic {topic} has no messages")
     t = info.topics.get(odom_topic)
     if t is None:
-        problems.append(f"odometry topic {odom_topic} is missing (bag has {sorted(info.topics)})")
+        errors.append(f"odometry topic {odom_topic} is missing (bag has {sorted(info.topics)})")
     elif t.msgtype != ODOM_TYPE:
-        problems.append(f"odometry topic {odom_topic} has type {t.msgtype}, expected {ODOM_TYPE}")
+        errors.append(f"odometry topic {odom_topic} has type {t.msgtype}, expected {ODOM_TYPE}")
     dur = info.duration_s
     if dur is not None and dur < min_duration_s:
-        problems.append(f"bag lasts {dur:.1f} s; scoring needs >= {min_duration_s:.1f} s (1.5 s history + 6.4 s horizon)")
+        warnings.append(f"bag lasts {dur:.1f} s; scoring needs >= {min_duration_s:.1f} s (1.5 s history + 6.4 s horizon)")
     if info.damaged:
-        problems.append(f"bag is damaged ({info.damaged}); only the readable part is used")
-    return ValidationReport(not problems, problems, info)
+        warnings.append(f"bag is damaged ({info.damaged}); only the readable part is used")
+    return ValidationReport(errors, warnings, info)

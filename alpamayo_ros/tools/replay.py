@@ -151,35 +151,69 @@ class Feeder:
                 raise
 
 
+def select_like_node(result: Any) -> int | None:
+    """The node's selection rule (ros/node.py PlannerNode._select): the core's choice if it passed
+    its output gate, else the best-scored candidate that did; None when none did."""
+    gates = list(getattr(result, "output_gates", []) or [])
+    sel = int(result.selected)
+    if not gates or gates[sel].ok:
+        return sel
+    passing = [k for k, g in enumerate(gates) if g.ok]
+    if not passing:
+        return None
+    return max(passing, key=lambda k: float(result.scores[k]))
+
+
 def record_from_plan(tick_time: float, result: Any, latency_s: float) -> TickRecord:
-    """A TickRecord from a core PlanResult."""
-    fallback = bool(getattr(result, "fallback", False))
+    """A TickRecord from a core PlanResult, gated and selected as the node does.
+
+    A plan the node would replace by a fallback (input gate failed, or no candidate passed its
+    output gate) is recorded as `gate_rejected` without trajectories: fallbacks are counted, not
+    scored, in both replay modes.
+    """
+    timings = {k: float(v) for k, v in dict(getattr(result, "timings_s", {}) or {}).items()}
+    in_gate = getattr(result, "input_gate", None)
+    selected = select_like_node(result)
+    if (in_gate is not None and not in_gate.ok) or selected is None:
+        why = "input_gate" if in_gate is not None and not in_gate.ok else "output_gate"
+        return TickRecord(tick_time, "gate_rejected", t0=float(result.t0), gate_ok=False, fallback=True,
+                          reason=why, latency_s=latency_s, timings_s=timings)
     return TickRecord(
         tick_time=tick_time,
-        status="fallback" if fallback else "planned",
+        status="planned",
         t0=float(result.t0),
         xyz=np.asarray(result.xyz, dtype=np.float32),
         scores=np.asarray(result.scores, dtype=np.float64),
-        selected=int(result.selected),
-        gate_ok=bool(result.ok),
-        fallback=fallback,
+        selected=selected,
         latency_s=latency_s,
-        timings_s={k: float(v) for k, v in dict(getattr(result, "timings_s", {}) or {}).items()},
+        timings_s=timings,
         reasoning=list(getattr(result, "reasoning", []) or []),
     )
 
 
-def plan_tick(planner: PlannerLike, tick_time: float) -> TickRecord:
-    t = time.perf_counter()
-    try:
-        result = planner.plan(None)
-    except Exception as exc:
-        code = getattr(exc, "code", None)
-        if code is not None:  # core.planner.TickNotReady
-            return TickRecord(tick_time, "not_ready", reason=f"{code}: {exc}")
-        log.exception("plan failed at %.3f", tick_time)
-        return TickRecord(tick_time, "error", reason=f"{type(exc).__name__}: {exc}")
-    return record_from_plan(tick_time, result, time.perf_counter() - t)
+class TickRunner:
+    """Plans one tick the way the node's worker does: skip when there is no new t0, else plan."""
+
+    def __init__(self, planner: PlannerLike) -> None:
+        self.planner = planner
+        self.last_t0: float | None = None
+
+    def __call__(self, tick_time: float) -> TickRecord:
+        t = time.perf_counter()
+        try:
+            ready = getattr(self.planner, "latest_ready_t0", None)
+            t0 = ready() if ready is not None else None
+            if t0 is not None and t0 == self.last_t0:
+                return TickRecord(tick_time, "no_new_input", t0=t0, reason="no_new_input")
+            result = self.planner.plan(t0)
+        except Exception as exc:
+            code = getattr(exc, "code", None)
+            if code is not None:  # core.planner.TickNotReady
+                return TickRecord(tick_time, "not_ready", reason=f"{code}: {exc}")
+            log.exception("plan failed at %.3f", tick_time)
+            return TickRecord(tick_time, "error", reason=f"{type(exc).__name__}: {exc}")
+        self.last_t0 = float(result.t0)
+        return record_from_plan(tick_time, result, time.perf_counter() - t)
 
 
 def run_offline(
@@ -201,11 +235,12 @@ def run_offline(
     ticks = tick_schedule(info.start_ns / 1e9, info.end_ns / 1e9, opts)
     result.meta.update(bag_meta(info, opts, ticks))
     feeder = Feeder(planner, opts)
+    tick = TickRunner(planner)
     try:
         for k, tick_time, batch in iter_steps(source, opts, ticks, gt):
             for msg in batch:
                 feeder.feed(msg)
-            result.records.append(plan_tick(planner, tick_time))
+            result.records.append(tick(tick_time))
             if progress is not None:
                 progress(k + 1, len(ticks))
     except BagReadError as exc:

@@ -31,7 +31,7 @@ class TickRecord:
     """One scheduled planner tick as the replay saw it (offline or online)."""
 
     tick_time: float  # the schedule time (bag clock) at which the plan was requested
-    status: str  # planned | not_ready | fallback | timeout | error
+    status: str  # planned | not_ready | no_new_input | gate_rejected | fallback | timeout | error
     t0: float | None = None  # the plan's input time (header stamp)
     xyz: np.ndarray | None = None  # (K, T, 3) ego frame at t0
     scores: np.ndarray | None = None
@@ -184,7 +184,7 @@ def summarize(records: Sequence[TickRecord], gt: GroundTruth) -> tuple[dict[str,
         "status": dict(status),
         "drops": sum(n for s, n in status.items() if s in ("not_ready", "timeout", "error")),
         "drop_reasons": dict(Counter(r.reason.split(":")[0] for r in records if r.status != "planned" and r.reason)),
-        "gate_trips": sum(1 for r in planned if not r.gate_ok),
+        "gate_trips": sum(1 for r in records if not r.gate_ok),
         "fallbacks": sum(1 for r in records if r.fallback),
         "latency_s": percentiles(r.latency_s for r in records if r.latency_s is not None)
         | {"mean": _mean(r.latency_s for r in records if r.latency_s is not None)},

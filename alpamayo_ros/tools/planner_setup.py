@@ -1,0 +1,107 @@
+"""Build the node's Planner from the node's parameters file, without ROS.
+
+Offline replay must run the exact planner the node runs, so it reads the same params file
+(config/planner.yaml), validates it with the node's own rules (ros.params.validate, pure Python)
+and builds the Planner the way the node does at configure (PlannerNode._load).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from alpamayo_ros.tools.topics import NODE_NAME, CameraTopic
+
+DEFAULT_PARAMS_FILE = Path(__file__).resolve().parents[2] / "config" / "planner.yaml"
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def read_params_file(path: str | Path, node_name: str = NODE_NAME, namespace: str = "") -> dict[str, Any]:
+    """Dotted parameter names -> values for one node, as rcl would apply the file.
+
+    Sections are applied from generic to specific: `/**`, then `/**/<name>`, then `<name>` /
+    `/<ns>/<name>`.
+    """
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    fq = "/" + "/".join(p for p in (namespace.strip("/"), node_name) if p)
+    order = ["/**", f"/**/{node_name}", node_name, f"/{node_name}", fq]
+    raw: dict[str, Any] = {}
+    for key in dict.fromkeys(order):
+        section = data.get(key)
+        if isinstance(section, dict) and isinstance(section.get("ros__parameters"), dict):
+            raw.update(_flatten(section["ros__parameters"]))
+    if not raw:
+        raise ValueError(f"{path}: no ros__parameters for node {fq} (looked for {order})")
+    return raw
+
+
+def raw_params(params_file: str | Path | None = None, overrides: dict[str, Any] | None = None,
+               node_name: str = NODE_NAME, namespace: str = "") -> dict[str, Any]:
+    """Node defaults + params file + overrides, not validated (topics for bag checks)."""
+    from alpamayo_ros.ros.params import default_raw
+
+    raw = default_raw()
+    raw.update(read_params_file(params_file or DEFAULT_PARAMS_FILE, node_name, namespace))
+    raw.update(overrides or {})
+    return raw
+
+
+def node_params(params_file: str | Path | None = None, overrides: dict[str, Any] | None = None,
+                node_name: str = NODE_NAME, namespace: str = "") -> Any:
+    """NodeParams from defaults + params file + overrides, validated like the node's configure."""
+    from alpamayo_ros.ros.params import validate
+
+    return validate(raw_params(params_file, overrides, node_name, namespace))
+
+
+def camera_topics(params: Any) -> tuple[CameraTopic, ...]:
+    return tuple(CameraTopic(c.model_camera_id, c.topic, c.transport == "compressed") for c in params.cameras)
+
+
+def build_planner_from_params(params: Any) -> tuple[Any, Any]:
+    """(backend, planner) exactly as PlannerNode._load builds them at configure."""
+    from alpamayo_ros.core.backend import SamplingRequest
+    from alpamayo_ros.core.planner import PlannerConfig, build_planner
+    from alpamayo_ros.runtime import create_backend
+
+    options: dict[str, Any] = {}
+    if params.engine_dir:
+        options["engine_dir"] = params.engine_dir
+    sampling = SamplingRequest(
+        num_candidates=params.num_candidates,
+        num_diffusion_steps=params.num_diffusion_steps,
+        shared_reasoning=params.reasoning_mode == "shared",
+        seed=params.seed,
+        temperature=params.temperature,
+        top_p=params.top_p,
+        max_generation_length=params.max_generation_length,
+    )
+    config = PlannerConfig(
+        camera_ids=params.camera_ids,
+        sampling=sampling,
+        seed_policy=params.seed_policy,
+        frame_tolerance_s=params.frame_tolerance_s,
+        max_camera_skew_s=params.max_camera_skew_s,
+        max_pose_age_s=params.max_pose_age_s,
+        gates_enabled=params.gates_enabled,
+    )
+    backend = create_backend(params.backend, params.model_dir, **options)
+    try:
+        planner = build_planner(backend, params.model_dir, config)
+    except Exception:
+        close = getattr(backend, "close", None)
+        if close is not None:
+            close()
+        raise
+    return backend, planner
