@@ -148,6 +148,7 @@ def load_model(model_dir: str | Path, **config_overrides: object) -> AlpamayoR1:
     from alpamayo_ros.runtime.modeling.model import AlpamayoR1
 
     cfg = load_config(model_dir, **config_overrides)
+    weight_files(model_dir)  # fail on missing files before allocating the model
     model = AlpamayoR1(cfg)
     load_weights(model, model_dir)
     return model.eval()
