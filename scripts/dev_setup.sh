@@ -43,6 +43,24 @@ if ! fresh dev-deps "$key"; then
   stamp dev-deps "$key"
 fi
 
+key=$(digest "$ROOT/requirements/tensorrt-stubs.txt")
+if ! fresh tensorrt-stubs "$key"; then
+  # --no-deps: its declared dependency is a TensorRT sdist that downloads from NVIDIA's index.
+  log "installing tensorrt-stubs (static typing of the TensorRT backend)"
+  pip_quiet --no-deps -r "$ROOT/requirements/tensorrt-stubs.txt"
+  stamp tensorrt-stubs "$key"
+fi
+
+# torchvision only serves the processor parity test (the reference resizes with it). Its wheel for
+# this torch breaks transformers' imports when installed into the venv, so it lives in a side folder
+# that the test loads in a subprocess (test/core/test_image_preprocess.py).
+key="torchvision==0.28.0"
+if ! fresh torchvision-extra "$key"; then
+  log "installing torchvision beside the venv (.venv/torchvision-extra) for the processor parity test"
+  pip_quiet --no-deps --target "$VENV/torchvision-extra" --upgrade "$key"
+  stamp torchvision-extra "$key"
+fi
+
 key=$(digest "$ROOT/CMakeLists.txt" "$ROOT/package.xml" "$ROOT"/msg/*.msg)
 if ! fresh interfaces "$key"; then
   log "generating alpamayo_ros interfaces into the venv"
