@@ -1,0 +1,41 @@
+"""create_backend: names, lazy imports, clear errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from alpamayo_ros.runtime import create_backend
+
+
+def test_unknown_backend_and_missing_model_dir(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown backend 'foo'.*torch"):
+        (tmp_path / "config.json").write_text("{}")
+        create_backend("foo", tmp_path)
+    with pytest.raises(FileNotFoundError, match="config.json not found.*make-tiny-model"):
+        create_backend("torch", tmp_path / "nothing")
+
+
+def test_tensorrt_unavailable_is_a_clear_import_error(tiny_model_dir: Path) -> None:
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("TensorRT is installed here")
+    with pytest.raises((ImportError, RuntimeError), match="(?i)tensorrt"):
+        create_backend("tensorrt", tiny_model_dir)
+
+
+def test_unknown_option_is_rejected(tiny_model_dir: Path) -> None:
+    with pytest.raises(TypeError, match="unknown options.*num_thread"):
+        create_backend("torch", tiny_model_dir, num_thread=2)
+
+
+def test_importing_runtime_is_light() -> None:
+    code = ("import sys, alpamayo_ros.runtime; "
+            "bad = [m for m in ('torch', 'onnxruntime', 'tensorrt') if m in sys.modules]; sys.exit(1 if bad else 0)")
+    assert subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[2]).returncode == 0
