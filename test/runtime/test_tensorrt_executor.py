@@ -731,3 +731,81 @@ def test_orchestrator_over_tensorrt_executor_matches_onnxruntime(tiny_onnx_dir: 
         trt_backend.close()
         ort_backend.close()
     assert not cuda.regions and not cuda.streams
+
+
+def _trt_over_ort(
+    model_dir: Path, onnx_dir: Path, engine_dir: Path, perturb_decode: float = 0.0
+) -> TensorRTExecutor:
+    from alpamayo_ros.runtime.config import load_config
+
+    config = load_config(model_dir)
+    onnx_manifest = json.loads((onnx_dir / "manifest.json").read_text())
+    entries = {}
+    for graph in ("vision", "prefill", "decode", "expert_step"):
+        data = f"fake-engine:{graph}".encode()
+        (engine_dir / f"{graph}.engine").write_bytes(data)
+        entries[graph] = EngineEntry(
+            graph, f"{graph}.engine", len(data), "", "", "", True, "fp32", "none", 0.0
+        )
+    EngineManifest(
+        "tensorrt", VERSION, config.config_hash, "fp32", False, config.prefix_capacity, config.suffix_capacity,
+        onnx_manifest["max_batch"], entries, {},
+    ).write(engine_dir)  # fmt: skip
+    cuda = FakeCuda()
+    engines = ort_engines(onnx_dir, cuda)
+    if perturb_decode:  # an engine whose decode logits are off (e.g. a bad fp16 build)
+        inner = engines["decode"].compute
+
+        def perturbed(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            out = inner(inputs)
+            out["logits"] = out["logits"] + perturb_decode * np.sin(np.arange(out["logits"].shape[-1]))
+            return out
+
+        engines["decode"].compute = perturbed
+    return TensorRTExecutor(config, engine_dir, cuda=cuda, engine_source=FakeSource(engines))
+
+
+@pytest.mark.slow
+def test_verify_engines_reports_per_stage_differences(tiny_onnx_dir: Path, tmp_path: Path) -> None:
+    from alpamayo_ros.core.backend import SamplingRequest
+    from alpamayo_ros.runtime.onnx_backend import build_onnx_executor
+    from alpamayo_ros.runtime.synthetic_inputs import SyntheticInputs
+    from alpamayo_ros.runtime.tensorrt.verify import Tolerances, failures, format_table, verify_ticks
+
+    model_dir = tiny_onnx_dir.parent
+    request = SamplingRequest(num_candidates=2, temperature=0.0, max_generation_length=8)
+    tick = SyntheticInputs(model_dir).tick(3)
+    for perturb, engine_dir in ((0.0, tmp_path / "same"), (30.0, tmp_path / "off")):
+        engine_dir.mkdir()
+        reference = build_onnx_executor(model_dir)
+        engines = _trt_over_ort(model_dir, tiny_onnx_dir, engine_dir, perturb)
+        try:
+            (report,) = verify_ticks(model_dir, reference, engines, [tick], request)
+        finally:
+            reference.close()
+            engines.close()
+        assert report.vision_max_abs == report.prefill_logits_max_abs == 0.0  # same graphs, same kernels
+        assert report.prefill_argmax_equal
+        print(format_table([report]))
+        if not perturb:
+            assert report.tokens_equal and report.first_token_mismatch == [-1, -1]
+            assert report.decode_logits_max_abs == 0.0 and report.decode_top1_agreement == 1.0
+            assert report.actions_max_abs < 1e-5 and report.trajectory_max_abs_m < 1e-4
+            assert report.decode_steps_compared >= 1
+            assert failures([report], Tolerances()) == []
+        else:
+            assert not report.tokens_equal and report.decode_top1_agreement < 1.0
+            assert report.decode_steps_compared == min(m for m in report.first_token_mismatch if m >= 0)
+            assert report.decode_logits_max_abs > 1.0
+            assert any("tokens differ" in line for line in failures([report], Tolerances()))
+
+
+def test_verify_engines_cli_explains_a_missing_engine_dir(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from alpamayo_ros.runtime.tensorrt.verify import verify_engines_main
+
+    model = tmp_path / "model"
+    model.mkdir()
+    assert verify_engines_main([str(model), str(tmp_path / "engines")]) == 2
+    assert "verify-engines:" in capsys.readouterr().err

@@ -469,6 +469,7 @@ class TensorRTExecutor(GraphExecutor):
         if graph_exec is not None:
             self.cuda.graph_launch(graph_exec, self.stream)
             self.stats.bump(self.stats.graph_launches, graph)
+            self.count("cuda_graph_launches")
             self.cuda.stream_synchronize(self.stream)
             return
         issue()  # eager run; also the warm-up TensorRT wants after shape changes, before capture
@@ -478,6 +479,7 @@ class TensorRTExecutor(GraphExecutor):
                 issue()
             self._graphs[key] = self.cuda.end_capture(self.stream)
             self.stats.bump(self.stats.graph_captures, graph)
+            self.count("cuda_graph_captures")
 
     def _enqueue(self, runner: GraphRunner) -> None:
         runner.enqueue(self.stream)
