@@ -200,6 +200,12 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path | None = None, graphs
             export_graph(model, name, out / f"{name}.onnx")
         manifest["graphs"][name] = {"file": f"{name}.onnx", **io[name]}
         manifest["export_seconds"][name] = round(time.perf_counter() - t0, 2)
+    previous = out / "manifest.json"
+    if graphs is not None and previous.is_file():  # partial re-export: keep the other graphs of the same model
+        old = json.loads(previous.read_text())
+        if (old.get("config_hash"), old.get("weights_hash")) == (manifest["config_hash"], manifest["weights_hash"]):
+            for name, entry in old.get("graphs", {}).items():
+                manifest["graphs"].setdefault(name, entry)
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     return manifest
 

@@ -70,8 +70,9 @@ class PrefillGraph(nn.Module):
             q, k, v = layer.project_qkv(h, cos, sin)
             h = layer.finish(h, layer.attend(q, [(k, v, mask)]))
             if i < deepstack_embeds.shape[0]:
-                row = h[0].index_put((image_token_index,), deepstack_embeds[i], accumulate=True)
-                h = row.unsqueeze(0)
+                # gather + add + plain ScatterND (TensorRT rejects ScatterND with reduction="add")
+                added = h[0].index_select(0, image_token_index) + deepstack_embeds[i]
+                h = h[0].index_put((image_token_index,), added).unsqueeze(0)
             keys.append(k[0])
             values.append(v[0])
         present_key = _write_slots(prefix_key, torch.stack(keys), slots)
