@@ -33,7 +33,7 @@ MID_OVERRIDES = {
                     "num_key_value_heads": 4, "head_dim": 64,
                     "rope_parameters": {"rope_type": "default", "rope_theta": 5_000_000.0, "mrope_section": [12, 10, 10],
                                         "mrope_interleaved": True}},
-    "expert_cfg": {"hidden_size": 384, "num_attention_heads": 6, "head_dim": 64, "intermediate_size": 1024},
+    "expert_cfg": {"hidden_size": 384, "num_attention_heads": 8, "head_dim": 64, "intermediate_size": 1024},
     "action_in_proj_cfg": {"hidden_size": 256},
 }
 

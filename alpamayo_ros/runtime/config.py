@@ -181,6 +181,12 @@ def _validate(cfg: RuntimeConfig) -> None:
     t, e, v = cfg.text, cfg.expert, cfg.vision
     if e.num_hidden_layers != t.num_hidden_layers or e.num_key_value_heads != t.num_key_value_heads:
         raise ValueError("expert and text decoder must share layer count and KV heads (the expert reads the VLM cache)")
+    for name, c in (("text", t), ("expert", e)):
+        if c.num_attention_heads % c.num_key_value_heads:
+            raise ValueError(
+                f"{name} num_attention_heads={c.num_attention_heads} is not a multiple of "
+                f"num_key_value_heads={c.num_key_value_heads} (grouped-query attention)"
+            )
     if e.head_dim != t.head_dim:
         raise ValueError(f"expert head_dim {e.head_dim} != text head_dim {t.head_dim}")
     if sum(t.mrope_section) * 2 != t.head_dim:
