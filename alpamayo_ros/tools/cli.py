@@ -209,11 +209,9 @@ def _run_online(args: argparse.Namespace, params: Any, opts: Any, out: Path, qui
 
     overrides = _overrides(args)
     if args.lockstep:
-        from alpamayo_ros.tools.replay_online import LOCKSTEP_RATE_HZ
+        from alpamayo_ros.tools.replay_online import lockstep_overrides
 
-        # The player fires the node's timer through /clock; no wall-clock fallback while it waits.
-        overrides.setdefault("rate_hz", LOCKSTEP_RATE_HZ)
-        overrides.setdefault("fallback.inference_timeout_s", 600.0)
+        overrides = lockstep_overrides(params) | overrides
     out.mkdir(parents=True, exist_ok=True)
     online = OnlineOptions(
         node=args.node, node_name=args.node_name, namespace=args.namespace,

@@ -276,6 +276,20 @@ class OnlineReplayError(RuntimeError):
 LOCKSTEP_RATE_HZ = 50.0
 RETRIGGER_STEP_S = 1.0 / LOCKSTEP_RATE_HZ
 RETRIGGER_AFTER_S = 1.0
+MAX_SETTLE_S = 1.0
+
+
+def lockstep_overrides(params: Any) -> dict[str, Any]:
+    """Node parameters for a lockstep replay (the player drives the timer through /clock).
+
+    Input queues are made deep, so frames that arrive while a tick is being computed are queued,
+    never replaced (KEEP_LAST); the wall-clock inference timeout is disabled because the player
+    waits for every plan.
+    """
+    ov: dict[str, Any] = {"rate_hz": LOCKSTEP_RATE_HZ, "fallback.inference_timeout_s": 600.0, "odometry.depth": 1000}
+    for cam in params.cameras:
+        ov[f"cameras.{cam.name}.depth"] = 100
+    return ov
 
 
 def run_online(
@@ -403,14 +417,15 @@ def _lockstep(source, opts, ticks, gt, player, recorder, result, online, progres
     feeder = Feeder(shadow, opts) if shadow is not None else None
     last_t0: float | None = None
     planned_any = False
+    settle = online.settle_s
     for k, tick_time, batch in iter_steps(source, opts, ticks, gt):
         for part in _sub_batches(batch):
             _publish_batch(player, part)
             if feeder is not None:
                 for msg in part:
                     feeder.feed(msg)
-            time.sleep(online.settle_s / 5)
-        time.sleep(online.settle_s)
+            time.sleep(settle / 5)
+        time.sleep(settle)
         expected, why = _expected_t0(shadow) if shadow is not None else (None, "")
         t_req = time.perf_counter()
         player.publish_clock(tick_time)
@@ -437,6 +452,7 @@ def _lockstep(source, opts, ticks, gt, player, recorder, result, online, progres
         clock = tick_time
         clock_limit = (ticks[k + 1] if k + 1 < len(ticks) else tick_time + opts.period_s) - RETRIGGER_STEP_S
         last_trigger = t_req
+        seen: list[float] = []
         while record is None and time.perf_counter() < deadline:
             early = False
             for topic, raw, t_rx in _drain(player, recorder, clock_ns, timeout=0.1):
@@ -448,6 +464,7 @@ def _lockstep(source, opts, ticks, gt, player, recorder, result, online, progres
                     record = rec
                 elif not matches:
                     early = True
+                    seen.append(rec.t0)
             now = time.perf_counter()
             if record is None and (early or now - last_trigger > RETRIGGER_AFTER_S) and clock + RETRIGGER_STEP_S <= clock_limit:
                 clock += RETRIGGER_STEP_S
@@ -455,8 +472,13 @@ def _lockstep(source, opts, ticks, gt, player, recorder, result, online, progres
                 last_trigger = now
             if record is None and online.node == "subprocess" and not player.node_ready():
                 raise OnlineReplayError("the planner node stopped responding (no longer subscribed to the inputs)")
+        if seen and settle < MAX_SETTLE_S:  # the node planned before the data was in: slow down
+            settle = min(MAX_SETTLE_S, 2 * settle)
+            log.info("node planned before all inputs arrived; settle time now %.2f s", settle)
         if record is None:
-            record = TickRecord(tick_time, "timeout", t0=expected, reason=f"timeout: no plan within {timeout:.0f} s")
+            record = TickRecord(tick_time, "timeout", t0=expected, reason=(
+                f"timeout: no plan for t0={expected} within {timeout:.0f} s (other t0s received: {seen}; "
+                f"clock re-triggered to {clock:.3f})"))
         else:
             planned_any = True
         last_t0 = record.t0 if record.t0 is not None else last_t0

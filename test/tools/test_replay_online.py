@@ -16,7 +16,7 @@ from alpamayo_ros.tools.planner_setup import (
     node_params,
 )
 from alpamayo_ros.tools.replay import ReplayOptions, run_offline
-from alpamayo_ros.tools.replay_online import LOCKSTEP_RATE_HZ, OnlineOptions, run_online
+from alpamayo_ros.tools.replay_online import OnlineOptions, lockstep_overrides, run_online
 
 pytestmark = pytest.mark.ros
 
@@ -50,7 +50,7 @@ def test_offline_and_online_lockstep_give_the_same_plans(short_bag, tiny_model: 
     _, shadow = build_planner_from_params(params)
     online_opts = OnlineOptions(
         params_file=DEFAULT_PARAMS_FILE,
-        param_overrides=_overrides(tiny_model, seed) | {"rate_hz": LOCKSTEP_RATE_HZ, "fallback.inference_timeout_s": 600.0},
+        param_overrides=lockstep_overrides(params) | _overrides(tiny_model, seed),
         record_dir=tmp_path / "outputs", log_path=tmp_path / "node.log",
         startup_timeout_s=60.0, first_plan_timeout_s=60.0, plan_timeout_s=20.0,
     )
