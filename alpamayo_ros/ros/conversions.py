@@ -19,7 +19,9 @@ from visualization_msgs.msg import Marker, MarkerArray
 from alpamayo_ros.msg import CandidateControls, TrajectoryCandidates
 
 __all__ = [
+    "CandidateExtras",
     "FramedTrajectories",
+    "PathCache",
     "duration_msg",
     "express_in_frame",
     "make_candidates_msg",
@@ -108,21 +110,47 @@ def express_in_frame(
     return FramedTrajectories(frame_id, t0, dt, xyz_w, rotmat_to_quat_xyzw(r0 @ rz))
 
 
-def make_path(traj: FramedTrajectories, k: int) -> Path:
-    header = Header(stamp=time_msg(traj.t0), frame_id=traj.frame_id)
-    path = Path(header=header)
-    xyz, q = traj.xyz[k].tolist(), traj.quat_xyzw[k].tolist()
-    poses = []
-    for i, (p, o) in enumerate(zip(xyz, q, strict=True)):
-        pose = PoseStamped()
-        pose.header.stamp = time_msg(traj.t0 + (i + 1) * traj.dt)
-        pose.header.frame_id = traj.frame_id
+def _fill_path(path: Path, traj: FramedTrajectories, k: int) -> Path:
+    path.header.stamp = time_msg(traj.t0)
+    path.header.frame_id = traj.frame_id
+    t0_ns = round(traj.t0 * 1e9)
+    n = traj.xyz.shape[1]
+    poses = path.poses
+    if len(poses) != n:
+        poses = [PoseStamped() for _ in range(n)]
+    frame = traj.frame_id
+    for i, (pose, p, o) in enumerate(zip(poses, traj.xyz[k].tolist(), traj.quat_xyzw[k].tolist(), strict=True)):
+        header = pose.header
+        header.stamp.sec, header.stamp.nanosec = divmod(t0_ns + round((i + 1) * traj.dt * 1e9), 1_000_000_000)
+        header.frame_id = frame
         pos, ori = pose.pose.position, pose.pose.orientation
         pos.x, pos.y, pos.z = p
         ori.x, ori.y, ori.z, ori.w = o
-        poses.append(pose)
     path.poses = poses
     return path
+
+
+def make_path(traj: FramedTrajectories, k: int) -> Path:
+    """A fresh Path for candidate k (fields set one by one: keyword construction of rclpy messages
+    costs ~8x more because of per-field checks, and a tick builds K x 64 poses)."""
+    return _fill_path(Path(), traj, k)
+
+
+class PathCache:
+    """Reuses K Path messages from tick to tick: only field values change, no object churn.
+
+    Safe because rclpy serializes a message inside publish(); the owner must not publish from two
+    threads with the same cache.
+    """
+
+    def __init__(self) -> None:
+        self._paths: list[Path] = []
+
+    def paths(self, traj: FramedTrajectories) -> list[Path]:
+        k = traj.xyz.shape[0]
+        while len(self._paths) < k:
+            self._paths.append(Path())
+        return [_fill_path(self._paths[i], traj, i) for i in range(k)]
 
 
 @dataclass
@@ -171,20 +199,33 @@ _ORANGE = ColorRGBA(r=1.0, g=0.55, b=0.0, a=1.0)
 _WHITE = ColorRGBA(r=1.0, g=1.0, b=1.0, a=1.0)
 
 
-def _line(traj: FramedTrajectories, k: int, ns: str, mid: int, width: float, color: ColorRGBA) -> Marker:
+def _line(traj: FramedTrajectories, k: int, ns: str, mid: int, width: float, color: ColorRGBA,
+          path: Path | None = None) -> Marker:
     m = Marker(ns=ns, id=mid, type=Marker.LINE_STRIP, action=Marker.ADD)
     m.header = Header(stamp=time_msg(traj.t0), frame_id=traj.frame_id)
     m.pose.orientation.w = 1.0
     m.scale.x = width
     m.color = color
-    m.points = [Point(x=p[0], y=p[1], z=p[2]) for p in traj.xyz[k].tolist()]
+    if path is not None:  # the paths' own position objects: nothing new to build
+        m.points = [ps.pose.position for ps in path.poses]
+        return m
+    points = []
+    for x, y, z in traj.xyz[k].tolist():
+        pt = Point()
+        pt.x, pt.y, pt.z = x, y, z
+        points.append(pt)
+    m.points = points
     return m
 
 
-def make_markers(traj: FramedTrajectories, selected: int, reasoning: str, fallback: bool) -> MarkerArray:
+def make_markers(traj: FramedTrajectories, selected: int, reasoning: str, fallback: bool,
+                 paths: list[Path] | None = None) -> MarkerArray:
     """Candidates (thin grey), the selected one (green, orange when a fallback) and the reasoning text."""
-    markers = [_line(traj, k, "candidates", k, 0.08, _GREY) for k in range(traj.xyz.shape[0])]
-    markers.append(_line(traj, selected, "selected", 0, 0.25, _ORANGE if fallback else _GREEN))
+    def path(k: int) -> Path | None:
+        return paths[k] if paths is not None else None
+
+    markers = [_line(traj, k, "candidates", k, 0.08, _GREY, path(k)) for k in range(traj.xyz.shape[0])]
+    markers.append(_line(traj, selected, "selected", 0, 0.25, _ORANGE if fallback else _GREEN, path(selected)))
     text = Marker(ns="reasoning", id=0, type=Marker.TEXT_VIEW_FACING, action=Marker.ADD)
     text.header = Header(stamp=time_msg(traj.t0), frame_id=traj.frame_id)
     first = traj.xyz[selected, 0]

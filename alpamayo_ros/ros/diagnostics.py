@@ -73,6 +73,9 @@ class LatencyWindow:
     def __len__(self) -> int:
         return len(self._values)
 
+    def clear(self) -> None:
+        self._values.clear()
+
     def percentiles_ms(self, qs: tuple[float, ...] = (50.0, 90.0, 99.0)) -> dict[str, float]:
         if not self._values:
             return {}
@@ -135,6 +138,8 @@ class NodeDiagnostics:
         self.tick_overhead = LatencyWindow(latency_window)  # total minus backend compute
         self.frame_preprocess = LatencyWindow(latency_window)  # decode + crop + core preprocessing
         self.image_callback = LatencyWindow(latency_window)  # executor-thread cost of one image message
+        self.stages: dict[str, LatencyWindow] = {}  # per-tick stages (core select/inputs/rollout, node publish)
+        self._window = latency_window
         self._prev: dict[str, Any] = {}
 
     # --- events -------------------------------------------------------------------------------
@@ -185,6 +190,12 @@ class NodeDiagnostics:
             self.tick_total.add(total_s)
             self.tick_backend.add(backend_s)
             self.tick_overhead.add(max(0.0, total_s - backend_s))
+
+    def stage(self, name: str, seconds: float) -> None:
+        with self._lock:
+            if name not in self.stages:
+                self.stages[name] = LatencyWindow(self._window)
+            self.stages[name].add(seconds)
 
     def gate_trip(self, kind: str, reasons: list[str]) -> None:
         with self._lock:
@@ -261,6 +272,9 @@ class NodeDiagnostics:
                               ("image_callback_ms", self.image_callback)):
             for k, v in window.percentiles_ms().items():
                 values[f"{label}.{k}"] = f"{v:.2f}"
+        for name, window in sorted(self.stages.items()):
+            for k, v in window.percentiles_ms((50.0, 99.0)).items():
+                values[f"stage.{name}_ms.{k}"] = f"{v:.2f}"
         d_ticks = self._delta("ticks", self.ticks_planned)
         level, msg = (OK, f"{d_ticks} ticks since last report") if d_ticks else (WARN, "no tick planned since last report")
         return StatusEntry(f"{self.node_name}: inference", level, msg, values)

@@ -40,6 +40,7 @@ from alpamayo_ros.msg import TrajectoryCandidates
 
 from .conversions import (
     CandidateExtras,
+    PathCache,
     express_in_frame,
     make_candidates_msg,
     make_markers,
@@ -65,6 +66,7 @@ _ODOM = "odometry"
 _LOG_THROTTLE_S = 2.0
 _DIAG_EVENT_MIN_PERIOD_S = 0.2
 _WARMUP_T0 = 1000.0
+_NEW_INPUT_POLL_S = 0.005
 
 
 def _qos(reliability: str, depth: int) -> QoSProfile:
@@ -134,6 +136,7 @@ class _Runtime:
     inflight: Future | None = None
     inflight_start: float = 0.0
     timeout_reported: bool = False
+    stopping: bool = False  # deactivating: in-flight waits end early
     last_planned_t0: float | None = None
     last_plan: LastPlan | None = None
     last_valid_clock: float | None = None  # node clock (s) of the last valid plan or of activation
@@ -141,6 +144,7 @@ class _Runtime:
     last_diag_mono: float = 0.0
     subs: list[Any] = field(default_factory=list)
     timers: list[Any] = field(default_factory=list)
+    path_cache: PathCache = field(default_factory=PathCache)  # plans only (the inference worker)
 
 
 def _rotation_from_quat(q: np.ndarray) -> np.ndarray:
@@ -328,6 +332,7 @@ class PlannerNode(LifecycleNode):
                                            callback_group=self._diag_group))
         rt.last_valid_clock = None  # armed by the first check (the sim clock may not have started yet)
         rt.timeout_reported = False
+        rt.stopping = False
         self.get_logger().info(f"active: planning at {p.rate_hz:g} Hz")
         return ret
 
@@ -365,6 +370,7 @@ class PlannerNode(LifecycleNode):
             self.destroy_subscription(sub)
         rt.timers.clear()
         rt.subs.clear()
+        rt.stopping = True
         inflight = rt.inflight
         if inflight is not None:
             try:
@@ -507,6 +513,7 @@ class PlannerNode(LifecycleNode):
             return
         rt.stats.received(_ODOM)
         stamp = stamp_to_sec(msg.header.stamp)
+        rt.stats.stage("odometry_arrival_lag", self._now() - stamp)  # transport + executor delay
         pp, qq, vv = msg.pose.pose.position, msg.pose.pose.orientation, msg.twist.twist.linear
         pos = np.array([pp.x, pp.y, pp.z])
         quat = np.array([qq.x, qq.y, qq.z, qq.w])
@@ -566,9 +573,17 @@ class PlannerNode(LifecycleNode):
         try:
             t0 = planner.latest_ready_t0()
             if t0 is not None and t0 == rt.last_planned_t0:
-                rt.stats.tick_no_new_input()
-                self._check_input_timeout(rt, "no_new_input")
-                return
+                # Timer and cameras run at similar rates with no fixed phase: wait up to half a period
+                # for the next complete input instead of skipping the whole period.
+                deadline = tick_start + 0.5 / rt.params.rate_hz
+                while t0 == rt.last_planned_t0 and time.monotonic() < deadline and not rt.stopping:
+                    time.sleep(_NEW_INPUT_POLL_S)
+                    t0 = planner.latest_ready_t0()
+                if t0 is not None and t0 == rt.last_planned_t0:
+                    rt.stats.tick_no_new_input()
+                    self._check_input_timeout(rt, "no_new_input")
+                    return
+                tick_start = time.monotonic()  # latency counts from when the input was complete
             result = planner.plan(t0)
         except TickNotReady as exc:
             code = str(getattr(exc, "code", "not_ready"))
@@ -583,7 +598,12 @@ class PlannerNode(LifecycleNode):
             self._diag_event(rt)
             return
         rt.last_planned_t0 = result.t0
+        t_pub = time.perf_counter()
         self._handle_result(rt, result)
+        rt.stats.stage("publish", time.perf_counter() - t_pub)
+        for stage in ("select", "inputs", "rollout"):
+            if stage in result.timings_s:
+                rt.stats.stage(f"core_{stage}", float(result.timings_s[stage]))
         backend_s = float(result.timings_s.get("backend", 0.0))
         rt.stats.tick_done(time.monotonic() - tick_start, backend_s)
 
@@ -622,7 +642,8 @@ class PlannerNode(LifecycleNode):
             acceleration=np.asarray(result.acceleration), curvature=np.asarray(result.curvature), v0=float(result.v0),
             model_id=rt.stats.model_id, backend=rt.stats.backend_name,
             inference_time_s=float(result.timings_s.get("backend", 0.0)))
-        self._publish(rt, last.t0, last.dt, last.xyz, last.yaw, result.t0_pose_world, extras, per_candidate=True)
+        self._publish(rt, last.t0, last.dt, last.xyz, last.yaw, result.t0_pose_world, extras, per_candidate=True,
+                      cache=rt.path_cache)
         with rt.lock:
             rt.last_plan = last
             rt.last_valid_clock = self._now()
@@ -685,20 +706,23 @@ class PlannerNode(LifecycleNode):
         return (p.odometry_frame_id or odom_frame or "odom"), pose
 
     def _publish(self, rt: _Runtime, t0: float, dt: float, xyz: np.ndarray, yaw: np.ndarray, pose: Any,
-                 extras: CandidateExtras, *, per_candidate: bool) -> None:
+                 extras: CandidateExtras, *, per_candidate: bool, cache: PathCache | None = None) -> None:
+        """Publish one plan or fallback. `cache` only from the inference worker (fallbacks may come
+        from the timer thread while the worker publishes)."""
         frame_id, world_pose = self._frame(rt, pose)
         traj = express_in_frame(xyz, yaw, t0, dt, frame_id, world_pose)
-        paths = [make_path(traj, k) for k in range(traj.xyz.shape[0])]
+        paths = cache.paths(traj) if cache is not None else [make_path(traj, k) for k in range(traj.xyz.shape[0])]
         extras.input_to_publish_s = self._now() - t0
         rt.pubs["candidates"].publish(make_candidates_msg(paths, traj, extras))
         if per_candidate:
             for pub, path in zip(rt.path_pubs, paths, strict=False):
-                pub.publish(path)
+                if pub.get_subscription_count():  # serializing 64 poses nobody reads costs ~0.5 ms each
+                    pub.publish(path)
         rt.pubs["selected"].publish(paths[extras.selected])
         rt.pubs["reasoning"].publish(String(data=extras.reasoning[extras.selected] if extras.reasoning else ""))
-        if rt.params.publish_markers:
+        if rt.params.publish_markers and rt.pubs["markers"].get_subscription_count():
             text = extras.reasoning[extras.selected] if extras.reasoning else ""
-            rt.pubs["markers"].publish(make_markers(traj, extras.selected, text, extras.fallback))
+            rt.pubs["markers"].publish(make_markers(traj, extras.selected, text, extras.fallback, paths))
 
     def _publish_diagnostics(self) -> None:
         rt = self._rt

@@ -10,6 +10,7 @@ header, which keeps the publisher cheap enough for 4 × 1080p JPEG at 10 Hz on t
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -64,7 +65,7 @@ class _Cam:
 class SyntheticDrive:
     """Publishes cameras + odometry (+ /clock) from a background thread in real time."""
 
-    def __init__(self, node: Any, cameras: list[CameraStream], odom_topic: str, *, odom_hz: float = 50.0,
+    def __init__(self, node: Any, cameras: list[CameraStream], odom_topic: str | None, *, odom_hz: float = 50.0,
                  speed_mps: float = 5.0, yaw_rate: float = 0.0, start_s: float = 1000.0,
                  publish_clock: bool = False, odom_frame: str = "odom") -> None:
         qos_img = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=2, reliability=ReliabilityPolicy.RELIABLE)
@@ -78,7 +79,7 @@ class SyntheticDrive:
             else:
                 pub, msg = node.create_publisher(Image, spec.topic, qos_img), rgb_to_image_msg(rgb, spec.encoding)
             self.cams.append(_Cam(spec, pub, msg))
-        self.odom_pub = node.create_publisher(Odometry, odom_topic, qos_odom)
+        self.odom_pub = node.create_publisher(Odometry, odom_topic, qos_odom) if odom_topic else None
         self.clock_pub = node.create_publisher(Clock, "/clock", 10) if publish_clock else None
         self.odom_hz, self.speed, self.yaw_rate = odom_hz, speed_mps, yaw_rate
         self.start_s, self.odom_frame = start_s, odom_frame
@@ -86,8 +87,10 @@ class SyntheticDrive:
         self.time_offset_s = 0.0  # added to every stamp (negative = time jumps backwards)
         self.twist_scale = 1.0  # reported speed / true speed (≠ 1 trips the input gate's speed check)
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._t = start_s
+        self._t_wall0 = time.monotonic()
+        self._next_odom = start_s
         self._lock = threading.Lock()
 
     # --- kinematics ----------------------------------------------------------------------------
@@ -115,7 +118,7 @@ class SyntheticDrive:
     # --- publishing ----------------------------------------------------------------------------
     def wait_for_subscribers(self, timeout_s: float = 10.0) -> bool:
         deadline = time.monotonic() + timeout_s
-        pubs = [c.pub for c in self.cams] + [self.odom_pub]
+        pubs = [c.pub for c in self.cams] + ([self.odom_pub] if self.odom_pub is not None else [])
         while time.monotonic() < deadline:
             if all(p.get_subscription_count() > 0 for p in pubs):
                 return True
@@ -124,6 +127,8 @@ class SyntheticDrive:
 
     def backfill_odometry(self, seconds: float = 1.6) -> None:
         """Odometry history before start_s, so the first tick does not wait 1.5 s for it."""
+        if self.odom_pub is None:
+            return
         n = int(seconds * self.odom_hz)
         for i in range(n, 0, -1):
             self.odom_pub.publish(self.odometry_msg(self.start_s - i / self.odom_hz))
@@ -133,43 +138,59 @@ class SyntheticDrive:
         with self._lock:
             return self._t
 
-    def start(self) -> None:
+    def start(self, elapsed_s: float = 0.0) -> None:
+        """Odometry (+ /clock) and cameras publish from two threads, as separate drivers would: a
+        slow image publish must not delay odometry. Stream time is start_s + elapsed_s at this call."""
         self._stop.clear()
         for c in self.cams:
             c.next_t = self.start_s
-        self._thread = threading.Thread(target=self._run, name="synthetic_drive", daemon=True)
-        self._thread.start()
+        self._next_odom = self.start_s
+        self._t_wall0 = time.monotonic() - elapsed_s
+        self._threads = [threading.Thread(target=self._loop, args=(fn,), name=f"synthetic_{fn.__name__}", daemon=True)
+                         for fn in (self._odom_due, self._cams_due)]
+        for t in self._threads:
+            t.start()
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5.0)
-            self._thread = None
+        for t in self._threads:
+            t.join(timeout=5.0)
+        self._threads = []
 
-    def _run(self) -> None:
-        t_wall0 = time.monotonic()
-        next_odom = self.start_s
-        step = 1.0 / self.odom_hz
+    def _loop(self, due: Any) -> None:
+        """Call `due(t, stamp_t)` (it publishes what is due and returns the next due time) in real time."""
         while not self._stop.is_set():
-            t = self.start_s + (time.monotonic() - t_wall0)
+            t = self.start_s + (time.monotonic() - self._t_wall0)
             with self._lock:
-                self._t = t
-            stamp_t = t + self.time_offset_s
-            if self.clock_pub is not None:
-                self.clock_pub.publish(Clock(clock=time_msg(stamp_t)))
-            if t >= next_odom:
-                self.odom_pub.publish(self.odometry_msg(stamp_t))
-                next_odom += step
-            for i, c in enumerate(self.cams):
-                if t >= c.next_t:
-                    c.next_t += 1.0 / c.spec.rate_hz
-                    if i in self.paused_cameras:
-                        continue
-                    c.msg.header.stamp = time_msg(stamp_t)
-                    c.pub.publish(c.msg)
-                    c.sent.append(stamp_t)
-            wake = min([next_odom] + [c.next_t for c in self.cams])
+                self._t = max(self._t, t)
+            try:
+                wake = due(t, t + self.time_offset_s)
+            except Exception:  # the context was shut down under us (SIGINT/SIGTERM): stop quietly
+                if self._stop.is_set() or not self.node.context.ok():
+                    return
+                raise
             self._stop.wait(max(0.0, min(0.005, wake - t)))
+
+    def _odom_due(self, t: float, stamp_t: float) -> float:
+        if self.clock_pub is not None:
+            self.clock_pub.publish(Clock(clock=time_msg(stamp_t)))
+        if self.odom_pub is None:
+            return t + 0.01 if self.clock_pub is not None else t + 1.0
+        if t >= self._next_odom:
+            self.odom_pub.publish(self.odometry_msg(stamp_t))
+            self._next_odom += 1.0 / self.odom_hz
+        return self._next_odom
+
+    def _cams_due(self, t: float, stamp_t: float) -> float:
+        for i, c in enumerate(self.cams):
+            if t >= c.next_t:
+                c.next_t += 1.0 / c.spec.rate_hz
+                if i in self.paused_cameras:
+                    continue
+                c.msg.header.stamp = time_msg(stamp_t)
+                c.pub.publish(c.msg)
+                c.sent.append(stamp_t)
+        return min(c.next_t for c in self.cams) if self.cams else t + 0.1
 
     def publish_image(self, index: int, msg: Any) -> None:
         """Send one hand-made message on camera `index`'s topic (bad-input tests)."""
@@ -179,6 +200,59 @@ class SyntheticDrive:
         self.stop()
         for c in self.cams:
             self.node.destroy_publisher(c.pub)
-        self.node.destroy_publisher(self.odom_pub)
+        if self.odom_pub is not None:
+            self.node.destroy_publisher(self.odom_pub)
         if self.clock_pub is not None:
             self.node.destroy_publisher(self.clock_pub)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Publish a synthetic drive for --seconds (own process, e.g. for benchmarks):
+
+    python -m alpamayo_ros.ros.synthetic --prefix /bench --cameras 4 --height 1080 --width 1920 --seconds 20
+    Camera i publishes `<prefix>/cam<i>` (CompressedImage JPEG), odometry `<prefix>/odom`.
+    """
+    import argparse
+
+    import rclpy
+
+    ap = argparse.ArgumentParser(description=main.__doc__.split("\n\n")[0] if main.__doc__ else None)
+    ap.add_argument("--prefix", default="/synthetic")
+    ap.add_argument("--cameras", type=int, default=4)
+    ap.add_argument("--height", type=int, default=1080)
+    ap.add_argument("--width", type=int, default=1920)
+    ap.add_argument("--hz", type=float, default=10.0)
+    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--speed", type=float, default=5.0)
+    ap.add_argument("--no-odometry", action="store_true", help="cameras only (odometry from another process)")
+    args = ap.parse_args(argv)
+    rclpy.init()
+    node = rclpy.create_node(f"synthetic_drive_{os.getpid()}")
+    streams = [CameraStream(f"{args.prefix}/cam{i}", "compressed", args.hz, args.height, args.width, "jpeg")
+               for i in range(args.cameras)]
+    drive = SyntheticDrive(node, streams, None if args.no_odometry else f"{args.prefix}/odom",
+                           speed_mps=args.speed, start_s=time.time())
+    try:
+        if not drive.wait_for_subscribers(30.0):
+            print("synthetic: no subscriber on every topic after 30 s", flush=True)
+            return 1
+        drive.start_s = time.time()  # stamps = wall time (the node runs on the system clock)
+        drive.backfill_odometry()
+        drive.start(elapsed_s=time.time() - drive.start_s)
+        end = time.monotonic() + args.seconds
+        while time.monotonic() < end and rclpy.ok():  # SIGINT/SIGTERM shut the context down
+            time.sleep(0.1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        drive.destroy()
+        node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

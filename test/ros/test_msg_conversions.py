@@ -142,3 +142,19 @@ def test_fast_path_matches_the_reference_resize_closely() -> None:
     cut.data = cut.data[: len(cut.data) // 2]
     with pytest.raises(ImageDecodeError, match="truncated"):
         decode_jpeg_reduced(cut, 2)
+
+
+def test_path_cache_reuses_messages_with_fresh_values() -> None:
+    from alpamayo_ros.ros.conversions import PathCache
+
+    cache = PathCache()
+    first = cache.paths(_traj())
+    ids = [id(p.poses[5]) for p in first]
+    later = _traj()
+    later.t0 = 200.0
+    later.xyz = later.xyz + 1.0
+    second = cache.paths(later)
+    assert [id(p.poses[5]) for p in second] == ids  # same objects
+    assert second == [make_path(later, k) for k in range(3)]  # same content as fresh messages
+    markers = make_markers(later, 0, "", False, second).markers
+    assert markers[0].points[7] == second[0].poses[7].pose.position
