@@ -213,7 +213,7 @@ def declare_camera_parameters(node: Node, names: list[str]) -> None:
     """Declare cameras.<name>.* for every camera key (idempotent; called at each configure)."""
     for cam in names:
         for key, spec in _CAMERA_SPECS.items():
-            default = None
+            default: Any = None
             if key == "model_camera_id" and cam in DEFAULT_CAMERAS:
                 default = DEFAULT_CAMERAS[cam]
             elif key == "topic":
