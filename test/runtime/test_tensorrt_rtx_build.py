@@ -1,7 +1,11 @@
-"""The ONNX graph family parses and builds with a TensorRT builder (TensorRT-RTX stands in on a CPU machine).
+"""The exported ONNX graph family parses and builds with the TensorRT ONNX parser and builder.
 
-TensorRT-RTX engines are not Jetson engines; this checks that the graphs use only ops and attributes
-TensorRT's ONNX parser accepts (e.g. ScatterND without reduction) and build with dynamic profiles.
+TensorRT itself cannot be installed on a CPU machine; TensorRT-RTX (PyPI wheels) shares its ONNX
+parser and network builder and builds with no GPU, so it stands in for "does TensorRT accept every
+op and shape of these graphs". The graphs are the tiny model's, exported with the runtime's own
+`export_onnx`; the builder is the production one with `tensorrt_module="tensorrt_rtx_bindings"`.
+RTX networks are strongly typed only, hence fp32 (the ONNX dtype). This check found the deepstack
+`ScatterND(reduction="add")` that TensorRT's parser rejects (fixed in runtime/graphs.py, beee02a).
 """
 
 from __future__ import annotations
@@ -11,29 +15,96 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
+from alpamayo_ros.runtime.tensorrt.builder import BuildOptions, EngineBuildError, build_engines, build_graph
+from alpamayo_ros.runtime.tensorrt.manifest import (
+    GRAPH_NAMES,
+    ManifestError,
+    check_engine_manifest,
+    default_dim_ranges,
+    load_engine_manifest,
+    load_onnx_manifest,
+)
+from alpamayo_ros.runtime.tensorrt.trt_module import RTX_MODULE
+
+trt_rtx = pytest.importorskip(RTX_MODULE, reason="requirements/dev.txt installs tensorrt-rtx-cu12-bindings")
+RTX = BuildOptions(precision="fp32", tensorrt_module=RTX_MODULE)
 
 
-def test_all_graphs_parse_and_build(tiny_onnx_dir: Path) -> None:
-    trt = pytest.importorskip("tensorrt_rtx_bindings")
-    manifest = json.loads((tiny_onnx_dir / "manifest.json").read_text())
-    # (min, opt, max) per symbolic dim; S/M cover the real 16-image prompt of the tiny model
-    ranges = {"N": (1, 4, 16), "S": (2, 3157, manifest["prefix_capacity"]), "M": (1, 2880, 2880),
-              "B": (1, 6, 8), "K": (1, 6, 8)}
-    logger = trt.Logger(trt.Logger.ERROR)
-    for name, graph in manifest["graphs"].items():
-        builder = trt.Builder(logger)
-        network = builder.create_network(0)
-        parser = trt.OnnxParser(network, logger)
-        ok = parser.parse_from_file(str(tiny_onnx_dir / graph["file"]))
-        assert ok, (name, [str(parser.get_error(i)) for i in range(parser.num_errors)])
-        config = builder.create_builder_config()
-        profile = builder.create_optimization_profile()
-        for tensor in graph["inputs"]:
-            shape = tensor["shape"]
-            if any(isinstance(d, str) for d in shape):
-                lo, opt, hi = ([ranges[d][j] if isinstance(d, str) else d for d in shape] for j in range(3))
-                profile.set_shape(tensor["name"], lo, opt, hi)
-        config.add_optimization_profile(profile)
-        engine = builder.build_serialized_network(network, config)
-        assert engine is not None and engine.nbytes > 0, name
+@pytest.fixture(scope="module")
+def onnx_dir(tiny_onnx_dir: Path) -> Path:
+    """The tiny model's graphs, exported once per session by test/runtime/conftest.py (runtime.export)."""
+    return tiny_onnx_dir
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("graph", GRAPH_NAMES)
+def test_graph_parses_and_builds_with_tensorrt_parser(onnx_dir: Path, tmp_path: Path, graph: str) -> None:
+    manifest = load_onnx_manifest(onnx_dir)
+    # a parse or build failure raises EngineBuildError with the parser's node/op message
+    entry, _ = build_graph(manifest.graphs[graph], onnx_dir, tmp_path, default_dim_ranges(manifest), RTX, b"")
+    engine = tmp_path / entry.file
+    assert engine.stat().st_size == entry.bytes > 0
+    decl = manifest.graphs[graph]
+    assert {t.name for t in entry.tensors if t.is_input} == {t.name for t in decl.inputs}
+    assert {t.name for t in entry.tensors if not t.is_input} == {t.name for t in decl.outputs}
+    # every dynamic input got the manifest's named range; static inputs got none
+    for tensor in entry.tensors:
+        named = [d for d in tensor.shape if isinstance(d, str)]
+        assert (tensor.profile is not None) == (tensor.is_input and bool(named)), tensor
+    if graph == "decode":
+        ids = next(t for t in entry.tensors if t.name == "input_ids")
+        assert ids.profile == {"min": [1, 1], "opt": [manifest.max_batch, 1], "max": [manifest.max_batch, 1]}
+        assert ids.dtype == "INT64"
+
+
+@pytest.mark.slow
+def test_build_engines_manifest_binds_version_and_config(onnx_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "engines"
+    options = BuildOptions(precision="fp32", tensorrt_module=RTX_MODULE, graphs=("vision", "expert_step"))
+    manifest = build_engines(onnx_dir, out, options)
+    onnx_manifest = json.loads((onnx_dir / "manifest.json").read_text())
+    assert manifest.tensorrt_version == trt_rtx.__version__
+    assert manifest.config_hash == onnx_manifest["config_hash"]
+    assert not (out / "timing.cache").exists()  # timing caches are no-ops in TensorRT-RTX, so none is written
+
+    loaded = load_engine_manifest(out)
+    assert loaded.engines["vision"].sha256 == manifest.engines["vision"].sha256
+    ok = dict(
+        tensorrt_version=trt_rtx.__version__,
+        config_hash=manifest.config_hash,
+        required_graphs=("vision", "expert_step"),
+    )
+    check_engine_manifest(loaded, out, verify_checksums=True, **ok)
+
+    with pytest.raises(
+        ManifestError, match=r"built with TensorRT 1\.7\.1\.116 .*runs TensorRT 10\.13\.0\.35"
+    ):
+        check_engine_manifest(loaded, out, **{**ok, "tensorrt_version": "10.13.0.35"})
+    with pytest.raises(ManifestError, match="belong to model config"):
+        check_engine_manifest(loaded, out, **{**ok, "config_hash": "0" * 16})
+    with pytest.raises(ManifestError, match="no engine for graph 'decode'"):
+        check_engine_manifest(loaded, out, **{**ok, "required_graphs": GRAPH_NAMES})
+    engine = out / loaded.engines["vision"].file
+    engine.write_bytes(engine.read_bytes()[:-1])
+    with pytest.raises(ManifestError, match="truncated"):
+        check_engine_manifest(loaded, out, **ok)
+
+
+@pytest.mark.slow
+def test_reduced_precision_on_strongly_typed_tensorrt_is_a_clear_error(
+    onnx_dir: Path, tmp_path: Path
+) -> None:
+    options = BuildOptions(precision="fp16", tensorrt_module=RTX_MODULE, graphs=("expert_step",))
+    with pytest.raises(EngineBuildError, match="strongly typed networks only.*graphs are fp32"):
+        build_engines(onnx_dir, tmp_path, options)
+
+
+@pytest.mark.slow
+def test_mismatched_model_config_is_refused(onnx_dir: Path, tmp_path: Path) -> None:
+    model_dir = tmp_path / "other_model"
+    model_dir.mkdir()
+    config = json.loads((onnx_dir.parent / "config.json").read_text())
+    config["text_config"]["rms_norm_eps"] = 1e-5
+    (model_dir / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ManifestError, match="re-export the ONNX from this model directory"):
+        build_engines(onnx_dir, tmp_path / "engines", RTX, model_dir=model_dir)
