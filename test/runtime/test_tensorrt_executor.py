@@ -180,6 +180,9 @@ class FakeEngine:
     def get_tensor_shape(self, name: str) -> tuple[int, ...]:
         return self.specs[name].shape
 
+    def is_shape_inference_io(self, name: str) -> bool:
+        return False
+
     def get_tensor_profile_shape(self, name: str, profile: int) -> list[tuple[int, ...]]:
         assert profile == 0 and self.specs[name].profile is not None
         return list(self.specs[name].profile)  # type: ignore[arg-type]

@@ -91,6 +91,10 @@ def inspect_engine(engine: tensorrt.ICudaEngine, profile_index: int = 0) -> dict
     infos: dict[str, TensorInfo] = {}
     for i in range(engine.num_io_tensors):
         name = engine.get_tensor_name(i)
+        if engine.is_shape_inference_io(name):  # would need host memory and re-capture per value
+            raise TensorRTExecutorError(
+                f"engine tensor {name!r} is a shape tensor; the graph family has none, re-export"
+            )
         is_input = dtype_name(engine.get_tensor_mode(name)) == "INPUT"
         shape = dims_tuple(engine.get_tensor_shape(name))
         profile = None
