@@ -159,7 +159,7 @@ def _planner(context):
             start_state='configuring',
             goal_state='unconfigured',
             entities=[
-                LogInfo(msg='[planner.launch] configure FAILED (the planner log above names the parameter '
+                LogInfo(msg='[planner.launch] configure FAILED (the planner log names the parameter '
                             'and the fix); shutting down'),
                 Shutdown(reason='alpamayo planner failed to configure'),
             ],

@@ -61,13 +61,16 @@ def generate_launch_description():
             'backend': LaunchConfiguration('backend'),
             'model_dir': LaunchConfiguration('model_dir'),
             'log_level': LaunchConfiguration('log_level'),
+            # Lockstep: one planning-timer firing per /clock step of the player (docs/launch.md).
+            'rate_hz': PythonExpression(["'50.0' if '", player, "' == 'alpamayo' else ''"]),
         }.items(),
     )
     alpamayo_player = ExecuteProcess(
         cmd=[
             PathJoinSubstitution([FindPackagePrefix(PACKAGE), 'lib', PACKAGE, 'alpamayo-ros']),
-            'replay', bag, '--online', '--node', 'external', '--namespace', namespace, '--out', out,
-            '--params-file', LaunchConfiguration('params_file'),
+            'replay', bag, '--online', '--node', 'external', ['--namespace=', namespace], ['--out=', out],
+            ['--params-file=', LaunchConfiguration('params_file')],
+            ['--backend=', LaunchConfiguration('backend')], ['--model-dir=', LaunchConfiguration('model_dir')],
         ],
         output='screen',
         condition=IfCondition(PythonExpression(["'", player, "' == 'alpamayo'"])),

@@ -108,7 +108,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     for name, attr in (("backend", "backend"), ("model_dir", "model_dir"), ("seed", "seed"),
                        ("num_candidates", "num_candidates")):
         v = getattr(args, attr, None)
-        if v is not None:
+        if v is not None and v != "":  # empty = keep the params file's value (as in the launch files)
             ov[name] = str(Path(v).resolve()) if name == "model_dir" else v
     if getattr(args, "odom_topic", None):
         ov["odometry.topic"] = args.odom_topic
