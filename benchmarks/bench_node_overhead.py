@@ -8,6 +8,9 @@ node's own per-tick timings:
 
 - tick overhead = (timer fired -> last output published) − backend compute: frame selection, model
   inputs, rollout, gates, message building and publishing, queueing. Target: p99 < 20 ms.
+- tick CPU time: CPU seconds of the inference thread for plan + publish (`time.thread_time`), which
+  waiting for a busy CPU does not inflate: the figure to trust on a shared machine. It includes the
+  kinematic backend's own compute (about 1 ms).
 - per-frame preprocessing (JPEG decode + crop + core preprocessing), which runs on the decode pool
   off the tick path, and the executor-thread cost of one image callback.
 - amortized per tick = tick overhead p50 + (new frames per tick) × per-frame preprocessing p50.
@@ -158,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         "frames": frames,
         "target_p99_overhead_ms": 20.0,
         "meets_target": bool(snapshot["tick_overhead_ms"].get("p99", float("inf")) < 20.0),
+        "meets_target_cpu_time": bool(snapshot.get("stage_tick_cpu_ms", {}).get("p99", float("inf")) < 20.0),
     }
     print(f"node overhead, {args.height}x{args.width} JPEG x4 @ {args.camera_hz:g} Hz, image_resize={args.image_resize}, "
           f"backend={args.backend}, K={args.candidates}, {ticks} ticks in {args.seconds:g} s "
@@ -171,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     received = sum(f["received"] for f in frames.values())
     print(f"frames received {received}, dropped (decoder busy) {dropped}; ticks busy {busy}, "
           f"no new input {no_new}, not ready {nr} {not_ready}")
-    print(f"target p99 overhead < 20 ms: {'met' if result['meets_target'] else 'NOT met'}")
+    print(f"target p99 overhead < 20 ms: wall {'met' if result['meets_target'] else 'NOT met'}, "
+          f"tick CPU time {'met' if result['meets_target_cpu_time'] else 'NOT met'}")
     line = json.dumps(result, default=lambda o: float(o) if isinstance(o, np.floating) else str(o))
     print(line)
     if args.json:

@@ -584,6 +584,7 @@ class PlannerNode(LifecycleNode):
                     self._check_input_timeout(rt, "no_new_input")
                     return
                 tick_start = time.monotonic()  # latency counts from when the input was complete
+            cpu_start = time.thread_time()
             result = planner.plan(t0)
         except TickNotReady as exc:
             code = str(getattr(exc, "code", "not_ready"))
@@ -606,6 +607,8 @@ class PlannerNode(LifecycleNode):
                 rt.stats.stage(f"core_{stage}", float(result.timings_s[stage]))
         backend_s = float(result.timings_s.get("backend", 0.0))
         rt.stats.tick_done(time.monotonic() - tick_start, backend_s)
+        # CPU time of this thread for plan + publish: immune to waiting for a busy CPU (shared hosts)
+        rt.stats.stage("tick_cpu", time.thread_time() - cpu_start)
 
     def _check_input_timeout(self, rt: _Runtime, why: str) -> None:
         now = self._now()
