@@ -172,9 +172,16 @@ def test_weakly_typed_fp16_sets_flags_and_kv_io_dtype(monkeypatch: pytest.Monkey
     assert flags == []  # strongly typed: the ONNX decides
 
 
-def test_missing_tensorrt_and_missing_driver_are_explained() -> None:
+def test_missing_tensorrt_and_missing_driver_are_explained(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with pytest.raises(TensorRTUnavailableError, match="python3-libnvinfer"):
         load_tensorrt("tensorrt_not_installed_here")
+    (tmp_path / "stub_only_trt").mkdir()  # what tensorrt-stubs leaves: `tensorrt/__init__.pyi`, no module
+    (tmp_path / "stub_only_trt" / "__init__.pyi").write_text("__version__: str\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(TensorRTUnavailableError, match="holds no TensorRT"):
+        load_tensorrt("stub_only_trt")
     pytest.importorskip("cuda.bindings")
     from alpamayo_ros.runtime.tensorrt.cuda_memory import CudaError, CudaRuntime, device_info
 

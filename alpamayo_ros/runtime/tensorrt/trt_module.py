@@ -42,7 +42,14 @@ class TensorRTUnavailableError(ImportError):
 def load_tensorrt(name: str = DEFAULT_MODULE) -> ModuleType:
     """Import the TensorRT Python module `name` with an actionable error when it is missing."""
     try:
-        return importlib.import_module(name)
+        module = importlib.import_module(name)
+        if not hasattr(
+            module, "__version__"
+        ):  # e.g. only tensorrt-stubs' `tensorrt/*.pyi`: a namespace package
+            raise ImportError(
+                f"{name!r} resolves to {list(getattr(module, '__path__', []))}, which holds no TensorRT"
+            )
+        return module
     except ImportError as exc:
         hint = (
             "On Jetson Thor (JetPack 7) TensorRT comes with JetPack: `sudo apt install python3-libnvinfer` "
