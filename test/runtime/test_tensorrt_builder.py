@@ -146,6 +146,7 @@ class _Tensor:
 def test_weakly_typed_fp16_sets_flags_and_kv_io_dtype(monkeypatch: pytest.MonkeyPatch) -> None:
     """TensorRT 10 path (FP16 flag, fp16 KV I/O) through a fake TensorRT module: RTX has no weak typing."""
     fake = SimpleNamespace(
+        __version__="10.13.0.35",
         BuilderFlag=SimpleNamespace(FP16="FP16", BF16="BF16", FP8="FP8", INT8="INT8"),
         DataType=SimpleNamespace(HALF="HALF", BF16="BF16"),
     )
