@@ -91,3 +91,35 @@ def test_node_that_cannot_configure_fails_the_replay_clearly(short_bag, tmp_path
     with pytest.raises(OnlineReplayError, match="exited with code 1") as err:
         run_online(short_bag.path, ReplayOptions(max_ticks=1), bad)
     assert "model_dir" in str(err.value)  # the node's configure error names the parameter
+
+
+def test_odometry_frame_outputs_are_scored_in_the_ego_frame(short_bag, tiny_model: Path, tmp_path: Path) -> None:
+    """frame_mode=odometry: the node publishes paths in the odom frame; the replay brings them back
+    into the ego frame at t0 with the bag's pose, and they equal the offline (ego-frame) plans."""
+    params = node_params(DEFAULT_PARAMS_FILE, _overrides(tiny_model, 3))
+    opts = ReplayOptions(cameras=camera_topics(params), odom_topic=params.odometry_topic, max_ticks=4)
+    offline = _offline(short_bag.path, tiny_model, 3, opts)
+    _, shadow = build_planner_from_params(params)
+    online = run_online(short_bag.path, opts, OnlineOptions(
+        params_file=DEFAULT_PARAMS_FILE, log_path=tmp_path / "node.log",
+        param_overrides=lockstep_overrides(params) | _overrides(tiny_model, 3) | {"frame_mode": "odometry"},
+    ), shadow=shadow)
+    assert [r.status for r in online.records] == ["planned"] * 4
+    for off, on in zip(offline.records, online.records, strict=True):
+        np.testing.assert_allclose(on.xyz, off.xyz, atol=1e-4)
+
+
+def test_free_running_replay_records_plans_at_the_nodes_pace(short_bag, tiny_model: Path, tmp_path: Path) -> None:
+    """Without lockstep the bag plays in real time (here x2); plans arrive as the node makes them."""
+    params = node_params(DEFAULT_PARAMS_FILE, _overrides(tiny_model, 0))
+    opts = ReplayOptions(cameras=camera_topics(params), odom_topic=params.odometry_topic)
+    online = run_online(short_bag.path, opts, OnlineOptions(
+        params_file=DEFAULT_PARAMS_FILE, lockstep=False, rate=2.0, log_path=tmp_path / "node.log",
+        param_overrides=_overrides(tiny_model, 0), record_dir=tmp_path / "outputs",
+    ))
+    assert online.meta["lockstep"] is False and len(online.records) == 21
+    planned = [r for r in online.records if r.status == "planned"]
+    assert planned, (tmp_path / "node.log").read_text()[-2000:]
+    assert all(r.xyz.shape == (3, 64, 3) for r in planned)
+    assert {r.status for r in online.records} <= {"planned", "timeout", "gate_rejected", "fallback"}
+    assert online.meta["recorded_messages"] >= len(planned)
