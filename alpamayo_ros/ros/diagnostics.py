@@ -98,6 +98,7 @@ class InputStats:
     rejected: Counter = field(default_factory=Counter)  # reason code -> count
     last_error: str = ""
     last_received_mono: float | None = None
+    graph_note: str = ""  # what the ROS graph says about this input's publishers (QoS, type)
     arrivals: deque = field(default_factory=lambda: deque(maxlen=256))  # monotonic arrival times
 
     def rate_hz(self, now: float, window_s: float = 2.0) -> float:
@@ -167,6 +168,10 @@ class NodeDiagnostics:
             st.rejected[reason] += 1
             st.last_error = f"{reason}: {message}"
 
+    def graph_note(self, name: str, note: str) -> None:
+        with self._lock:
+            self.inputs[name].graph_note = note
+
     def dropped(self, name: str) -> None:
         with self._lock:
             self.inputs[name].dropped += 1
@@ -231,10 +236,11 @@ class NodeDiagnostics:
         d_drop = self._delta(f"{name}.dropped", st.dropped)
         silent_for = None if st.last_received_mono is None else now - st.last_received_mono
         level, msg = OK, "receiving"
+        note = f" ({st.graph_note})" if st.graph_note else ""
         if st.last_received_mono is None:
-            level, msg = ERROR, "no message received yet"
+            level, msg = ERROR, "no message received yet" + note
         elif silent_for is not None and silent_for > self.silent_after_s:
-            level, msg = ERROR, f"silent for {silent_for:.1f} s"
+            level, msg = ERROR, f"silent for {silent_for:.1f} s" + note
         elif d_rej:
             level, msg = WARN, f"{d_rej} rejected since last report; last: {st.last_error}"
         elif d_drop:
@@ -246,6 +252,7 @@ class NodeDiagnostics:
             "dropped_decoder_busy": str(st.dropped),
             "rejected": str(rejected),
             "last_error": st.last_error,
+            "publishers": st.graph_note or "ok",
         }
         values.update({f"rejected.{k}": str(v) for k, v in sorted(st.rejected.items())})
         return StatusEntry(f"{self.node_name}: input {name}", level, msg, values)

@@ -29,6 +29,7 @@ import numpy as np
 from nav_msgs.msg import Odometry, Path
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
@@ -75,6 +76,18 @@ def _qos(reliability: str, depth: int) -> QoSProfile:
 
 
 _OUT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5, reliability=ReliabilityPolicy.RELIABLE)
+
+
+# Entities created and destroyed by lifecycle transitions get no QoS event handlers: rclpy (9.x)
+# can kill a MultiThreadedExecutor's spin thread with InvalidHandle when an event handler is
+# destroyed while another thread builds the wait set. The QoS mismatch the default handler would
+# log is checked through the graph instead (see _check_input_graph).
+def _no_sub_events() -> SubscriptionEventCallbacks:
+    return SubscriptionEventCallbacks(use_default_callbacks=False)
+
+
+def _no_pub_events() -> PublisherEventCallbacks:
+    return PublisherEventCallbacks(use_default_callbacks=False)
 
 
 def _decode_reason(message: str) -> str:
@@ -293,14 +306,13 @@ class PlannerNode(LifecycleNode):
         stats.backend_name = getattr(ident, "name", params.backend)
         stats.model_id = getattr(ident, "model_id", "")
         pubs = {
-            "candidates": self.create_lifecycle_publisher(TrajectoryCandidates, "~/candidates", _OUT_QOS),
-            "selected": self.create_lifecycle_publisher(Path, "~/selected_path", _OUT_QOS),
-            "reasoning": self.create_lifecycle_publisher(String, "~/reasoning", _OUT_QOS),
-            "markers": self.create_lifecycle_publisher(MarkerArray, "~/markers", _OUT_QOS),
+            "candidates": self._lc_pub(TrajectoryCandidates, "~/candidates"),
+            "selected": self._lc_pub(Path, "~/selected_path"),
+            "reasoning": self._lc_pub(String, "~/reasoning"),
+            "markers": self._lc_pub(MarkerArray, "~/markers"),
             "diagnostics": self._make_diag_publisher(),
         }
-        path_pubs = [self.create_lifecycle_publisher(Path, f"~/candidate_{k}/path", _OUT_QOS)
-                     for k in range(params.num_candidates)]
+        path_pubs = [self._lc_pub(Path, f"~/candidate_{k}/path") for k in range(params.num_candidates)]
         return _Runtime(
             params=params, backend=backend, planner=planner, stats=stats,
             cameras={c.name: _CameraState(c) for c in params.cameras},
@@ -311,7 +323,10 @@ class PlannerNode(LifecycleNode):
     def _make_diag_publisher(self) -> Any:
         from diagnostic_msgs.msg import DiagnosticArray
 
-        return self.create_lifecycle_publisher(DiagnosticArray, "/diagnostics", 10)
+        return self._lc_pub(DiagnosticArray, "/diagnostics", 10)
+
+    def _lc_pub(self, msg_type: Any, topic: str, qos: QoSProfile | int = _OUT_QOS) -> Any:
+        return self.create_lifecycle_publisher(msg_type, topic, qos, event_callbacks=_no_pub_events())
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         rt = self._rt
@@ -323,10 +338,11 @@ class PlannerNode(LifecycleNode):
             msg_type = CompressedImage if cam.transport == "compressed" else Image
             rt.subs.append(self.create_subscription(
                 msg_type, cam.topic, lambda msg, name=cam.name: self._on_image(name, msg),
-                _qos(cam.reliability, cam.depth), callback_group=self._input_group(cam.name)))
+                _qos(cam.reliability, cam.depth), callback_group=self._input_group(cam.name),
+                event_callbacks=_no_sub_events()))
         rt.subs.append(self.create_subscription(
             Odometry, p.odometry_topic, self._on_odometry, _qos(p.odometry_reliability, p.odometry_depth),
-            callback_group=self._input_group(_ODOM)))
+            callback_group=self._input_group(_ODOM), event_callbacks=_no_sub_events()))
         rt.timers.append(self.create_timer(1.0 / p.rate_hz, self._on_tick, callback_group=self._tick_group))
         rt.timers.append(self.create_timer(p.diagnostics_period_s, self._publish_diagnostics,
                                            callback_group=self._diag_group))
@@ -727,11 +743,35 @@ class PlannerNode(LifecycleNode):
             text = extras.reasoning[extras.selected] if extras.reasoning else ""
             rt.pubs["markers"].publish(make_markers(traj, extras.selected, text, extras.fallback, paths))
 
+    def _check_input_graph(self, rt: _Runtime) -> None:
+        """Explain a silent input from the graph: no publisher, wrong type, or incompatible QoS."""
+        p = rt.params
+        inputs = [(c.name, c.topic, "sensor_msgs/msg/" + ("CompressedImage" if c.transport == "compressed" else "Image"),
+                   c.reliability) for c in p.cameras]
+        inputs.append((_ODOM, p.odometry_topic, "nav_msgs/msg/Odometry", p.odometry_reliability))
+        for name, topic, msg_type, reliability in inputs:
+            try:
+                pubs = self.get_publishers_info_by_topic(self.resolve_topic_name(topic))
+            except Exception:  # the graph is advisory; never fail diagnostics on it
+                continue
+            note = ""
+            if not pubs:
+                note = f"no publisher on {topic}"
+            elif all(info.topic_type != msg_type for info in pubs):
+                types = sorted({info.topic_type for info in pubs})
+                note = f"publishers send {types}, this input expects {msg_type} (check the transport parameter)"
+            elif reliability == "reliable" and all(
+                    info.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT for info in pubs):
+                note = (f"publishers on {topic} are best_effort and this subscription is reliable: nothing "
+                        "arrives; set its reliability parameter to best_effort")
+            rt.stats.graph_note(name, note)
+
     def _publish_diagnostics(self) -> None:
         rt = self._rt
         if rt is None:
             return
         rt.last_diag_mono = time.monotonic()
+        self._check_input_graph(rt)
         arr = to_diagnostic_array(rt.stats.snapshot(), self.get_clock().now().to_msg(), self.get_fully_qualified_name())
         rt.pubs["diagnostics"].publish(arr)
 

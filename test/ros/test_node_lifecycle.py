@@ -196,3 +196,24 @@ def test_failed_configure_names_the_parameter_and_can_be_retried(rig_factory, tm
     # while configured, configure-time parameters are refused with the way out
     res = node.set_parameters([Parameter("num_candidates", value=2)])[0]
     assert not res.successful and "cleanup" in res.reason
+
+
+def test_diagnostics_explain_a_silent_camera_from_the_graph(rig_factory, unique_name) -> None:
+    from rclpy.event_handler import PublisherEventCallbacks
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import CompressedImage
+
+    topic = f"/{unique_name}/tele_elsewhere"
+    rig = rig_factory(params={"cameras.front_tele_30fov.topic": topic})
+    assert rig.transition("configure") and rig.transition("activate")
+    rig.node._publish_diagnostics()
+    assert rig.wait_for(lambda: "no publisher" in rig.diag_values("input front_tele_30fov").get("publishers", ""))
+    # a best-effort driver (qos_profile_sensor_data) never matches the reliable subscription
+    rig.drv.create_publisher(CompressedImage, topic, QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT),
+                             event_callbacks=PublisherEventCallbacks(use_default_callbacks=False))
+
+    def explained() -> bool:
+        rig.node._publish_diagnostics()
+        return "best_effort" in str(rig.diag_values("input front_tele_30fov").get("__message", ""))
+
+    assert rig.wait_for(explained, timeout_s=5.0, period_s=0.3)
