@@ -251,7 +251,8 @@ def build_scene(drive: Drive, seed: int = 7) -> Scene:
             a, b = offset(lat)[i], offset(lat)[j]
             hgt = rng.uniform(4.0, 14.0)
             blocks.append([a, b, b + [0, 0, hgt], a + [0, 0, hgt]])
-            colors.append(tuple(int(c) for c in rng.integers(60, 200, 3)))
+            r, g, b = (int(c) for c in rng.integers(60, 200, 3))
+            colors.append((r, g, b))
     stop_line = None
     if drive.stop_line_s is not None:
         k = int(np.argmin(np.abs(s - drive.stop_line_s)))

@@ -432,14 +432,14 @@ def _lockstep(source, opts, ticks, gt, player, recorder, result, online, progres
         clock_ns = round(tick_time * 1e9)
         if shadow is not None and (expected is None or expected == last_t0):
             # The node will not plan now; it may publish a fallback (input timeout) — collect it.
-            record = TickRecord(tick_time, "not_ready" if expected is None else "no_new_input",
-                                t0=expected, reason=why or "no_new_input")
+            skipped = TickRecord(tick_time, "not_ready" if expected is None else "no_new_input",
+                                 t0=expected, reason=why or "no_new_input")
             for topic, raw, t_rx in _drain(player, recorder, clock_ns, timeout=0.2):
                 if topic == player.candidates_topic:
                     rec = record_from_candidates(tick_time, decode_candidates(raw), t_rx - t_req, gt, ego_frame_id)
                     if rec.fallback:
-                        record.fallback, record.reason = True, f"{record.reason}; fallback {rec.reason}"
-            result.records.append(record)
+                        skipped.fallback, skipped.reason = True, f"{skipped.reason}; fallback {rec.reason}"
+            result.records.append(skipped)
             if progress is not None:
                 progress(k + 1, len(ticks))
             continue
@@ -459,6 +459,7 @@ def _lockstep(source, opts, ticks, gt, player, recorder, result, online, progres
                 if topic != player.candidates_topic:
                     continue
                 rec = record_from_candidates(tick_time, decode_candidates(raw), t_rx - t_req, gt, ego_frame_id)
+                assert rec.t0 is not None  # every received message carries its t0
                 matches = abs(rec.t0 - expected) < 1e-6 if expected is not None else (rec.t0 != last_t0 or rec.fallback)
                 if matches and record is None:
                     record = rec

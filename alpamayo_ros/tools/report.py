@@ -181,6 +181,7 @@ def _figures(result: ReplayResult, scores: list[TickScore], out_dir: Path, n_bev
         for ax, s in zip(axes.flat, pick, strict=False):
             rec = by_t0[s.t0]
             gt = result.gt.future(s.t0)
+            assert rec.xyz is not None  # by_t0 holds planned ticks only
             for k, traj in enumerate(rec.xyz):
                 sel = k == rec.selected
                 ax.plot(-traj[:, 1], traj[:, 0], color="tab:red" if sel else "tab:blue", lw=2.2 if sel else 0.9,
@@ -206,7 +207,7 @@ def _figures(result: ReplayResult, scores: list[TickScore], out_dir: Path, n_bev
         best_err, sel_err = [], []
         for s in scores:
             rec, gt = by_t0[s.t0], result.gt.future(s.t0)
-            if gt is None:
+            if gt is None or rec.xyz is None:
                 continue
             n = min(rec.xyz.shape[1], gt.shape[0])
             err = np.linalg.norm(rec.xyz[:, :n, :2] - gt[None, :n, :2], axis=-1)
@@ -250,13 +251,13 @@ def _figures(result: ReplayResult, scores: list[TickScore], out_dir: Path, n_bev
 
 
 def save_plans(result: ReplayResult, path: Path) -> None:
-    planned = [r for r in result.records if r.xyz is not None]
+    planned = [r for r in result.records if r.xyz is not None and r.scores is not None]
     np.savez_compressed(
         path,
         t0=np.array([r.t0 for r in planned], dtype=np.float64),
         tick_time=np.array([r.tick_time for r in planned], dtype=np.float64),
-        xyz=np.stack([r.xyz for r in planned]) if planned else np.zeros((0, 0, 0, 3), np.float32),
-        scores=np.stack([r.scores for r in planned]) if planned and planned[0].scores is not None else np.zeros((0, 0)),
+        xyz=np.stack([np.asarray(r.xyz) for r in planned]) if planned else np.zeros((0, 0, 0, 3), np.float32),
+        scores=np.stack([np.asarray(r.scores) for r in planned]) if planned else np.zeros((0, 0)),
         selected=np.array([r.selected for r in planned], dtype=np.int64),
     )
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from alpamayo_ros.core.egomotion import EgomotionError, PoseBuffer, future_in_ego_frame
 from alpamayo_ros.core.metrics import PREFIX_HORIZONS_S, trajectory_metrics
@@ -67,7 +68,7 @@ class GroundTruth:
         self.labels: list[tuple[float, str]] = []  # (stamp, label), time-ordered
         self.rejected = 0
 
-    def add_odometry(self, stamp: float, position: Sequence[float], quat_xyzw: Sequence[float]) -> None:
+    def add_odometry(self, stamp: float, position: ArrayLike, quat_xyzw: ArrayLike) -> None:
         try:
             self.poses.add(stamp, position, quat_xyzw)
         except EgomotionError:
