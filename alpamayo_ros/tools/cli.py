@@ -151,7 +151,7 @@ def _replay_options(args: argparse.Namespace, params: Any) -> Any:
 def run_replay(args: argparse.Namespace) -> tuple[int, dict[str, Any] | None]:
     """Replay + report; returns (exit code, report)."""
     from alpamayo_ros.tools.bag_io import BagReadError, BagSource, validate_bag
-    from alpamayo_ros.tools.report import summary_table, write_report
+    from alpamayo_ros.tools.report import segment_table, summary_table, write_report
 
     params = _params(args)
     opts = _replay_options(args, params)
@@ -188,6 +188,8 @@ def run_replay(args: argparse.Namespace) -> tuple[int, dict[str, Any] | None]:
     if not quiet:
         print()
         print(summary_table(report))
+        print()
+        print(segment_table(report))
         if result.error:
             print(f"\nWARNING: {result.error}\n  the report covers only the ticks before the damage.")
         print(f"\nreport: {paths.markdown}\n        {paths.json}" + (f"\nfigures: {paths.out_dir / 'figures'}" if paths.figures else ""))

@@ -119,7 +119,7 @@ def _ms(v: float | None) -> float | None:
     return None if v is None else v * 1e3
 
 
-def _segment_table(report: dict[str, Any]) -> str:
+def segment_table(report: dict[str, Any]) -> str:
     segs = report["summary"]["segments"]
     if not segs:
         return "_no scored ticks_"
@@ -149,7 +149,7 @@ def markdown(report: dict[str, Any], figures: list[Path], out_dir: Path) -> str:
         parts += ["", f"> **The bag could not be read to its end.** {report['error']}",
                   "> Everything below covers only the part before the damage."]
     parts += ["", "## Accuracy (ego frame at t0, xy, metres)", "", summary_table(report), "",
-              "## Per segment", "", _segment_table(report), "",
+              "## Per segment", "", segment_table(report), "",
               "## Drops and gates", "",
               f"- status counts: {s['status']}",
               f"- drop reasons: {s['drop_reasons'] or 'none'}",
