@@ -124,3 +124,23 @@ def test_input_gate_trip_publishes_a_flagged_fallback(rig) -> None:
                                     for m in rig.messages("candidates")), timeout_s=8.0), rig.node.stats.snapshot()
     assert sum(rig.node.stats.input_gate_trips.values()) >= 1
     rig.drive.twist_scale = 1.0
+
+
+def test_stop_policy_publishes_a_braking_path(ros_context, unique_name, model_dir) -> None:
+    rig = Rig(ros_context, unique_name, model_dir, params={"fallback.policy": "stop"})
+    try:
+        assert rig.transition("configure") and rig.transition("activate")
+        rig.drive.twist_scale = 3.0  # every tick trips the input gate from the start
+        rig.start_inputs()
+        assert rig.wait_for(lambda: any(m.fallback for m in rig.messages("candidates")), timeout_s=20.0), \
+            rig.node.stats.snapshot()
+        fb = next(m for m in rig.messages("candidates") if m.fallback)
+        assert fb.fallback_reason.startswith("input_gate") and len(fb.candidates) == 1
+        xs = [p.pose.position.x for p in fb.candidates[0].poses]
+        assert all(b >= a for a, b in zip(xs, xs[1:], strict=False)) and xs[-1] > 0.0  # brakes forward, then holds
+        assert all(abs(p.pose.position.y) < 1e-9 for p in fb.candidates[0].poses)
+        assert rig.wait_for(lambda: rig.count("selected_path") >= 1)
+        assert rig.count("candidate_0/path") == 0  # per-candidate topics carry plans only
+    finally:
+        rig.close()
+        gc.collect()
