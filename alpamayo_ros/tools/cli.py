@@ -252,6 +252,27 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return code
 
 
+def cmd_score(args: argparse.Namespace) -> int:
+    from alpamayo_ros.tools.bag_io import BagReadError
+    from alpamayo_ros.tools.replay import score_recorded
+    from alpamayo_ros.tools.report import segment_table, summary_table, write_report
+
+    try:
+        result = score_recorded(args.outputs, args.bag, args.candidates_topic, args.odom_topic,
+                                ego_frame_id=args.ego_frame_id)
+    except (BagReadError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    paths, report = write_report(result, args.out, figures=not args.no_figures)
+    print(summary_table(report))
+    print()
+    print(segment_table(report))
+    if result.error:
+        print(f"\nWARNING: {result.error}")
+    print(f"\nreport: {paths.markdown}")
+    return 3 if result.error else 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from alpamayo_ros.tools.demo import run_demo
 
@@ -319,6 +340,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("bag")
     _add_replay_args(p)
     p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("score", help="score plans recorded in a bag (node outputs) against odometry")
+    p.add_argument("outputs", help="bag with the node's ~/candidates (e.g. OUT/outputs of an online replay)")
+    p.add_argument("--bag", default=None, help="bag with the odometry (default: the outputs bag itself)")
+    p.add_argument("--candidates-topic", default="/alpamayo_planner/candidates")
+    p.add_argument("--odom-topic", default="/odom")
+    p.add_argument("--ego-frame-id", default="base_link", help="frame_id of ego-frame paths")
+    p.add_argument("--out", default="artifacts/score")
+    p.add_argument("--no-figures", action="store_true")
+    p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("bag-info", help="topics, counts and whether a bag can feed the planner")
     p.add_argument("bag")

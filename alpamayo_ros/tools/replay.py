@@ -259,3 +259,50 @@ def bag_meta(info, opts: ReplayOptions, ticks: Sequence[float]) -> dict[str, Any
         "tick_period_s": opts.period_s,
         "ticks_in_schedule": len(ticks),
     }
+
+
+def score_recorded(
+    outputs_bag: str | Path,
+    gt_bag: str | Path | None = None,
+    candidates_topic: str = "/alpamayo_planner/candidates",
+    odom_topic: str = DEFAULT_ODOM_TOPIC,
+    segment_topic: str = DEFAULT_SEGMENT_TOPIC,
+    ego_frame_id: str = "base_link",
+) -> ReplayResult:
+    """Score plans a node already published and someone recorded (a drive recorded with the
+    planner running, or `ros2 bag record` during a replay): ground truth from `gt_bag` (default:
+    the same bag). Latency is the message's input_to_publish (t0 → publish, node clock)."""
+    from alpamayo_ros.tools.replay_online import record_from_candidates
+
+    t_wall = time.perf_counter()
+    gt = GroundTruth()
+    result = ReplayResult("recorded", Path(outputs_bag), [], gt)
+    try:
+        for msg in BagSource(gt_bag or outputs_bag).messages([odom_topic, segment_topic]):
+            if msg.topic == odom_topic:
+                o = decode_odometry(msg)
+                gt.add_odometry(o.stamp_s, o.position, o.orientation_xyzw)
+            elif msg.msgtype == STRING_TYPE:
+                gt.add_label(msg.log_time_ns / 1e9, deserialize(msg).data)
+    except BagReadError as exc:
+        result.error = str(exc)
+    source = BagSource(outputs_bag)
+    if candidates_topic not in source.info.topics:
+        raise ValueError(f"{outputs_bag} has no {candidates_topic} (topics: {sorted(source.info.topics)})")
+    try:
+        for msg in source.messages([candidates_topic]):
+            m = deserialize(msg)
+            t0 = m.header.stamp.sec + m.header.stamp.nanosec * 1e-9
+            lat = m.input_to_publish.sec + m.input_to_publish.nanosec * 1e-9
+            latency = lat if lat > 0 else msg.log_time_ns / 1e9 - t0
+            try:
+                result.records.append(record_from_candidates(t0, m, latency, gt, ego_frame_id))
+            except Exception as exc:  # e.g. odometry-frame paths where the bag has no pose at t0
+                result.records.append(TickRecord(t0, "error", t0=t0, reason=f"{type(exc).__name__}: {exc}"))
+    except BagReadError as exc:
+        result.error = str(exc)
+    if gt.poses.earliest_stamp is not None:
+        result.meta["bag_start_s"] = gt.poses.earliest_stamp
+    result.meta["candidates_topic"] = candidates_topic
+    result.wall_s = time.perf_counter() - t_wall
+    return result
