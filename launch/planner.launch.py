@@ -12,6 +12,9 @@ misconfigured vehicle stack stops loudly instead of idling without a planner.
 Arguments left empty keep the value from the params file; see docs/launch.md.
 """
 
+import tempfile
+
+import yaml
 from launch.actions import (
     DeclareLaunchArgument,
     EmitEvent,
@@ -109,14 +112,41 @@ def _overrides(context):
     return overrides
 
 
+def _namespaced_params_file(path, namespace, node_name):
+    """The params file with its `<node_name>:` section keyed `/<namespace>/<node_name>:`.
+
+    rcl matches a section key against the node's fully qualified name, so a file written for
+    `alpamayo_planner` would silently not apply under a namespace (what Nav2's RewrittenYaml
+    root_key solves). Wildcard keys (`/**`, `/**/name`) already match and are left alone.
+    """
+    if not namespace.strip('/'):
+        return path
+    with open(path) as f:
+        data = yaml.safe_load(f) or {}
+    fq = '/' + namespace.strip('/') + '/' + node_name
+    renamed = {(fq if key in (node_name, '/' + node_name) else key): value for key, value in data.items()}
+    if renamed == data:
+        return path
+    out = tempfile.NamedTemporaryFile('w', prefix='alpamayo_planner_', suffix='.yaml', delete=False)
+    with out:
+        yaml.safe_dump(renamed, out)
+    return out.name
+
+
 def _planner(context):
     """The lifecycle node and, with autostart, the events that configure and activate it."""
+    node_name = LaunchConfiguration('node_name').perform(context)
+    params_file = _namespaced_params_file(
+        LaunchConfiguration('params_file').perform(context),
+        LaunchConfiguration('namespace').perform(context),
+        node_name,
+    )
     planner = LifecycleNode(
         package=PACKAGE,
         executable=EXECUTABLE,
-        name=LaunchConfiguration('node_name'),
+        name=node_name,
         namespace=LaunchConfiguration('namespace'),
-        parameters=[LaunchConfiguration('params_file'), _overrides(context)],
+        parameters=[params_file, _overrides(context)],
         arguments=['--ros-args', '--log-level', LaunchConfiguration('log_level')],
         output='screen',
         emulate_tty=True,

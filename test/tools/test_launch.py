@@ -94,8 +94,10 @@ def test_planner_launch_starts_a_lifecycle_node_of_this_package_with_the_params_
     assert _kw(node, "autostart") is None, "LifecycleNode(autostart=) exists only in new launch_ros releases"
     params = _kw(node, "parameters")
     assert isinstance(params, ast.List) and params.elts
-    first = params.elts[0]
-    assert ast.unparse(first) == "LaunchConfiguration('params_file')"
+    assert ast.unparse(params.elts[0]) == "params_file"
+    # ... which is the params_file argument (rewritten for a namespace, see _namespaced_params_file)
+    assign = next(n for n in ast.walk(tree) if isinstance(n, ast.Assign) and ast.unparse(n.targets[0]) == "params_file")
+    assert "LaunchConfiguration('params_file').perform(context)" in ast.unparse(assign.value)
     # The default params file is the installed config/planner.yaml.
     default = next(c for c in _calls(tree, "DeclareLaunchArgument") if c.args[0].value == "params_file")  # type: ignore[union-attr]
     assert "'config', 'planner.yaml'" in ast.unparse(_kw(default, "default_value"))
@@ -170,7 +172,7 @@ def test_planner_launch_loads_with_the_real_launch_api(tmp_path: Path) -> None:
     declared = {a.name for a in ld.entities if isinstance(a, DeclareLaunchArgument)}
     assert EXPECTED_ARGS <= declared
     params = tmp_path / "planner.yaml"
-    params.write_text("/**:\n  ros__parameters:\n    backend: onnxruntime\n")
+    params.write_text("alpamayo_planner:\n  ros__parameters:\n    backend: onnxruntime\n")
     # Given arguments first (as `ros2 launch ... name:=value` does); visiting the declarations
     # then fills in the defaults of the others.
     context.launch_configurations.update({
@@ -188,7 +190,9 @@ def test_planner_launch_loads_with_the_real_launch_api(tmp_path: Path) -> None:
     assert node.node_package == "alpamayo_ros" and node.node_executable == "alpamayo_planner"
     node._perform_substitutions(context)
     expanded = node._Node__expanded_parameter_arguments
-    assert expanded[0] == (str(params), True)
+    # Under a namespace the node's section is re-keyed to its fully qualified name.
+    assert expanded[0][1] is True
+    assert "/veh1/alpamayo_planner:" in Path(expanded[0][0]).read_text()
     override_file = Path(expanded[1][0])
     text = override_file.read_text()
     assert "backend: kinematic" in text and "use_sim_time: true" in text
@@ -209,3 +213,24 @@ def test_replay_launch_loads_with_the_real_launch_api() -> None:
     context = launch.LaunchContext()
     ld = _load(REPLAY_LAUNCH, context)
     assert {"bag", "out"} <= {a.name for a in ld.entities if isinstance(a, DeclareLaunchArgument)}
+
+
+def test_params_file_is_rekeyed_for_a_namespace(tmp_path: Path) -> None:
+    """_namespaced_params_file runs here: it is pure Python (yaml), lifted out of the launch file."""
+    import tempfile
+
+    import yaml
+
+    tree = _tree(PLANNER_LAUNCH)
+    fn = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "_namespaced_params_file")
+    scope: dict = {"yaml": yaml, "tempfile": tempfile}
+    exec(compile(ast.Module(body=[fn], type_ignores=[]), str(PLANNER_LAUNCH), "exec"), scope)
+    rekey = scope["_namespaced_params_file"]
+    src = tmp_path / "p.yaml"
+    src.write_text("alpamayo_planner:\n  ros__parameters:\n    rate_hz: 5.0\nother:\n  ros__parameters: {a: 1}\n")
+    assert rekey(str(src), "", "alpamayo_planner") == str(src)  # no namespace: the file as is
+    out = yaml.safe_load(Path(rekey(str(src), "/veh1/", "alpamayo_planner")).read_text())
+    assert out == {"/veh1/alpamayo_planner": {"ros__parameters": {"rate_hz": 5.0}}, "other": {"ros__parameters": {"a": 1}}}
+    wild = tmp_path / "w.yaml"
+    wild.write_text("/**/alpamayo_planner:\n  ros__parameters: {rate_hz: 5.0}\n")
+    assert rekey(str(wild), "veh1", "alpamayo_planner") == str(wild)  # wildcards already match
