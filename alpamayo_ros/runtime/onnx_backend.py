@@ -43,6 +43,10 @@ class OnnxRuntimeExecutor(GraphExecutor):
         opts.inter_op_num_threads = 1
         self.sessions = {}
         for name in GRAPHS:
+            if name not in manifest["graphs"]:
+                raise FileNotFoundError(
+                    f"{root}/manifest.json has no '{name}' graph; re-export with `alpamayo-ros export-onnx <model_dir>`"
+                )
             path = root / manifest["graphs"][name]["file"]
             if not path.is_file():
                 raise FileNotFoundError(f"{path} missing; re-export with `alpamayo-ros export-onnx <model_dir>`")
