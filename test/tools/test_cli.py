@@ -109,3 +109,18 @@ def test_installed_wrappers_are_executable_and_run_the_cli() -> None:
     assert proc.returncode == 0 and "replay" in proc.stdout
     assert "scripts/alpamayo-ros" in (ROOT / "CMakeLists.txt").read_text()
     assert 'alpamayo-ros" demo' in (ROOT / "scripts" / "run_demo.sh").read_text()
+
+
+@pytest.mark.ros
+def test_demo_online_lockstep_end_to_end(tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The README's main job, as `make demo` runs it (online, lockstep), on a short drive."""
+    out = tmp_path / "demo"
+    out.mkdir()
+    (out / "tiny_model").symlink_to(tiny_model)
+    code = main(["demo", "--out", str(out), "--duration", "9", "--period", "0.5", "--backend", "kinematic", "--quiet"])
+    assert code == 0, (out / "report" / "node.log").read_text()[-2000:]
+    assert "online: planner node over DDS, lockstep" in capsys.readouterr().out
+    report = json.loads((out / "report" / "report.json").read_text())
+    assert report["mode"] == "online" and report["meta"]["lockstep"] is True
+    assert report["summary"]["ticks_planned"] == report["summary"]["ticks_scheduled"] == 3
+    assert (out / "report" / "outputs" / "metadata.yaml").exists()
