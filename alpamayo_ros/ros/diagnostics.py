@@ -113,8 +113,11 @@ class NodeDiagnostics:
     """Thread-safe event sink of the planner node; `snapshot()` builds the /diagnostics entries."""
 
     def __init__(self, node_name: str, inputs: list[str], latency_window: int = 200,
-                 silent_after_s: float = 1.0, clock: Any = time.monotonic) -> None:
+                 silent_after_s: float = 1.0, clock: Any = time.monotonic, cameras: list[str] | None = None,
+                 decode_workers: int = 1) -> None:
         self.node_name = node_name
+        self.cameras = list(cameras or [])  # inputs whose frames go through the decode pool
+        self.decode_workers = decode_workers
         self.silent_after_s = silent_after_s
         self._clock = clock
         self._lock = threading.Lock()
@@ -271,7 +274,7 @@ class NodeDiagnostics:
         values.update({f"not_ready.{k}": str(v) for k, v in sorted(self.not_ready.items())})
         return StatusEntry(f"{self.node_name}: synchronization", level, msg, values)
 
-    def _inference_entry(self) -> StatusEntry:
+    def _inference_entry(self, now: float) -> StatusEntry:
         values = {"ticks": str(self.ticks_planned), "busy_skips": str(self.ticks_busy),
                   "no_new_input": str(self.ticks_no_new_input)}
         for label, window in (("tick_ms", self.tick_total), ("backend_ms", self.tick_backend),
@@ -284,7 +287,19 @@ class NodeDiagnostics:
                 values[f"stage.{name}_ms.{k}"] = f"{v:.2f}"
         d_ticks = self._delta("ticks", self.ticks_planned)
         level, msg = (OK, f"{d_ticks} ticks since last report") if d_ticks else (WARN, "no tick planned since last report")
+        load = self.decode_load(now)
+        values["decode_load"] = f"{load:.2f}"
+        if load > 0.9:
+            level = max(level, WARN)
+            msg += (f"; image preprocessing saturated (load {load:.2f} of {self.decode_workers} workers): "
+                    "set image_resize: fast or raise image_workers")
         return StatusEntry(f"{self.node_name}: inference", level, msg, values)
+
+    def decode_load(self, now: float) -> float:
+        """Busy fraction of the decode pool: camera frame rate x median preprocessing time / workers."""
+        pre = self.frame_preprocess.percentiles_ms((50.0,)).get("p50", 0.0) * 1e-3
+        rate = sum(self.inputs[c].rate_hz(now) for c in self.cameras if c in self.inputs)
+        return rate * pre / max(1, self.decode_workers)
 
     def _gates_entry(self) -> StatusEntry:
         n_fb = sum(self.fallbacks.values())
@@ -310,7 +325,7 @@ class NodeDiagnostics:
         now = self._clock()
         with self._lock:
             entries = [self._input_entry(n, st, now) for n, st in self.inputs.items()]
-            entries += [self._sync_entry(), self._inference_entry(), self._gates_entry(), self._backend_entry()]
+            entries += [self._sync_entry(), self._inference_entry(now), self._gates_entry(), self._backend_entry()]
         return entries
 
 

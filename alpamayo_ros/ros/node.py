@@ -301,7 +301,8 @@ class PlannerNode(LifecycleNode):
     def _make_runtime(self, params: NodeParams, backend: Any, planner: Any) -> _Runtime:
         names = [c.name for c in params.cameras]
         stats = NodeDiagnostics(self.get_name(), names + [_ODOM], params.latency_window,
-                                silent_after_s=max(1.0, 3.0 / params.rate_hz))
+                                silent_after_s=max(1.0, 3.0 / params.rate_hz), cameras=names,
+                                decode_workers=params.image_workers)
         ident = getattr(backend, "identity", None)
         stats.backend_name = getattr(ident, "name", params.backend)
         stats.model_id = getattr(ident, "model_id", "")
@@ -772,6 +773,10 @@ class PlannerNode(LifecycleNode):
             return
         rt.last_diag_mono = time.monotonic()
         self._check_input_graph(rt)
+        load = rt.stats.decode_load(time.monotonic())
+        if load > 0.9:
+            self._warn("decode_saturated", f"image preprocessing is saturated (load {load:.2f}): frames are "
+                       "dropped and ticks may not form; set image_resize: fast or raise image_workers")
         arr = to_diagnostic_array(rt.stats.snapshot(), self.get_clock().now().to_msg(), self.get_fully_qualified_name())
         rt.pubs["diagnostics"].publish(arr)
 

@@ -81,3 +81,17 @@ def test_latency_window_and_throttle() -> None:
     assert th.ready("a") and not th.ready("a") and th.ready("b")
     clock.t += 2.5
     assert th.ready("a")
+
+
+def test_saturated_decode_pool_is_flagged() -> None:
+    clock = FakeClock()
+    d = NodeDiagnostics("n", ["cam0", "cam1"], clock=clock, cameras=["cam0", "cam1"], decode_workers=2)
+    for i in range(21):
+        clock.t = 100.0 + 0.1 * i
+        for cam in ("cam0", "cam1"):
+            d.received(cam)
+            d.accepted(cam, 0.15)  # 150 ms per frame, 2 x 10 Hz, 2 workers -> 1.5x over capacity
+    d.tick_done(0.01, 0.001)
+    e = _by_name(d.snapshot())["inference"]
+    assert e.level == WARN and "image_resize: fast" in e.message
+    assert float(e.values["decode_load"]) == pytest.approx(1.5, rel=0.05)
