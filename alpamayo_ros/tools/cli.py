@@ -77,6 +77,8 @@ def cmd_make_demo_bag(args: argparse.Namespace) -> int:
     for topic, n in info.counts.items():
         print(f"  {topic}: {n} messages")
     print("  phases: " + ", ".join(f"{n} {a - info.start_time_s:.1f}-{b - info.start_time_s:.1f} s" for n, a, b in info.phases))
+    if args.raw:  # the default params file names the compressed topics
+        print("  replay with: " + " ".join(f"--camera {c.camera_id}={c.topic}" for c in cfg.cameras))
     return 0
 
 
@@ -168,7 +170,7 @@ def run_replay(args: argparse.Namespace) -> tuple[int, dict[str, Any] | None]:
     out = Path(args.out)
     quiet = args.quiet
     if args.online:
-        result = _run_online(args, params, opts, out, quiet)
+        result = _run_online(args, params, opts, out, quiet, _transports(params, check.info))
     else:
         from alpamayo_ros.tools.planner_setup import build_planner_from_params
         from alpamayo_ros.tools.replay import run_offline
@@ -206,10 +208,22 @@ def _bar_update(bar: Any) -> Any:
     return update
 
 
-def _run_online(args: argparse.Namespace, params: Any, opts: Any, out: Path, quiet: bool) -> Any:
+def _transports(params: Any, info: Any) -> dict[str, str]:
+    """Each camera's transport as the bag has it (Image = raw), so the node subscribes with the
+    bag's message type whatever the params file says."""
+    out = {}
+    for cam in params.cameras:
+        t = info.topics.get(cam.topic)
+        if t is not None:
+            out[f"cameras.{cam.name}.transport"] = "raw" if t.msgtype == "sensor_msgs/msg/Image" else "compressed"
+    return out
+
+
+def _run_online(args: argparse.Namespace, params: Any, opts: Any, out: Path, quiet: bool,
+                transports: dict[str, str]) -> Any:
     from alpamayo_ros.tools.replay_online import OnlineOptions, OnlineReplayError, run_online
 
-    overrides = _overrides(args)
+    overrides = transports | _overrides(args)
     if args.lockstep:
         from alpamayo_ros.tools.replay_online import lockstep_overrides
 

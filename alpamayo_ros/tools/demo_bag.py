@@ -76,6 +76,9 @@ class DemoBagConfig:
     segment_topic: str = DEFAULT_SEGMENT_TOPIC
 
     def __post_init__(self) -> None:
+        if self.raw_images and self.cameras == DEFAULT_CAMERAS:  # image_transport naming: raw has no suffix
+            object.__setattr__(self, "cameras", tuple(
+                CameraTopic(c.camera_id, c.topic.removesuffix("/compressed"), False) for c in DEFAULT_CAMERAS))
         if self.duration_s < 8.0:
             raise ValueError(f"duration_s must be >= 8 s (history 1.5 s + horizon 6.4 s), got {self.duration_s}")
         if len(self.camera_offsets_s) != len(self.cameras):
