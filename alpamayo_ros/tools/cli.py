@@ -334,7 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="make the demo bag and tiny model, replay online in lockstep, report")
     p.add_argument("--out", default="artifacts/demo", help="where the bag, model and report go")
     p.add_argument("--duration", type=float, default=30.0, help="demo drive length in seconds")
-    p.add_argument("--period", type=float, default=0.5, help="seconds of bag time between ticks")
+    p.add_argument("--period", type=float, default=1.0, help="seconds of bag time between ticks (1 keeps the CPU demo short)")
     p.add_argument("--backend", default="onnxruntime", help="onnxruntime (tiny model) or kinematic")
     p.add_argument("--num-candidates", type=int, default=3, help="K candidates per tick")
     p.add_argument("--offline", action="store_true", help="drive the planner in-process instead of over DDS")
