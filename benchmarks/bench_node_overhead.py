@@ -29,7 +29,6 @@ import json
 import os
 import platform
 import sys
-import tempfile
 import threading
 import time
 
@@ -43,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=20.0, help="measured streaming time")
     ap.add_argument("--warmup-seconds", type=float, default=3.0)
     ap.add_argument("--backend", default="kinematic")
-    ap.add_argument("--model-dir", default="", help="default: a tiny model made in a temp dir")
+    ap.add_argument("--model-dir", default="", help="default: the tiny model committed with the package")
     ap.add_argument("--candidates", type=int, default=6)
     ap.add_argument("--height", type=int, default=1080)
     ap.add_argument("--width", type=int, default=1920)
@@ -63,12 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     from alpamayo_ros.ros.node import PlannerNode
 
     model_dir = args.model_dir
-    tmp = None
     if not model_dir:
-        from alpamayo_ros.runtime.tiny_model import make_tiny_model
+        from alpamayo_ros.runtime.tiny_model import default_tiny_model_dir
 
-        tmp = tempfile.TemporaryDirectory(prefix="bench_node_")
-        model_dir = str(make_tiny_model(os.path.join(tmp.name, "tiny")))
+        model_dir = str(default_tiny_model_dir())
 
     names = ["cross_left_120fov", "front_wide_120fov", "cross_right_120fov", "front_tele_30fov"]
     overrides = {"backend": args.backend, "model_dir": model_dir, "num_candidates": args.candidates,
@@ -140,8 +137,6 @@ def main(argv: list[str] | None = None) -> int:
         node.destroy_node()
         rclpy.shutdown(context=ctx)
         gc.collect()
-        if tmp is not None:
-            tmp.cleanup()
 
     new_frames_per_tick = 4 * args.camera_hz / 10.0  # at rate_hz 10: each tick brings this many new frames
     pre_p50 = snapshot["frame_preprocess_ms"].get("p50", float("nan"))

@@ -11,11 +11,13 @@ lifecycle service calls (`ros2 lifecycle set /alpamayo_planner configure`).
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 import rclpy
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import TransitionCallbackReturn
+from rclpy.signals import SignalHandlerOptions
 from rclpy.utilities import remove_ros_args
 
 from .node import PlannerNode
@@ -41,10 +43,18 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(remove_ros_args(argv)[1:])
 
 
+def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv if argv is None else argv)
     args = _parse(argv)
-    rclpy.init(args=argv)
+    # SIGINT/SIGTERM become KeyboardInterrupt here (not rclpy's handler, which shuts the context down
+    # first), so the node can still run its shutdown transition (release the backend, announce the
+    # state) on a live context.
+    rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     node = PlannerNode()
     executor = MultiThreadedExecutor(num_threads=max(2, args.threads))
     executor.add_node(node)

@@ -250,9 +250,7 @@ class PlannerNode(LifecycleNode):
         from alpamayo_ros.core.planner import PlannerConfig, build_planner
         from alpamayo_ros.runtime import create_backend
 
-        options: dict[str, Any] = {}
-        if params.engine_dir:
-            options["engine_dir"] = params.engine_dir
+        options = self._backend_options(params)
         sampling = SamplingRequest(
             num_candidates=params.num_candidates,
             num_diffusion_steps=params.num_diffusion_steps,
@@ -276,12 +274,31 @@ class PlannerNode(LifecycleNode):
             planner = build_planner(backend, params.model_dir, config)
         except ValueError as exc:
             self._close_backend(backend)
-            raise ParameterError("camera_names", f"the model rejects this camera set: {exc}",
-                                 "map the cameras the model was trained with (see cameras.*.model_camera_id)") from exc
+            if "camera" in str(exc):
+                raise ParameterError("camera_names", f"the model rejects this camera set: {exc}",
+                                     "map the cameras the model was trained with (cameras.*.model_camera_id)") from exc
+            raise ParameterError("model_dir", f"the model directory is inconsistent: {exc}",
+                                 "regenerate its tokenizer/config (see the message)") from exc
         except Exception:
             self._close_backend(backend)
             raise
         return backend, planner
+
+    @staticmethod
+    def _backend_options(params: NodeParams) -> dict[str, Any]:
+        """Node parameters -> runtime.create_backend options (names as the runtime documents them)."""
+        options: dict[str, Any] = {"mode": "shared_reasoning" if params.reasoning_mode == "shared" else "per_candidate"}
+        if params.backend in ("torch", "onnxruntime"):
+            options["max_candidates"] = params.num_candidates
+            if params.backend_threads:
+                options["num_threads"] = params.backend_threads
+        if params.backend == "onnxruntime":
+            options["auto_export"] = params.auto_export
+            if params.engine_dir:
+                options["onnx_dir"] = params.engine_dir
+        if params.backend == "tensorrt" and params.engine_dir:
+            options["engine_dir"] = params.engine_dir
+        return options
 
     @staticmethod
     def _warmup(planner: Any, params: NodeParams) -> None:

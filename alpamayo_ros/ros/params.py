@@ -86,6 +86,8 @@ class NodeParams:
     backend: str
     model_dir: str
     engine_dir: str
+    backend_threads: int
+    auto_export: bool
     cameras: tuple[CameraParams, ...]
     odometry_topic: str
     odometry_reliability: str
@@ -128,7 +130,11 @@ _SPECS: dict[str, tuple[Any, str, tuple[float, float] | None, tuple[str, ...] | 
     "autostart": (False, "main(): configure and activate on start (machines without launch_ros)", None, None),
     "backend": ("onnxruntime", "inference backend", None, BACKENDS),
     "model_dir": ("", "model directory (config.json, tokenizer, weights or onnx/)", None, None),
-    "engine_dir": ("", "TensorRT engine directory (backend=tensorrt); empty = <model_dir>/engines", None, None),
+    "engine_dir": ("", "tensorrt: engine directory; onnxruntime: ONNX graph directory; empty = backend default",
+                   None, None),
+    "backend_threads": (0, "CPU threads of the torch/onnxruntime backend; 0 = backend default", (0, 256), None),
+    "auto_export": (False, "onnxruntime: export the ONNX graphs once into ~/.cache when model_dir has none "
+                    "(needs torch)", None, None),
     "camera_names": (list(DEFAULT_CAMERAS), "camera keys; each has cameras.<name>.* parameters", None, None),
     "odometry.topic": ("/odom", "nav_msgs/Odometry input (REP-105 odom frame)", None, None),
     "odometry.reliability": ("reliable", "odometry QoS reliability", None, RELIABILITIES),
@@ -320,9 +326,10 @@ def _model_dir(raw: dict[str, Any], backend: str) -> str:
         raise ParameterError("model_dir", f"'{model_dir}' has no config.json",
                              "point model_dir at a model directory, not at its parent or a weights file")
     engine_dir = str(raw["engine_dir"]).strip()
-    if engine_dir and backend == "tensorrt" and not os.path.isdir(os.path.expanduser(engine_dir)):
+    if engine_dir and backend in ("tensorrt", "onnxruntime") and not os.path.isdir(os.path.expanduser(engine_dir)):
         raise ParameterError("engine_dir", f"'{engine_dir}' does not exist",
-                             "build engines with `alpamayo-ros build-engines` or leave engine_dir empty")
+                             "build engines with `alpamayo-ros build-engines` (tensorrt), export the ONNX graphs "
+                             "(onnxruntime), or leave engine_dir empty for the backend's default")
     return path
 
 
@@ -346,6 +353,8 @@ def validate(raw: dict[str, Any]) -> NodeParams:
         backend=backend,
         model_dir=_model_dir(raw, backend),
         engine_dir=str(raw["engine_dir"]).strip(),
+        backend_threads=int(_number(raw, "backend_threads", 0, 256)),
+        auto_export=bool(raw["auto_export"]),
         cameras=_cameras(raw),
         odometry_topic=odom_topic,
         odometry_reliability=_choice(raw, "odometry.reliability", RELIABILITIES),

@@ -21,10 +21,10 @@ CONFIG = ROOT / "config" / "planner.yaml"
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> str:
-    from alpamayo_ros.runtime.tiny_model import make_tiny_model
+def model_dir() -> str:
+    from alpamayo_ros.runtime.tiny_model import default_tiny_model_dir
 
-    return str(make_tiny_model(tmp_path_factory.mktemp("tiny_model")))
+    return str(default_tiny_model_dir())  # the committed tiny model (read only)
 
 
 def _planner_cmd(*ros_args: str) -> list[str]:
