@@ -74,9 +74,17 @@ class Rig:
         self.node_exec.add_node(self.node)
         self.drv_exec = SingleThreadedExecutor(context=context)
         self.drv_exec.add_node(self.drv)
-        self._threads = [threading.Thread(target=ex.spin, daemon=True) for ex in (self.node_exec, self.drv_exec)]
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._spin, args=(ex,), daemon=True)
+                         for ex in (self.node_exec, self.drv_exec)]
         for t in self._threads:
             t.start()
+
+    def _spin(self, executor: Any) -> None:
+        # spin_once in a loop, so close() can stop the loop before shutting the executor down
+        # (shutting down an executor inside spin() races with its guard conditions)
+        while not self._stop.is_set() and self.context.ok():
+            executor.spin_once(timeout_sec=0.05)
 
     # --- outputs -----------------------------------------------------------------------------------
     def _store(self, name: str) -> Callable[[Any], None]:
@@ -149,10 +157,11 @@ class Rig:
             self.node.trigger_shutdown()
         except Exception:  # already finalized
             pass
-        for ex in (self.node_exec, self.drv_exec):
-            ex.shutdown(timeout_sec=5.0)
+        self._stop.set()
         for t in self._threads:
             t.join(timeout=5.0)
+        for ex in (self.node_exec, self.drv_exec):
+            ex.shutdown(timeout_sec=5.0)
         self.drive.destroy()
         self.node.destroy_node()
         self.drv.destroy_node()
