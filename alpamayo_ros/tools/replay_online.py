@@ -250,11 +250,22 @@ class _NodeProcess:
             return ""
         return "\n".join(Path(self.log_path).read_text(errors="replace").splitlines()[-n:])
 
-    def stop(self) -> int | None:
+    def stop(self, nudge: Callable[[int], None] | None = None) -> int | None:
+        """SIGINT, then SIGTERM, then SIGKILL. `nudge(i)` is called while waiting: a node on sim
+        time whose clock has stopped may sleep in its executor's wait until a message wakes it."""
         if self.alive():
             self.proc.send_signal(signal.SIGINT)
             try:
-                self.proc.wait(timeout=10)
+                for i in range(100):
+                    if nudge is not None:
+                        nudge(i)
+                    try:
+                        self.proc.wait(timeout=0.1)
+                        break
+                    except subprocess.TimeoutExpired:
+                        continue
+                else:
+                    raise subprocess.TimeoutExpired(self.cmd, 10)
             except subprocess.TimeoutExpired:
                 self.proc.terminate()
                 try:
@@ -336,11 +347,12 @@ def run_online(
             recorder.close()
             result.meta["recorded_outputs"] = str(online.record_dir)
             result.meta["recorded_messages"] = recorder.count
-        player.close()
-        if node is not None:
-            result.meta["node_exit_code"] = node.stop()
+        if node is not None:  # before the player goes: it keeps the node's sim clock moving meanwhile
+            t_end = (ticks[-1] if ticks else info.start_ns / 1e9) + 1.0
+            result.meta["node_exit_code"] = node.stop(nudge=lambda i: player.publish_clock(t_end + 0.1 * i))
             if online.log_path:
                 result.meta["node_log"] = str(online.log_path)
+        player.close()
     result.wall_s = time.perf_counter() - t_wall
     return result
 

@@ -11,5 +11,5 @@ SHORT_BAG_S = 10.0
 
 @pytest.fixture(scope="session")
 def short_bag(tmp_path_factory: pytest.TempPathFactory) -> DemoBagInfo:
-    """A 10 s demo bag (all four phases, compressed) — about 1.5 s to make."""
+    """A 10 s demo bag (every phase, compressed) — about 1.5 s to make."""
     return make_demo_bag(tmp_path_factory.mktemp("bags") / "demo10", DemoBagConfig(duration_s=SHORT_BAG_S))

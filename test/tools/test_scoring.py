@@ -35,13 +35,15 @@ def test_ground_truth_model_scores_zero_and_offset_scores_the_offset(short_bag) 
 
 def test_offset_only_model_and_per_segment_labels(short_bag) -> None:
     gt = full_ground_truth(short_bag.path)
-    result = run_offline(short_bag.path, OraclePlanner(gt, [(0.0, -0.75), (0.0, 1.25)]))
+    # Start early (the oracle needs no history) so the ticks span the straight and the curve.
+    result = run_offline(short_bag.path, OraclePlanner(gt, [(0.0, -0.75), (0.0, 1.25)]), ReplayOptions(start_offset_s=0.6))
     summary, _ = summarize(result.records, result.gt)
     assert summary["overall"]["min_ade"] == pytest.approx(0.75, abs=1e-4)
     assert summary["overall"]["min_fde"] == pytest.approx(0.75, abs=1e-4)
     assert summary["overall"]["selected_ade"] == pytest.approx(1.25, abs=1e-4)
     # The demo bag's own labels drive the per-segment breakdown.
     assert set(summary["segments"]) == {"straight", "curve"}
+    assert summary["segments"]["straight"]["ticks"] == 9  # t0 = 0.6 … 1.4 s, the straight ends at 1.5 s
     assert sum(s["ticks"] for s in summary["segments"].values()) == summary["ticks_scored"]
 
 
