@@ -144,3 +144,25 @@ def test_stop_policy_publishes_a_braking_path(ros_context, unique_name, model_di
     finally:
         rig.close()
         gc.collect()
+
+
+def test_slow_tick_times_out_to_a_fallback_and_services_stay_responsive(ros_context, unique_name, model_dir) -> None:
+    # K=16 x 100 Euler steps make each kinematic tick last tens of ms; a 10 ms budget at 50 Hz trips it
+    params = {"num_candidates": 16, "num_diffusion_steps": 100, "rate_hz": 50.0,
+              "fallback.inference_timeout_s": 0.01}
+    rig = Rig(ros_context, unique_name, model_dir, params=params)
+    try:
+        assert rig.transition("configure") and rig.transition("activate")
+        rig.start_inputs()
+        assert rig.wait_for(lambda: any(m.fallback and m.fallback_reason == "inference_timeout"
+                                        for m in rig.messages("candidates")), timeout_s=20.0), \
+            rig.node.stats.snapshot()
+        assert rig.node.stats.ticks_busy >= 1
+        # lifecycle services answer while ticks keep the inference worker busy
+        for _ in range(3):
+            t = time.monotonic()
+            assert rig.state() == "active"
+            assert time.monotonic() - t < 2.0
+    finally:
+        rig.close()
+        gc.collect()
