@@ -69,15 +69,30 @@ def camera_topics(params: Any) -> tuple[CameraTopic, ...]:
     return tuple(CameraTopic(c.model_camera_id, c.topic, c.transport == "compressed") for c in params.cameras)
 
 
+def backend_options(params: Any) -> dict[str, Any]:
+    """create_backend options from node parameters, as PlannerNode._backend_options maps them
+    (kept equal by test/tools/test_planner_setup.py)."""
+    options: dict[str, Any] = {"mode": "shared_reasoning" if params.reasoning_mode == "shared" else "per_candidate"}
+    if params.backend in ("torch", "onnxruntime"):
+        options["max_candidates"] = params.num_candidates
+        if params.backend_threads:
+            options["num_threads"] = params.backend_threads
+    if params.backend == "onnxruntime":
+        options["auto_export"] = params.auto_export
+        if params.engine_dir:
+            options["onnx_dir"] = params.engine_dir
+    if params.backend == "tensorrt" and params.engine_dir:
+        options["engine_dir"] = params.engine_dir
+    return options
+
+
 def build_planner_from_params(params: Any) -> tuple[Any, Any]:
     """(backend, planner) exactly as PlannerNode._load builds them at configure."""
     from alpamayo_ros.core.backend import SamplingRequest
     from alpamayo_ros.core.planner import PlannerConfig, build_planner
     from alpamayo_ros.runtime import create_backend
 
-    options: dict[str, Any] = {}
-    if params.engine_dir:
-        options["engine_dir"] = params.engine_dir
+    options = backend_options(params)
     sampling = SamplingRequest(
         num_candidates=params.num_candidates,
         num_diffusion_steps=params.num_diffusion_steps,
