@@ -170,11 +170,12 @@ def typestore():
     if _TYPESTORE is None:
         from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
+        from alpamayo_ros.tools.planner_setup import package_file
+
         ts = get_typestore(Stores.ROS2_KILTED)
-        msg_dir = Path(__file__).resolve().parents[2] / "msg"
         types: dict = {}
         for name in ("CandidateControls", "TrajectoryCandidates"):
-            f = msg_dir / f"{name}.msg"
+            f = package_file(f"msg/{name}.msg")
             if f.exists():
                 types.update(get_types_from_msg(f.read_text(), f"alpamayo_ros/msg/{name}"))
         if types:

@@ -14,7 +14,25 @@ import yaml
 
 from alpamayo_ros.tools.topics import NODE_NAME, CameraTopic
 
-DEFAULT_PARAMS_FILE = Path(__file__).resolve().parents[2] / "config" / "planner.yaml"
+
+def package_file(relative: str) -> Path:
+    """A file of the package source tree (`config/planner.yaml`, `msg/X.msg`): from the checkout
+    (development, pip -e), else from the ament share directory (colcon/ROS install)."""
+    here = Path(__file__).resolve().parents[2] / relative
+    if here.exists():
+        return here
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        shared = Path(get_package_share_directory("alpamayo_ros")) / relative
+        if shared.exists():
+            return shared
+    except Exception:  # no ament index (plain pip install): report the checkout path
+        pass
+    return here
+
+
+DEFAULT_PARAMS_FILE = package_file("config/planner.yaml")
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
