@@ -56,6 +56,7 @@ from .params import (
     CameraParams,
     NodeParams,
     ParameterError,
+    clear_declare_error,
     declare_parameters,
     read_parameters,
 )
@@ -201,6 +202,8 @@ class PlannerNode(LifecycleNode):
     # --- parameters -----------------------------------------------------------------------------
     def _on_set_parameters(self, params: list[Any]) -> SetParametersResult:
         if not self._configured:
+            for p in params:  # a valid new value replaces one refused at startup
+                clear_declare_error(self, p.name)
             return SetParametersResult(successful=True)
         changed = [p.name for p in params if p.name in CONFIGURE_TIME or p.name.startswith("cameras.")]
         if changed:

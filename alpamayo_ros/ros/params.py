@@ -26,6 +26,7 @@ __all__ = [
     "FallbackParams",
     "NodeParams",
     "ParameterError",
+    "clear_declare_error",
     "declare_camera_parameters",
     "declare_parameters",
     "read_parameters",
@@ -201,12 +202,33 @@ def _declare(node: Node, name: str, spec: tuple[Any, str, Any, Any], default: An
     value, description, rng, choices = spec
     value = value if default is None else default
     desc = _descriptor(name, value, description, rng, choices)
-    if isinstance(value, list) and not value:
-        from rclpy.parameter import Parameter
-
-        node.declare_parameter(name, Parameter.Type.STRING_ARRAY, desc)
-    else:
+    try:
         node.declare_parameter(name, value, desc)
+    except Exception as exc:  # an out-of-range or mistyped value from the params file / -p overrides
+        # Keep the node constructible (a traceback at startup names nothing a user can act on):
+        # declare the default and let configure fail with the parameter's name and the fix.
+        node.declare_parameter(name, value, desc, ignore_override=True)
+        _declare_errors(node)[name] = f"{type(exc).__name__}: {exc}"
+
+
+def _declare_errors(node: Node) -> dict[str, str]:
+    errors = getattr(node, "_alpamayo_declare_errors", None)
+    if errors is None:
+        errors = {}
+        setattr(node, "_alpamayo_declare_errors", errors)  # noqa: B010 - a plain attribute on the node
+    return errors
+
+
+def clear_declare_error(node: Node, name: str) -> None:
+    _declare_errors(node).pop(name, None)
+
+
+def _raise_declare_errors(node: Node) -> None:
+    for name, error in _declare_errors(node).items():
+        spec = _SPECS.get(name) or _CAMERA_SPECS.get(name.rsplit(".", 1)[-1])
+        rng = spec[2] if spec else None
+        fix = f"set a value in [{rng[0]}, {rng[1]}]" if rng else "set a value of the declared type"
+        raise ParameterError(name, f"the value given at startup was refused ({error})", fix)
 
 
 def declare_parameters(node: Node) -> None:
@@ -229,12 +251,14 @@ def declare_camera_parameters(node: Node, names: list[str]) -> None:
 
 def read_parameters(node: Node) -> NodeParams:
     """Declare the per-camera parameters, read everything and validate (raises ParameterError)."""
+    _raise_declare_errors(node)
     names = list(node.get_parameter("camera_names").value or [])
     bad = [n for n in names if not n or not all(ch.isalnum() or ch == "_" for ch in n)]
     if bad:
         raise ParameterError("camera_names", f"invalid camera key(s) {bad}",
                              "use letters, digits and '_' only, e.g. [cross_left, front_wide, cross_right, front_tele]")
     declare_camera_parameters(node, names)
+    _raise_declare_errors(node)
     raw = {name: node.get_parameter(name).value for name in _SPECS}
     for cam in names:
         for key in _CAMERA_SPECS:

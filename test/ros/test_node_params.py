@@ -129,3 +129,25 @@ def test_config_planner_yaml_loads_and_validates(ros_context, model_dir) -> None
         for key in ("model_camera_id", "topic", "transport", "crop", "reliability", "depth"):
             raw[f"cameras.{cam}.{key}"] = fields.get(key, default_raw()[f"cameras.front_wide_120fov.{key}"])
     assert validate(raw).camera_ids == (0, 1, 2, 6)
+
+
+@pytest.mark.ros
+def test_out_of_range_startup_value_fails_configure_by_name_then_can_be_fixed(ros_context, model_dir) -> None:
+    from lifecycle_msgs.msg import State
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from rclpy.parameter import Parameter
+
+    from alpamayo_ros.ros.node import PlannerNode
+
+    node = PlannerNode(context=ros_context, parameter_overrides=[
+        Parameter("rate_hz", value=500.0), Parameter("model_dir", value=model_dir)])
+    try:  # constructing did not raise: the refused value is reported by configure
+        assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+        assert "parameter 'rate_hz'" in node.last_configure_error and "[0.1, 50.0]" in node.last_configure_error
+        assert node._state_machine.current_state[0] == State.PRIMARY_STATE_UNCONFIGURED
+        assert node.set_parameters([Parameter("rate_hz", value=20.0)])[0].successful
+        from alpamayo_ros.ros.params import read_parameters
+
+        assert read_parameters(node).rate_hz == 20.0
+    finally:
+        node.destroy_node()
