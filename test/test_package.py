@@ -22,6 +22,7 @@ ROS_MODULE_TO_PACKAGE = {
     "lifecycle_msgs": "lifecycle_msgs",
     "builtin_interfaces": "builtin_interfaces",
     "rosgraph_msgs": "rosgraph_msgs",
+    "rcl_interfaces": "rcl_interfaces",
     "launch": "launch",
     "launch_ros": "launch_ros",
     "ament_index_python": "ament_index_python",
