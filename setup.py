@@ -14,6 +14,8 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["alpamayo_ros", "alpamayo_ros.*"]),
+    # The committed tiny model (demo, ROS tests) travels with the package.
+    package_data={"alpamayo_ros": ["resources/tiny_model/*"]},
     data_files=[
         ("share/ament_index/resource_index/packages", ["resource/alpamayo_ros"]),
         ("share/alpamayo_ros", ["package.xml"]),
