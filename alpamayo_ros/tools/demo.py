@@ -40,9 +40,16 @@ def check_setup() -> str | None:
     return None
 
 
+def _bag_stamp(duration: float) -> str:
+    from alpamayo_ros.tools.demo_bag import DEMO_BAG_VERSION
+
+    return f"demo bag v{DEMO_BAG_VERSION}, {duration:.3f} s\n"
+
+
 def _bag_current(bag: Path, duration: float) -> bool:
     meta = bag / "metadata.yaml"
-    if not meta.exists():
+    stamp = bag.parent / "bag.stamp"
+    if not meta.exists() or not stamp.exists() or stamp.read_text() != _bag_stamp(duration):
         return False
     import yaml
 
@@ -59,6 +66,7 @@ def ensure_bag(out: Path, duration: float, fresh: bool) -> Path:
         return bag
     t = _step(f"making the demo bag ({duration:.0f} s drive, 4 cameras @10 Hz JPEG, odometry @50 Hz)")
     info = make_demo_bag(bag, DemoBagConfig(duration_s=duration))
+    (out / "bag.stamp").write_text(_bag_stamp(duration))
     _done(t, f"{info.path} ({info.size_bytes / 1e6:.1f} MB)")
     return bag
 

@@ -29,6 +29,7 @@ from alpamayo_ros.tools.topics import (
     CameraTopic,
 )
 
+DEMO_BAG_VERSION = 2  # bump when the drive or the rendering changes (demo caches check it)
 LANE_WIDTH_M = 3.5
 CAMERA_HEIGHT_M = 1.5
 EPOCH_S = 1_700_000_000.0  # bag time starts here (a plausible wall-clock epoch, not zero)
