@@ -50,3 +50,14 @@ def test_truncated_bag_gives_a_clear_error_and_reports_what_was_evaluated(short_
     assert s["t0_range"][1] > s["t0_range"][0]
     md = paths.markdown.read_text()
     assert "could not be read to its end" in md and f"{s['ticks_planned']} plans" in md
+
+
+def test_corrupted_bag_gives_a_clear_error_and_reports_what_was_evaluated(short_bag, tmp_path: Path) -> None:
+    bag = damaged_copy(short_bag.path, tmp_path / "garbage", scribble_at=0.8)  # same size, garbage tail
+    gt = full_ground_truth(short_bag.path)
+    result = run_offline(bag, OraclePlanner(gt, [(0.0, 0.0)]), ReplayOptions(include_tail=True))
+    assert result.error and str(bag) in result.error and "stopped after" in result.error
+    paths, _ = write_report(result, tmp_path / "rep", figures=False)
+    data = json.loads(paths.json.read_text())
+    assert data["complete"] is False and len(data["ticks"]) >= data["summary"]["ticks_planned"] > 10
+    assert data["summary"]["t0_range"][1] < short_bag.start_time_s + 10.0
