@@ -23,7 +23,8 @@ class OnnxRuntimeExecutor(GraphExecutor):
     name = "onnxruntime"
 
     def __init__(self, config: RuntimeConfig, onnx_dir: str | Path, num_threads: int | None = None,
-                 providers: list[str] | None = None, weights_hash: str | None = None) -> None:
+                 providers: list[str] | None = None, weights_hash: str | None = None,
+                 cpu_mem_arena: bool = False) -> None:
         import onnxruntime as ort
 
         from alpamayo_ros.runtime.export import read_manifest
@@ -41,6 +42,8 @@ class OnnxRuntimeExecutor(GraphExecutor):
         if num_threads:
             opts.intra_op_num_threads = num_threads
         opts.inter_op_num_threads = 1
+        # the arena keeps the prefill's peak (S×S scores) for the process lifetime: off halves peak RSS
+        opts.enable_cpu_mem_arena = cpu_mem_arena
         self.sessions = {}
         for name in GRAPHS:
             if name not in manifest["graphs"]:
@@ -136,4 +139,5 @@ def build_onnx_executor(model_dir: str | Path, **options: Any) -> OnnxRuntimeExe
     from alpamayo_ros.runtime.weights import weights_fingerprint
 
     return OnnxRuntimeExecutor(cfg, onnx_dir, num_threads=options.get("num_threads"),
-                               weights_hash=weights_fingerprint(model_dir))
+                               weights_hash=weights_fingerprint(model_dir),
+                               cpu_mem_arena=bool(options.get("cpu_mem_arena", False)))
