@@ -502,20 +502,32 @@ def _lockstep(source, opts, ticks, gt, player, recorder, result, online, progres
 
 
 def _free_running(source, opts, ticks, gt, player, recorder, result, online, progress, ego_frame_id) -> None:
-    """Real-time playback (x rate): the node plans at its own pace; plans are matched to ticks."""
+    """Real-time playback (x rate), like `ros2 bag play --clock`: messages go out in 0.1 s slices
+    at their bag time, /clock follows, and the node plans at its own pace. Each tick records the
+    newest plan that arrived during its period, or a drop."""
     t_start = time.perf_counter()
-    first = ticks[0] if ticks else 0.0
+    bag_start = (ticks[0] - opts.cut_margin_s - opts.period_s) if ticks else 0.0
+    if source.info.start_ns is not None:
+        bag_start = source.info.start_ns / 1e9
+
+    def wait_until(bag_t: float) -> float:
+        due = t_start + (bag_t - bag_start) / online.rate
+        time.sleep(max(0.0, due - time.perf_counter()))
+        return due
+
     last_t0: float | None = None
     for k, tick_time, batch in iter_steps(source, opts, ticks, gt):
-        wall_due = t_start + (tick_time - first) / online.rate
-        time.sleep(max(0.0, wall_due - time.perf_counter()))
-        _publish_batch(player, batch)
+        for part in _sub_batches(batch):
+            t_part = part[-1].log_time_ns / 1e9
+            wait_until(t_part)
+            _publish_batch(player, part)
+            player.publish_clock(t_part)
+        due = wait_until(tick_time)
         player.publish_clock(tick_time)
         got = None
         for topic, raw, t_rx in _drain(player, recorder, round(tick_time * 1e9), timeout=0.0):
             if topic == player.candidates_topic:
-                msg = decode_candidates(raw)
-                rec = record_from_candidates(tick_time, msg, t_rx - wall_due, gt, ego_frame_id)
+                rec = record_from_candidates(tick_time, decode_candidates(raw), t_rx - due, gt, ego_frame_id)
                 if rec.t0 != last_t0:
                     got, last_t0 = rec, rec.t0
         result.records.append(got or TickRecord(tick_time, "timeout", reason="no_plan_in_period"))
