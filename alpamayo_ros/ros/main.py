@@ -47,6 +47,13 @@ def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _spin_until_interrupted(executor: MultiThreadedExecutor) -> None:
+    """Spin in short waits: a signal is only delivered when Python code runs, and on sim time with
+    no /clock nothing else would wake a blocking spin()."""
+    while rclpy.ok():
+        executor.spin_once(timeout_sec=0.2)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv if argv is None else argv)
     args = _parse(argv)
@@ -63,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         if (args.autostart or node.get_parameter("autostart").value) and not autostart(node):
             code = 1
         else:
-            executor.spin()
+            _spin_until_interrupted(executor)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:

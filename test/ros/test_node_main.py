@@ -83,3 +83,29 @@ def test_wrapper_script_is_executable() -> None:
     # the system python3 of this machine has no ROS; on a ROS machine `ros2 run` finds it beside rclpy
     proc = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "--autostart" in proc.stdout
+
+
+def test_sigint_ends_a_sim_time_node_without_a_clock(model_dir, unique_name) -> None:
+    """On sim time with no /clock nothing wakes the executor; SIGINT must still end the node promptly."""
+    ros_args = ["-r", f"__ns:=/{unique_name}", "-p", f"model_dir:={model_dir}", "-p", "backend:=kinematic",
+                "-p", "use_sim_time:=true"]
+    planner = subprocess.Popen(_planner_cmd(*ros_args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 30.0
+        lines: list[str] = []
+        while time.monotonic() < deadline:  # wait until it is active (spinning)
+            line = planner.stdout.readline() if planner.stdout else ""
+            lines.append(line)
+            if "active" in line or planner.poll() is not None:
+                break
+        assert planner.poll() is None, "".join(lines)[-2000:]
+        time.sleep(1.0)
+        sent = time.monotonic()
+        planner.send_signal(signal.SIGINT)
+        planner.wait(timeout=10)
+        assert time.monotonic() - sent < 3.0, "the node took more than 3 s to stop after SIGINT"
+        assert planner.returncode == 0
+    finally:
+        if planner.poll() is None:
+            planner.kill()
+            planner.wait()
