@@ -108,10 +108,31 @@ class PlanResult:
     seed: int = 0
     history: EgoHistory | None = None
     counters: dict[str, int] = field(default_factory=dict)
+    gates_enabled: bool = True
 
     @property
     def num_candidates(self) -> int:
         return int(self.xyz.shape[0])
+
+    @property
+    def rejection(self) -> tuple[str, list[str]] | None:
+        """(gate, reason codes) when the gates reject this plan, else None.
+
+        A plan is rejected when its input gate failed or no candidate passed its output gate
+        (``selected`` is then a failing candidate); never with the gates disabled.
+        """
+        if not self.gates_enabled:
+            return None
+        if not self.input_gate.ok:
+            return "input_gate", list(self.input_gate.reasons)
+        if not self.output_gates[self.selected].ok:
+            return "output_gate", list(self.output_gates[self.selected].reasons)
+        return None
+
+    @property
+    def drive_index(self) -> int | None:
+        """The candidate to drive, or None when the plan is rejected and the caller falls back."""
+        return None if self.rejection is not None else self.selected
 
 
 def consensus_scores(xyz: np.ndarray, candidate_ok: np.ndarray, scale_m: float) -> np.ndarray:
@@ -272,7 +293,7 @@ class Planner:
             selected=selected, reasoning=list(out.reasoning), input_gate=input_gate, output_gates=output_gates,
             ok=ok, backend=self.backend.identity, timings_s=timings,
             t0_pose_world=(history.origin.position.copy(), history.origin.rot.copy()), seed=seed,
-            history=history, counters=dict(out.counters))
+            history=history, counters=dict(out.counters), gates_enabled=self.config.gates_enabled)
 
     def _output_gates(self, xyz: np.ndarray, rot: np.ndarray, accel: np.ndarray, kappa: np.ndarray,
                       v0: float) -> list[GateResult]:

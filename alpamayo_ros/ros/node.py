@@ -666,11 +666,10 @@ class PlannerNode(LifecycleNode):
         for gate in result.output_gates:
             if not gate.ok:
                 rt.stats.gate_trip("output", list(gate.reasons))
-        selected = self._select(result)
-        if not in_gate.ok or selected is None:
-            reasons = in_gate.reasons if not in_gate.ok else result.output_gates[int(result.selected)].reasons
-            kind = "input_gate" if not in_gate.ok else "output_gate"
-            self._warn(kind, f"plan at t0={result.t0:.3f} rejected by the {kind.replace('_', ' ')}: {list(reasons)}")
+        selected = result.drive_index
+        if selected is None:
+            kind, reasons = result.rejection
+            self._warn(kind, f"plan at t0={result.t0:.3f} rejected by the {kind.replace('_', ' ')}: {reasons}")
             self._fallback(rt, f"{kind}:{','.join(reasons)}", t0=result.t0, pose=result.t0_pose_world, v0=result.v0)
             self._diag_event(rt)
             return
@@ -687,18 +686,6 @@ class PlannerNode(LifecycleNode):
         with rt.lock:
             rt.last_plan = last
             rt.last_valid_clock = self._now()
-
-    @staticmethod
-    def _select(result: Any) -> int | None:
-        """The core's choice if it passed its output gate, else the best-scored candidate that did."""
-        gates = result.output_gates
-        sel = int(result.selected)
-        if not gates or gates[sel].ok:
-            return sel
-        passing = [k for k, g in enumerate(gates) if g.ok]
-        if not passing:
-            return None
-        return max(passing, key=lambda k: float(result.scores[k]))
 
     # --- fallback -------------------------------------------------------------------------------
     def _fallback(self, rt: _Runtime, reason: str, t0: float | None = None,

@@ -151,19 +151,6 @@ class Feeder:
                 raise
 
 
-def select_like_node(result: Any) -> int | None:
-    """The node's selection rule (ros/node.py PlannerNode._select): the core's choice if it passed
-    its output gate, else the best-scored candidate that did; None when none did."""
-    gates = list(getattr(result, "output_gates", []) or [])
-    sel = int(result.selected)
-    if not gates or gates[sel].ok:
-        return sel
-    passing = [k for k, g in enumerate(gates) if g.ok]
-    if not passing:
-        return None
-    return max(passing, key=lambda k: float(result.scores[k]))
-
-
 def record_from_plan(tick_time: float, result: Any, latency_s: float) -> TickRecord:
     """A TickRecord from a core PlanResult, gated and selected as the node does.
 
@@ -172,10 +159,9 @@ def record_from_plan(tick_time: float, result: Any, latency_s: float) -> TickRec
     scored, in both replay modes.
     """
     timings = {k: float(v) for k, v in dict(getattr(result, "timings_s", {}) or {}).items()}
-    in_gate = getattr(result, "input_gate", None)
-    selected = select_like_node(result)
-    if (in_gate is not None and not in_gate.ok) or selected is None:
-        why = "input_gate" if in_gate is not None and not in_gate.ok else "output_gate"
+    selected = result.drive_index  # the node's rule: core.planner.PlanResult.drive_index
+    if selected is None:
+        why = result.rejection[0]
         return TickRecord(tick_time, "gate_rejected", t0=float(result.t0), gate_ok=False, fallback=True,
                           reason=why, latency_s=latency_s, timings_s=timings)
     return TickRecord(

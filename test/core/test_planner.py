@@ -225,3 +225,18 @@ def test_missing_tokenizer_names_the_fix(tmp_path) -> None:
 def test_bf16_constants_option(model_dir) -> None:
     planner, _ = make(model_dir, use_bf16_constants=True)
     assert planner.action_space == ActionSpaceConfig.from_model_config({}, bf16_constants=True)
+
+
+def test_drive_index_follows_the_gates_and_ignores_them_when_disabled(model_dir) -> None:
+    planner, _ = make(model_dir, controls=[(0.0, 0.5)])  # curvature beyond the bound: output gate fails
+    drive(planner, 2.0)
+    res = planner.plan()
+    assert res.drive_index is None
+    assert res.rejection == ("output_gate", res.output_gates[0].reasons) and res.rejection[1]
+    ungated, _ = make(model_dir, controls=[(0.0, 0.5)], gates_enabled=False)
+    drive(ungated, 2.0)
+    res = ungated.plan()
+    assert res.rejection is None and res.drive_index == 0 and res.ok
+    ok, _ = make(model_dir)
+    drive(ok, 2.0)
+    assert ok.plan().drive_index == 0

@@ -18,6 +18,8 @@ class OracleResult:
         self.t0, self.xyz, self.selected = t0, xyz, selected
         self.scores = -np.arange(len(xyz), dtype=np.float64)
         self.ok = True
+        self.rejection = None  # the oracle passes every gate
+        self.drive_index = selected
         self.reasoning = [f"oracle {k}" for k in range(len(xyz))]
         self.timings_s = {"total": 0.0}
 
