@@ -56,8 +56,10 @@ from .params import (
     CameraParams,
     NodeParams,
     ParameterError,
+    backend_options,
     clear_declare_error,
     declare_parameters,
+    planner_config,
     read_parameters,
 )
 
@@ -249,29 +251,11 @@ class PlannerNode(LifecycleNode):
         return TransitionCallbackReturn.FAILURE
 
     def _load(self, params: NodeParams) -> tuple[Any, Any]:
-        from alpamayo_ros.core.backend import SamplingRequest
-        from alpamayo_ros.core.planner import PlannerConfig, build_planner
+        from alpamayo_ros.core.planner import build_planner
         from alpamayo_ros.runtime import create_backend
 
-        options = self._backend_options(params)
-        sampling = SamplingRequest(
-            num_candidates=params.num_candidates,
-            num_diffusion_steps=params.num_diffusion_steps,
-            shared_reasoning=params.reasoning_mode == "shared",
-            seed=params.seed,
-            temperature=params.temperature,
-            top_p=params.top_p,
-            max_generation_length=params.max_generation_length,
-        )
-        config = PlannerConfig(
-            camera_ids=params.camera_ids,
-            sampling=sampling,
-            seed_policy=params.seed_policy,
-            frame_tolerance_s=params.frame_tolerance_s,
-            max_camera_skew_s=params.max_camera_skew_s,
-            max_pose_age_s=params.max_pose_age_s,
-            gates_enabled=params.gates_enabled,
-        )
+        options = backend_options(params)
+        config = planner_config(params)
         backend = create_backend(params.backend, params.model_dir, **options)
         try:
             planner = build_planner(backend, params.model_dir, config)
@@ -286,22 +270,6 @@ class PlannerNode(LifecycleNode):
             self._close_backend(backend)
             raise
         return backend, planner
-
-    @staticmethod
-    def _backend_options(params: NodeParams) -> dict[str, Any]:
-        """Node parameters -> runtime.create_backend options (names as the runtime documents them)."""
-        options: dict[str, Any] = {"mode": "shared_reasoning" if params.reasoning_mode == "shared" else "per_candidate"}
-        if params.backend in ("torch", "onnxruntime"):
-            options["max_candidates"] = params.num_candidates
-            if params.backend_threads:
-                options["num_threads"] = params.backend_threads
-        if params.backend == "onnxruntime":
-            options["auto_export"] = params.auto_export
-            if params.engine_dir:
-                options["onnx_dir"] = params.engine_dir
-        if params.backend == "tensorrt" and params.engine_dir:
-            options["engine_dir"] = params.engine_dir
-        return options
 
     @staticmethod
     def _warmup(planner: Any, params: NodeParams) -> None:

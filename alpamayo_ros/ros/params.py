@@ -423,3 +423,44 @@ def default_raw(model_dir: str = "") -> dict[str, Any]:
 
 
 CONFIGURE_TIME = frozenset(_SPECS) - {"autostart"}
+
+
+def backend_options(params: NodeParams) -> dict[str, Any]:
+    """Node parameters -> runtime.create_backend options (names as the runtime documents them)."""
+    options: dict[str, Any] = {"mode": "shared_reasoning" if params.reasoning_mode == "shared" else "per_candidate"}
+    if params.backend in ("torch", "onnxruntime"):
+        options["max_candidates"] = params.num_candidates
+        if params.backend_threads:
+            options["num_threads"] = params.backend_threads
+    if params.backend == "onnxruntime":
+        options["auto_export"] = params.auto_export
+        if params.engine_dir:
+            options["onnx_dir"] = params.engine_dir
+    if params.backend == "tensorrt" and params.engine_dir:
+        options["engine_dir"] = params.engine_dir
+    return options
+
+
+def planner_config(params: NodeParams) -> Any:
+    """Node parameters -> core.planner.PlannerConfig (the node's configure and the offline replay)."""
+    from alpamayo_ros.core.backend import SamplingRequest
+    from alpamayo_ros.core.planner import PlannerConfig
+
+    sampling = SamplingRequest(
+        num_candidates=params.num_candidates,
+        num_diffusion_steps=params.num_diffusion_steps,
+        shared_reasoning=params.reasoning_mode == "shared",
+        seed=params.seed,
+        temperature=params.temperature,
+        top_p=params.top_p,
+        max_generation_length=params.max_generation_length,
+    )
+    return PlannerConfig(
+        camera_ids=params.camera_ids,
+        sampling=sampling,
+        seed_policy=params.seed_policy,
+        frame_tolerance_s=params.frame_tolerance_s,
+        max_camera_skew_s=params.max_camera_skew_s,
+        max_pose_age_s=params.max_pose_age_s,
+        gates_enabled=params.gates_enabled,
+    )

@@ -87,48 +87,14 @@ def camera_topics(params: Any) -> tuple[CameraTopic, ...]:
     return tuple(CameraTopic(c.model_camera_id, c.topic, c.transport == "compressed") for c in params.cameras)
 
 
-def backend_options(params: Any) -> dict[str, Any]:
-    """create_backend options from node parameters, as PlannerNode._backend_options maps them
-    (kept equal by test/tools/test_planner_setup.py)."""
-    options: dict[str, Any] = {"mode": "shared_reasoning" if params.reasoning_mode == "shared" else "per_candidate"}
-    if params.backend in ("torch", "onnxruntime"):
-        options["max_candidates"] = params.num_candidates
-        if params.backend_threads:
-            options["num_threads"] = params.backend_threads
-    if params.backend == "onnxruntime":
-        options["auto_export"] = params.auto_export
-        if params.engine_dir:
-            options["onnx_dir"] = params.engine_dir
-    if params.backend == "tensorrt" and params.engine_dir:
-        options["engine_dir"] = params.engine_dir
-    return options
-
-
 def build_planner_from_params(params: Any) -> tuple[Any, Any]:
     """(backend, planner) exactly as PlannerNode._load builds them at configure."""
-    from alpamayo_ros.core.backend import SamplingRequest
-    from alpamayo_ros.core.planner import PlannerConfig, build_planner
+    from alpamayo_ros.core.planner import build_planner
+    from alpamayo_ros.ros.params import backend_options, planner_config
     from alpamayo_ros.runtime import create_backend
 
     options = backend_options(params)
-    sampling = SamplingRequest(
-        num_candidates=params.num_candidates,
-        num_diffusion_steps=params.num_diffusion_steps,
-        shared_reasoning=params.reasoning_mode == "shared",
-        seed=params.seed,
-        temperature=params.temperature,
-        top_p=params.top_p,
-        max_generation_length=params.max_generation_length,
-    )
-    config = PlannerConfig(
-        camera_ids=params.camera_ids,
-        sampling=sampling,
-        seed_policy=params.seed_policy,
-        frame_tolerance_s=params.frame_tolerance_s,
-        max_camera_skew_s=params.max_camera_skew_s,
-        max_pose_age_s=params.max_pose_age_s,
-        gates_enabled=params.gates_enabled,
-    )
+    config = planner_config(params)
     backend = create_backend(params.backend, params.model_dir, **options)
     try:
         planner = build_planner(backend, params.model_dir, config)

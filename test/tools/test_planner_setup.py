@@ -7,23 +7,42 @@ from pathlib import Path
 
 import pytest
 
+from alpamayo_ros.ros.params import backend_options
 from alpamayo_ros.tools.planner_setup import (
     DEFAULT_PARAMS_FILE,
-    backend_options,
+    build_planner_from_params,
     node_params,
     read_params_file,
 )
 
 
-def test_backend_options_match_the_node(tmp_path: Path) -> None:
-    pytest.importorskip("rclpy")
-    from alpamayo_ros.ros.node import PlannerNode
-
+def test_backend_options_map_each_backend(tmp_path: Path) -> None:
     base = node_params(DEFAULT_PARAMS_FILE, {"backend": "kinematic", "model_dir": str(_model_dir(tmp_path))})
-    for change in ({}, {"backend": "onnxruntime", "backend_threads": 2, "engine_dir": "/e", "auto_export": True},
-                   {"backend": "torch", "reasoning_mode": "shared"}, {"backend": "tensorrt", "engine_dir": "/e"}):
-        params = replace(base, **change)
-        assert backend_options(params) == PlannerNode._backend_options(params), change
+    cases = [
+        ({}, {"mode": "per_candidate"}),
+        ({"backend": "onnxruntime", "backend_threads": 2, "engine_dir": "/e", "auto_export": True},
+         {"mode": "per_candidate", "max_candidates": base.num_candidates, "num_threads": 2, "auto_export": True,
+          "onnx_dir": "/e"}),
+        ({"backend": "torch", "reasoning_mode": "shared"},
+         {"mode": "shared_reasoning", "max_candidates": base.num_candidates}),
+        ({"backend": "tensorrt", "engine_dir": "/e"}, {"mode": "per_candidate", "engine_dir": "/e"}),
+    ]
+    for change, expected in cases:
+        assert backend_options(replace(base, **change)) == expected, change
+
+
+def test_replay_planner_is_configured_from_the_node_parameters() -> None:
+    from alpamayo_ros.runtime.tiny_model import default_tiny_model_dir
+
+    params = node_params(DEFAULT_PARAMS_FILE, {"backend": "kinematic", "model_dir": str(default_tiny_model_dir()),
+                                               "num_candidates": 3, "seed": 11, "gates_enabled": False})
+    backend, planner = build_planner_from_params(params)
+    try:
+        cfg = planner.config
+        assert cfg.sampling.num_candidates == 3 and cfg.sampling.seed == 11 and not cfg.gates_enabled
+        assert cfg.camera_ids == params.camera_ids and cfg.seed_policy == params.seed_policy
+    finally:
+        backend.close()
 
 
 def test_params_file_sections_apply_from_generic_to_specific(tmp_path: Path) -> None:
