@@ -117,10 +117,9 @@ def sample_trajectories(
     seqs = np.concatenate([np.broadcast_to(prompt, (rows, p)), tokens], axis=1)
     offsets, _ = expert_offsets(seqs, lay.traj_future_start)
     cache_len = seqs.shape[1] - 1
-    # rows without <|traj_future_start|> get offset len(seq) = cache_len + 1: nothing is masked, and the
-    # positions use the true offset (the mask helper only accepts offsets <= cache_len)
-    _, mask = expert_positions_and_mask(np.minimum(offsets, cache_len), cache_len, delta, cfg.n_waypoints)
-    positions = np.arange(cfg.n_waypoints)[None] + (offsets + delta)[:, None]  # (rows, W)
+    # rows without <|traj_future_start|> get offset len(seq) = cache_len + 1: nothing is masked
+    positions3, mask = expert_positions_and_mask(offsets, cache_len, delta, cfg.n_waypoints)
+    positions = positions3[0]  # (rows, W); the 3 MRoPE axes are equal for expert tokens
     if rows != k:  # shared reasoning: one cache row read by all K candidates
         cache = [(ck.expand(k, -1, -1, -1), cv.expand(k, -1, -1, -1)) for ck, cv in cache]
         positions, mask = np.repeat(positions, k, axis=0), np.repeat(mask, k, axis=0)
