@@ -28,8 +28,8 @@ DELEGATES: dict[str, tuple[str, str, str]] = {
     "prepare-tokenizer": ("alpamayo_ros.core.tokenizer", "main", "extend a base tokenizer with Alpamayo tokens"),
     "build-engines": ("alpamayo_ros.runtime.tensorrt.builder", "build_engines_main",
                       "build TensorRT engines from the ONNX graphs (Jetson Thor)"),
-    "verify-engines": ("alpamayo_ros.runtime.tensorrt.builder", "verify_engines_main",
-                       "check built TensorRT engines against their manifest"),
+    "verify-engines": ("alpamayo_ros.runtime.tensorrt.verify", "verify_engines_main",
+                       "run the same ticks through the TensorRT engines and ONNX Runtime; report the differences"),
 }
 
 

@@ -515,12 +515,5 @@ def build_engines_main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def verify_engines_main(argv: Sequence[str] | None = None) -> int:
-    """`alpamayo-ros verify-engines` (tools/cli.py looks here); the implementation is verify.py."""
-    from alpamayo_ros.runtime.tensorrt.verify import verify_engines_main as main
-
-    return main(argv)
-
-
 if __name__ == "__main__":
     raise SystemExit(build_engines_main())
