@@ -21,7 +21,12 @@ if [[ ! -x "$PY" ]]; then
   python3 -m venv "$VENV"
 fi
 
-pip_quiet() { "$PY" -m pip install --disable-pip-version-check -q "$@"; }
+# The machine-wide pip config may name local index folders that do not exist; pip warns about each
+# of them per package, which buries real errors. Drop only those lines.
+pip_quiet() {
+  "$PY" -m pip install --disable-pip-version-check -q "$@" 2>&1 | { grep -v "^WARNING: Location '.*' is ignored" || true; }
+  return "${PIPESTATUS[0]}"
+}
 
 key=$(digest "$ROOT/requirements/ros-kilted-wheels.txt")
 if ! fresh ros-wheels "$key"; then
@@ -94,7 +99,7 @@ if ! fresh numpy126 "$key"; then
   # core/ must run on the numpy 1.26 that JetPack 7 ships; a small second venv checks it.
   log "creating the numpy 1.26 check venv"
   [[ -x "$VENV/np126/bin/python" ]] || python3 -m venv "$VENV/np126"
-  "$VENV/np126/bin/python" -m pip install --disable-pip-version-check -q -r "$ROOT/requirements/numpy126.txt"
+  PY="$VENV/np126/bin/python" pip_quiet -r "$ROOT/requirements/numpy126.txt"
   stamp numpy126 "$key"
 fi
 
