@@ -15,7 +15,7 @@ import signal
 import sys
 
 import rclpy
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.signals import SignalHandlerOptions
 from rclpy.utilities import remove_ros_args
@@ -39,7 +39,6 @@ def autostart(node: PlannerNode) -> bool:
 def _parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="alpamayo-planner", description=__doc__.split("\n\n")[0])
     parser.add_argument("--autostart", action="store_true", help="configure and activate on start")
-    parser.add_argument("--threads", type=int, default=4, help="executor threads (default 4)")
     return parser.parse_args(remove_ros_args(argv)[1:])
 
 
@@ -47,7 +46,7 @@ def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _spin_until_interrupted(executor: MultiThreadedExecutor) -> None:
+def _spin_until_interrupted(executor: SingleThreadedExecutor) -> None:
     """Spin in short waits: a signal is only delivered when Python code runs, and on sim time with
     no /clock nothing else would wake a blocking spin()."""
     while rclpy.ok():
@@ -63,7 +62,11 @@ def main(argv: list[str] | None = None) -> int:
     rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     node = PlannerNode()
-    executor = MultiThreadedExecutor(num_threads=max(2, args.threads))
+    # One executor thread is enough: every callback only hands work on (decode pool, inference
+    # worker), so services answer between them. A MultiThreadedExecutor busy-spins under
+    # use_sim_time with rclpy 9 (Kilted wheels; measured: ~5000 empty waits/s while /clock ticks),
+    # starving the node's own threads of the GIL.
+    executor = SingleThreadedExecutor()
     executor.add_node(node)
     code = 0
     try:

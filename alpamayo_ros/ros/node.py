@@ -9,11 +9,11 @@ Transitions (DESIGN.md §5):
 - cleanup / shutdown: release the backend, worker pools, buffers and publishers.
 
 Threads: subscription callbacks only hand messages on (camera frames go to a small decode pool,
-at most one frame in decode and one pending per camera; a newer frame replaces the pending one and
-the replaced one is counted as dropped). Inference runs on one worker thread, at most one tick in
+at most one frame in decode per camera and up to 4 waiting in arrival order — a tick needs every
+frame of its 0.3 s window, so a burst is queued; beyond 4 the oldest is counted as dropped). Inference runs on one worker thread, at most one tick in
 flight, always for the newest complete input. Lifecycle and parameter services live in the
-default callback group, timers and subscriptions in their own groups, so under a
-MultiThreadedExecutor the services answer while a tick runs. Everything is timed on the node
+default callback group, timers and subscriptions in their own groups. Every callback only hands
+work on, so one executor thread (`main()`) answers services while a tick runs. Everything is timed on the node
 clock, so use_sim_time works; input times come from the message headers.
 """
 
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -70,6 +71,7 @@ _ODOM = "odometry"
 _LOG_THROTTLE_S = 2.0
 _DIAG_EVENT_MIN_PERIOD_S = 0.2
 _WARMUP_T0 = 1000.0
+_PENDING_FRAMES = 4  # per camera: one tick's worth of frames (4 slots at 10 Hz)
 _NEW_INPUT_POLL_S = 0.005
 
 
@@ -118,7 +120,9 @@ class _CameraState:
     params: CameraParams
     lock: threading.Lock = field(default_factory=threading.Lock)
     in_decode: bool = False
-    pending: Any = None
+    # Frames waiting for the decode pool. A tick needs this camera's frames at t0-0.3 ... t0, so a
+    # short burst (a driver catching up, a stalled executor) is queued, not collapsed to the newest.
+    pending: deque[Any] = field(default_factory=lambda: deque(maxlen=_PENDING_FRAMES))
     last_stamp: float | None = None
     # image_resize=fast: learned from the first full decode of this camera
     source_hw: tuple[int, int] = (0, 0)
@@ -416,9 +420,9 @@ class PlannerNode(LifecycleNode):
         cam = rt.cameras[name]
         with cam.lock:
             if cam.in_decode:
-                if cam.pending is not None:
-                    rt.stats.dropped(name)
-                cam.pending = msg
+                if len(cam.pending) == cam.pending.maxlen:
+                    rt.stats.dropped(name)  # the oldest waiting frame falls out
+                cam.pending.append(msg)
                 rt.stats.callback_cost(time.perf_counter() - t)
                 return
             cam.in_decode = True
@@ -436,7 +440,7 @@ class PlannerNode(LifecycleNode):
             self._process_frame(rt, cam, msg)
         finally:
             with cam.lock:
-                nxt, cam.pending = cam.pending, None
+                nxt = cam.pending.popleft() if cam.pending else None
                 if nxt is None:
                     cam.in_decode = False
             if nxt is not None:

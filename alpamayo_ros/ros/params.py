@@ -178,7 +178,8 @@ _CAMERA_SPECS: dict[str, tuple[Any, str, tuple[float, float] | None, tuple[str, 
     "transport": ("compressed", "raw (sensor_msgs/Image) or compressed (CompressedImage)", None, TRANSPORTS),
     "crop": ([0, 0, 0, 0], "x, y, width, height crop before resize; width 0 = none", None, None),
     "reliability": ("reliable", "QoS reliability (large images need reliable)", None, RELIABILITIES),
-    "depth": (2, "QoS history depth", (1, 100), None),
+    "depth": (5, "QoS history depth (a tick needs 4 frames per camera; a burst must not overwrite them)",
+              (1, 100), None),
 }
 
 

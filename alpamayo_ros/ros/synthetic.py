@@ -68,7 +68,8 @@ class SyntheticDrive:
     def __init__(self, node: Any, cameras: list[CameraStream], odom_topic: str | None, *, odom_hz: float = 50.0,
                  speed_mps: float = 5.0, yaw_rate: float = 0.0, start_s: float = 1000.0,
                  publish_clock: bool = False, odom_frame: str = "odom") -> None:
-        qos_img = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=2, reliability=ReliabilityPolicy.RELIABLE)
+        # Depth 10: a publisher thread that was held up sends its overdue frames in a burst.
+        qos_img = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
         qos_odom = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE)
         self.node = node
         self.cams: list[_Cam] = []
@@ -177,19 +178,22 @@ class SyntheticDrive:
         if self.odom_pub is None:
             return t + 0.01 if self.clock_pub is not None else t + 1.0
         if t >= self._next_odom:
-            self.odom_pub.publish(self.odometry_msg(stamp_t))
+            # Stamped with the scheduled time, like a sensor stamping at capture: a publisher thread
+            # that was held up sends late messages, not wrongly timed ones.
+            self.odom_pub.publish(self.odometry_msg(self._next_odom + (stamp_t - t)))
             self._next_odom += 1.0 / self.odom_hz
         return self._next_odom
 
     def _cams_due(self, t: float, stamp_t: float) -> float:
         for i, c in enumerate(self.cams):
             if t >= c.next_t:
+                capture_t = c.next_t + (stamp_t - t)  # scheduled capture time (+ the test's time offset)
                 c.next_t += 1.0 / c.spec.rate_hz
                 if i in self.paused_cameras:
                     continue
-                c.msg.header.stamp = time_msg(stamp_t)
+                c.msg.header.stamp = time_msg(capture_t)
                 c.pub.publish(c.msg)
-                c.sent.append(stamp_t)
+                c.sent.append(capture_t)
         return min(c.next_t for c in self.cams) if self.cams else t + 0.1
 
     def publish_image(self, index: int, msg: Any) -> None:

@@ -1,4 +1,4 @@
-"""In-process rig for node tests: the planner node on its own MultiThreadedExecutor thread, and a
+"""In-process rig for node tests: the planner node on its own executor thread (as `main()` runs it), and a
 driver node (synthetic inputs, output subscriptions, lifecycle service clients) on another.
 All traffic is real DDS on loopback (test/conftest.py confines discovery)."""
 
@@ -14,7 +14,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.srv import ChangeState, GetAvailableTransitions, GetState
 from nav_msgs.msg import Path
-from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from std_msgs.msg import String
@@ -70,7 +70,7 @@ class Rig:
             "get": self.drv.create_client(GetState, f"{self.fqn}/get_state"),
             "transitions": self.drv.create_client(GetAvailableTransitions, f"{self.fqn}/get_available_transitions"),
         }
-        self.node_exec = MultiThreadedExecutor(num_threads=4, context=context)
+        self.node_exec = SingleThreadedExecutor(context=context)
         self.node_exec.add_node(self.node)
         self.drv_exec = SingleThreadedExecutor(context=context)
         self.drv_exec.add_node(self.drv)
