@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Planner-node overhead per tick, excluding the backend's compute (issue 7).
 
-Runs the real `alpamayo_planner` lifecycle node in-process on a MultiThreadedExecutor, fed over
+Runs the real `alpamayo_planner` lifecycle node in-process on a SingleThreadedExecutor (as `alpamayo-planner` runs it), fed over
 loopback DDS by separate publisher processes (`python -m alpamayo_ros.ros.synthetic`, one for the
 cameras and one for odometry, as separate drivers would be) with 4 cameras of 1080×1920 JPEG at 10 Hz and 50 Hz odometry, and reads the
 node's own per-tick timings:
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import rclpy
     from rclpy.context import Context
-    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.executors import SingleThreadedExecutor
     from rclpy.parameter import Parameter
 
     from alpamayo_ros.ros.node import PlannerNode
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     ctx = Context()
     rclpy.init(context=ctx)
     node = PlannerNode(context=ctx, parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()])
-    node_exec = MultiThreadedExecutor(num_threads=4, context=ctx)
+    node_exec = SingleThreadedExecutor(context=ctx)
     node_exec.add_node(node)
     spin = threading.Thread(target=node_exec.spin, daemon=True)
     spin.start()
