@@ -13,7 +13,7 @@ export PYTHONDONTWRITEBYTECODE=1
 
 echo "== ruff"
 "$VENV/bin/ruff" check alpamayo_ros test launch scripts
-echo "== mypy (core, runtime, ros)"
+echo "== mypy (core)"
 "$VENV/bin/mypy" alpamayo_ros/core
 echo "== core on numpy 1.26"
 PYTHONPATH="$ROOT" "$VENV/np126/bin/python" -m pytest -q -p no:cacheprovider -m "not ros" test/core --confcutdir=test/core "$@"
