@@ -304,7 +304,10 @@ def load_model_dir_config(model_dir: str | Path) -> dict[str, Any]:
     """Read ``<model_dir>/config.json`` (raises FileNotFoundError naming the path)."""
     path = Path(model_dir) / "config.json"
     if not path.is_file():
-        raise FileNotFoundError(f"model config not found: {path}")
+        raise FileNotFoundError(
+            f"{path} not found: a model directory needs config.json (make a tiny one with "
+            f"`alpamayo-ros make-tiny-model DIR`, or use the released checkpoint's directory)"
+        )
     with path.open() as f:
         cfg = json.load(f)
     if not isinstance(cfg, dict):

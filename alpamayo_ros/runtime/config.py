@@ -133,14 +133,9 @@ def config_hash(config_json: dict[str, Any]) -> str:
 
 def load_config(model_dir: str | Path, **overrides: Any) -> RuntimeConfig:
     """Read `<model_dir>/config.json` into a RuntimeConfig (capacities may be overridden)."""
-    path = Path(model_dir) / "config.json"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} not found: a model directory needs config.json (make one with "
-            f"`python -m alpamayo_ros.runtime.tiny_model <dir>` or download the released checkpoint)"
-        )
-    raw = json.loads(path.read_text())
-    return config_from_dict(raw, **overrides)
+    from alpamayo_ros.core.model_config import load_model_dir_config
+
+    return config_from_dict(load_model_dir_config(model_dir), **overrides)
 
 
 def config_from_dict(raw: dict[str, Any], **overrides: Any) -> RuntimeConfig:
