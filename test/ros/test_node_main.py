@@ -109,3 +109,46 @@ def test_sigint_ends_a_sim_time_node_without_a_clock(model_dir, unique_name) -> 
         if planner.poll() is None:
             planner.kill()
             planner.wait()
+
+
+def _start_active_planner(model_dir: str, unique_name: str) -> tuple[subprocess.Popen, list[str]]:
+    """An autostarted kinematic planner process, returned once it logs `active`."""
+    ros_args = ["-r", f"__ns:=/{unique_name}", "-p", f"model_dir:={model_dir}", "-p", "backend:=kinematic"]
+    planner = subprocess.Popen(_planner_cmd(*ros_args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    deadline = time.monotonic() + 60.0
+    while time.monotonic() < deadline and planner.stdout is not None:
+        line = planner.stdout.readline()
+        lines.append(line)
+        if "active: planning at" in line or not line:
+            break
+    if planner.poll() is not None or "active: planning at" not in lines[-1]:
+        planner.kill()
+        pytest.fail("the planner did not become active:\n" + "".join(lines)[-3000:])
+    return planner, lines
+
+
+@pytest.mark.parametrize("again", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
+def test_a_second_signal_during_shutdown_does_not_abort_the_cleanup(model_dir, unique_name, again) -> None:
+    """A terminal Ctrl-C reaches the node twice under launch (the terminal's process group, then
+    launch's own SIGINT; launch escalates to SIGTERM): the cleanup must finish and exit 0.
+    After the first SIGINT the second signal is repeated every few ms until the process is gone, so
+    it lands inside the cleanup, however short that is."""
+    planner, lines = _start_active_planner(model_dir, unique_name)
+    try:
+        planner.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + 20.0
+        while planner.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+            try:
+                planner.send_signal(again)
+            except ProcessLookupError:
+                break
+        out, _ = planner.communicate(timeout=20)
+    finally:
+        if planner.poll() is None:
+            planner.kill()
+            planner.wait()
+    log = "".join(lines) + out
+    assert "Traceback" not in log and "KeyboardInterrupt" not in log, log[-3000:]
+    assert planner.returncode == 0, f"exit code {planner.returncode}:\n{log[-3000:]}"
