@@ -42,7 +42,8 @@ def autostart(node: PlannerNode) -> bool:
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="alpamayo-planner", description=__doc__.split("\n\n")[0])
+    # prog: the name it was started by (alpamayo-planner from pip, alpamayo_planner from colcon)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--autostart", action="store_true", help="configure and activate on start")
     return parser.parse_args(remove_ros_args(argv)[1:])
 

@@ -174,8 +174,16 @@ def test_share_holds_launch_config_package_xml_and_the_interfaces(installed: Ins
         installed_file = installed.share / rel
         assert installed_file.is_file(), f"share/{PACKAGE}/{rel} is not installed"
         assert installed_file.read_bytes() == (ROOT / rel).read_bytes(), rel
-    for tool in ("alpamayo_planner", "alpamayo-ros"):  # what `ros2 run alpamayo_ros <tool>` finds
-        assert os.access(installed.prefix / "lib" / PACKAGE / tool, os.X_OK), tool
+
+
+def test_the_executables_ros2_run_finds_start(installed: Install) -> None:
+    """`ros2 run alpamayo_ros <tool>` runs lib/alpamayo_ros/<tool> (python3 from PATH)."""
+    for tool, usage in (("alpamayo_planner", "--autostart"), ("alpamayo-ros", "make-demo-bag")):
+        exe = installed.prefix / "lib" / PACKAGE / tool
+        assert os.access(exe, os.X_OK), tool
+        proc = subprocess.run([str(exe), "--help"], env=installed.env, cwd=installed.workspace.parent,
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0 and usage in proc.stdout, proc.stdout + proc.stderr
 
 
 def test_interfaces_and_node_import_from_the_install_space(installed: Install) -> None:
