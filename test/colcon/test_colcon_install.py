@@ -16,10 +16,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +34,6 @@ COLCON_VENV = Path(sys.prefix) / "colcon"
 # _ROS_WHEELS_BOOTSTRAP_COMPLETE says it already did.
 LEAKY_ENV = ("PYTHONPATH", "PYTHONHOME", "LD_LIBRARY_PATH", "_ROS_WHEELS_BOOTSTRAP_COMPLETE", "VIRTUAL_ENV",
              "AMENT_PREFIX_PATH", "CMAKE_PREFIX_PATH", "COLCON_PREFIX_PATH", "COLCON_HOME")
-CAMERAS = ["cross_left_120fov", "front_wide_120fov", "cross_right_120fov", "front_tele_30fov"]
 
 
 @dataclass
@@ -198,46 +195,20 @@ def test_interfaces_and_node_import_from_the_install_space(installed: Install) -
 
 def test_the_installed_planner_reaches_active_and_publishes_selected_path(installed, ros_context,
                                                                          unique_name) -> None:
-    import rclpy
     from nav_msgs.msg import Path as PathMsg
-    from rclpy.executors import SingleThreadedExecutor
+    from planner_process import drive_topic_args, first_message
 
     prefix = f"/{unique_name}"
     tiny_model = installed.python_package / "resources" / "tiny_model"
-    ros_args = ["--params-file", str(installed.share / "config" / "planner.yaml"), "-r", f"__ns:={prefix}",
-                "-p", "backend:=kinematic", "-p", f"model_dir:={tiny_model}", "-p", f"odometry.topic:={prefix}/odom"]
-    for i, camera in enumerate(CAMERAS):
-        ros_args += ["-p", f"cameras.{camera}.topic:={prefix}/cam{i}"]
-    run = {"env": installed.env, "cwd": installed.workspace.parent, "text": True}
-    planner = subprocess.Popen([str(installed.prefix / "lib" / PACKAGE / "alpamayo_planner"), "--autostart",
-                                "--ros-args", *ros_args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **run)
-    drive = subprocess.Popen(["python3", "-m", "alpamayo_ros.ros.synthetic", "--prefix", prefix, "--height", "320",
-                              "--width", "576", "--seconds", "90"], **run)
-    node = rclpy.create_node(f"listener_{unique_name}", context=ros_context)
-    got: list[PathMsg] = []
-    node.create_subscription(PathMsg, f"{prefix}/alpamayo_planner/selected_path", got.append, 10)
-    executor = SingleThreadedExecutor(context=ros_context)
-    executor.add_node(node)
-    try:
-        deadline = time.monotonic() + 60.0
-        while not got and time.monotonic() < deadline and planner.poll() is None:
-            executor.spin_once(timeout_sec=0.1)
-    finally:
-        executor.shutdown()
-        node.destroy_node()
-        drive.send_signal(signal.SIGINT)
-        planner.send_signal(signal.SIGINT)
-        try:
-            out, _ = planner.communicate(timeout=30)
-        finally:
-            for proc in (planner, drive):
-                if proc.poll() is None:
-                    proc.kill()
-                proc.wait(timeout=30)
-    assert got, f"no ~/selected_path from the installed planner (rc={planner.returncode}):\n{out[-3000:]}"
-    assert got[0].poses and got[0].header.frame_id == "base_link"
-    assert "backend=kinematic" in out and "active: planning at" in out, out[-3000:]
-    assert planner.returncode == 0, out[-3000:]
+    cmd = [str(installed.prefix / "lib" / PACKAGE / "alpamayo_planner"), "--autostart", "--ros-args",
+           "--params-file", str(installed.share / "config" / "planner.yaml"), *drive_topic_args(prefix),
+           "-p", "backend:=kinematic", "-p", f"model_dir:={tiny_model}"]
+    run = first_message(cmd, "python3", prefix, PathMsg, f"{prefix}/alpamayo_planner/selected_path", ros_context,
+                        timeout_s=60.0, env=installed.env, cwd=installed.workspace.parent)
+    assert run.received, f"no ~/selected_path from the installed planner (rc={run.returncode}):\n{run.output[-3000:]}"
+    assert run.received[0].poses and run.received[0].header.frame_id == "base_link"
+    assert "backend=kinematic" in run.output and "active: planning at" in run.output, run.output[-3000:]
+    assert run.returncode == 0, run.output[-3000:]
 
 
 def test_a_symlink_install_links_the_sources_and_keeps_the_generated_interfaces(symlinked: Install) -> None:
