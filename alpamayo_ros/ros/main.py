@@ -68,8 +68,9 @@ class _StopSignals:
         self.stopping = True
 
     def ignore(self) -> None:
-        """After the cleanup: the interpreter restores the default handlers on its way out, where a
-        late signal would still kill the process with -SIGINT; SIG_IGN survives that."""
+        """After the cleanup, for the rest of the process (main() is its entry point): the
+        interpreter restores the default handlers on its way out, where a late signal would still
+        kill the process with -SIGINT; SIG_IGN survives that."""
         for signum in self.SIGNALS:
             signal.signal(signum, signal.SIG_IGN)
 
