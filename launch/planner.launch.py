@@ -6,8 +6,9 @@
 
 Autostart drives the lifecycle with explicit events (supported by every launch_ros release,
 unlike `LifecycleNode(autostart=...)`): configure when the process starts, activate once the node
-is `inactive`. A failed configure or activate logs the reason and shuts the launch down, so a
-misconfigured vehicle stack stops loudly instead of idling without a planner.
+is `inactive`. A failed configure or activate, or a planner process that exits with an error,
+ends the launch with exit code 1, so a misconfigured vehicle stack stops loudly and its supervisor
+sees the failure instead of an idle launch without a planner (docs/launch.md).
 
 Arguments left empty keep the value from the params file; see docs/launch.md.
 """
@@ -133,6 +134,26 @@ def _namespaced_params_file(path, namespace, node_name):
     return out.name
 
 
+def _fail_launch(reason):
+    """Raise from a launch action: how launch ends with a non-zero exit code (LaunchService.run()
+    logs the error, shuts everything down and returns 1, which `ros2 launch` exits with)."""
+    raise RuntimeError(reason)
+
+
+def _failed(reason):
+    return OpaqueFunction(function=lambda context: _fail_launch(f'alpamayo planner: {reason}'))
+
+
+def _on_planner_exit(event, context):
+    """The planner is this launch's reason to run: its exit ends the launch, with exit code 1 when
+    the process failed (a crash, or a failed `--autostart` given in the arguments)."""
+    if event.returncode != 0:
+        _fail_launch(f'alpamayo planner: the process exited with code {event.returncode}')
+    if context.is_shutdown:
+        return None
+    return [Shutdown(reason='alpamayo planner exited')]
+
+
 def _planner(context):
     """The lifecycle node and, with autostart, the events that configure and activate it."""
     node_name = LaunchConfiguration('node_name').perform(context)
@@ -150,6 +171,7 @@ def _planner(context):
         arguments=['--ros-args', '--log-level', LaunchConfiguration('log_level')],
         output='screen',
         emulate_tty=True,
+        on_exit=_on_planner_exit,
     )
     autostart = IfCondition(LaunchConfiguration('autostart'))
     configure = EmitEvent(
@@ -183,39 +205,29 @@ def _planner(context):
         ),
         condition=autostart,
     )
-    shutdown_on_failed_configure = RegisterEventHandler(
+    fail_on_failed_configure = RegisterEventHandler(
         OnStateTransition(
             target_lifecycle_node=planner,
             start_state='configuring',
             goal_state='unconfigured',
-            entities=[
-                LogInfo(msg='[planner.launch] configure FAILED (the planner log names the parameter '
-                            'and the fix); shutting down'),
-                Shutdown(reason='alpamayo planner failed to configure'),
-            ],
+            entities=[_failed('configure FAILED (its log above names the parameter and the fix)')],
         ),
         condition=autostart,
     )
-    shutdown_on_failed_activate = RegisterEventHandler(
+    fail_on_failed_activate = RegisterEventHandler(
         OnStateTransition(
             target_lifecycle_node=planner,
             start_state='activating',
             goal_state='inactive',
-            entities=[
-                LogInfo(msg='[planner.launch] activate FAILED; shutting down'),
-                Shutdown(reason='alpamayo planner failed to activate'),
-            ],
+            entities=[_failed('activate FAILED (see its log above)')],
         ),
         condition=autostart,
     )
-    shutdown_on_error = RegisterEventHandler(
+    fail_on_error = RegisterEventHandler(
         OnStateTransition(
             target_lifecycle_node=planner,
             goal_state='errorprocessing',
-            entities=[
-                LogInfo(msg='[planner.launch] planner raised an error in a transition; shutting down'),
-                Shutdown(reason='alpamayo planner entered errorprocessing'),
-            ],
+            entities=[_failed('a lifecycle transition raised an error (errorprocessing; see its log above)')],
         ),
         condition=autostart,
     )
@@ -223,9 +235,9 @@ def _planner(context):
     return [
         activate_when_inactive,
         report_active,
-        shutdown_on_failed_configure,
-        shutdown_on_failed_activate,
-        shutdown_on_error,
+        fail_on_failed_configure,
+        fail_on_failed_activate,
+        fail_on_error,
         planner,
         configure,
     ]

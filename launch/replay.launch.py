@@ -8,6 +8,8 @@ the bag and /clock in lockstep with the planner (each tick waits for its plan, s
 depend on inference speed), records the node's outputs to <out>/outputs and writes the scored
 report to <out>. player:=ros2bag runs `ros2 bag play --clock` at `rate` (free-running, not
 scored; record with `ros2 bag record` and score offline). See docs/replay.md.
+
+The launch ends when the player exits, with exit code 1 if the player (or the planner) failed.
 """
 
 from launch.actions import (
@@ -26,6 +28,14 @@ from launch.substitutions import LaunchConfiguration, PathJoinSubstitution, Pyth
 from launch_ros.substitutions import FindPackagePrefix, FindPackageShare
 
 PACKAGE = 'alpamayo_ros'
+
+
+def _after_player(event, context):
+    """The replay is over when the player exits: stop the planner too. A failed player fails the
+    launch (raising is how launch ends with a non-zero exit code)."""
+    if event.returncode != 0:
+        raise RuntimeError(f'replay player exited with code {event.returncode}')
+    return [EmitEvent(event=Shutdown(reason='replay finished'))]
 
 
 def generate_launch_description():
@@ -80,9 +90,8 @@ def generate_launch_description():
         output='screen',
         condition=IfCondition(PythonExpression(["'", player, "' == 'ros2bag'"])),
     )
-    # The replay is over when the player exits: stop the planner too.
     stop_after_player = [
-        RegisterEventHandler(OnProcessExit(target_action=p, on_exit=[EmitEvent(event=Shutdown(reason='replay finished'))]))
+        RegisterEventHandler(OnProcessExit(target_action=p, on_exit=_after_player))
         for p in (alpamayo_player, ros2bag_player)
     ]
     return LaunchDescription([*args, planner, alpamayo_player, ros2bag_player, *stop_after_player])

@@ -28,16 +28,22 @@ pip_quiet() {
   return "${PIPESTATUS[0]}"
 }
 
+# Workaround (feasibility §1.4): the ROS wheels' generated cmake exports point at the manylinux
+# build paths of the Python headers and numpy; point them at those of the venv in $PY.
+fix_wheel_cmake_exports() {
+  local py_inc np_inc prefix
+  prefix=$("$PY" -c 'import sys; print(sys.prefix)')
+  py_inc=$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
+  np_inc=$("$PY" -c 'import numpy; print(numpy.get_include())')
+  sed -i -E "s#/opt/python/cp3[0-9]+-cp3[0-9]+/include/python3\.[0-9]+#${py_inc}#g; s#/opt/python/cp3[0-9]+-cp3[0-9]+/lib/python3\.[0-9]+/site-packages/numpy/_core/include#${np_inc}#g" \
+    "$prefix"/share/*/cmake/*__rosidl_generator_pyExport.cmake
+}
+
 key=$(digest "$ROOT/requirements/ros-kilted-wheels.txt")
 if ! fresh ros-wheels "$key"; then
   log "installing ROS 2 Kilted wheels"
   pip_quiet -r "$ROOT/requirements/ros-kilted-wheels.txt"
-  # Workaround (feasibility §1.4): the wheels' generated cmake exports point at the manylinux build
-  # paths of the Python headers and numpy; point them at this venv's.
-  py_inc=$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
-  np_inc=$("$PY" -c 'import numpy; print(numpy.get_include())')
-  sed -i -E "s#/opt/python/cp3[0-9]+-cp3[0-9]+/include/python3\.[0-9]+#${py_inc}#g; s#/opt/python/cp3[0-9]+-cp3[0-9]+/lib/python3\.[0-9]+/site-packages/numpy/_core/include#${np_inc}#g" \
-    "$VENV"/share/*/cmake/*__rosidl_generator_pyExport.cmake
+  fix_wheel_cmake_exports
   stamp ros-wheels "$key"
 fi
 
@@ -101,6 +107,19 @@ if ! fresh numpy126 "$key"; then
   [[ -x "$VENV/np126/bin/python" ]] || python3 -m venv "$VENV/np126"
   PY="$VENV/np126/bin/python" pip_quiet -r "$ROOT/requirements/numpy126.txt"
   stamp numpy126 "$key"
+fi
+
+# The colcon stage of the tests (test/colcon) builds the package as a ROS machine does: colcon, the
+# ament/rosidl wheels and the node's runtime dependencies in a venv of their own.
+COLCON_VENV="$VENV/colcon"
+key=$(digest "$ROOT/requirements/colcon-build.txt" "$ROOT/requirements/ros-kilted-wheels.txt" \
+  "$ROOT/requirements/ros-machine.txt")
+if ! fresh colcon-venv "$key" || [[ ! -x "$COLCON_VENV/bin/colcon" ]]; then
+  log "creating the colcon build venv ($COLCON_VENV)"
+  [[ -x "$COLCON_VENV/bin/python" ]] || python3 -m venv "$COLCON_VENV"
+  PY="$COLCON_VENV/bin/python" pip_quiet -r "$ROOT/requirements/colcon-build.txt"
+  PY="$COLCON_VENV/bin/python" fix_wheel_cmake_exports
+  stamp colcon-venv "$key"
 fi
 
 log "ready: $VENV"

@@ -6,6 +6,11 @@ With `--autostart` (or the parameter `autostart: true`) the node configures and 
 for machines without launch_ros or a lifecycle manager; a failed configure then exits with code 1
 (the log says which parameter and how to fix it). Without it the node waits in `unconfigured` for
 lifecycle service calls (`ros2 lifecycle set /alpamayo_planner configure`).
+
+SIGINT or SIGTERM stops the node and exits 0 (a failed `--autostart` still exits 1). Only the first
+one interrupts: a terminal Ctrl-C reaches a node under launch twice (the terminal's process group,
+then launch's own SIGINT, and launch escalates to SIGTERM), and those must not abort the cleanup the
+first one started (launch's SIGKILL escalation still ends a cleanup that hangs).
 """
 
 from __future__ import annotations
@@ -37,13 +42,37 @@ def autostart(node: PlannerNode) -> bool:
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="alpamayo-planner", description=__doc__.split("\n\n")[0])
+    # prog: the name it was started by (alpamayo-planner from pip, alpamayo_planner from colcon)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--autostart", action="store_true", help="configure and activate on start")
     return parser.parse_args(remove_ros_args(argv)[1:])
 
 
-def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+class _StopSignals:
+    """SIGINT/SIGTERM handling: the first signal raises KeyboardInterrupt in the main thread (it
+    stops the spin loop or a long configure); once stopping or cleaning up, signals are ignored."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.stopping = False
+        for signum in self.SIGNALS:
+            signal.signal(signum, self._handle)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if not self.stopping:
+            self.stopping = True
+            raise KeyboardInterrupt
+
+    def begin_cleanup(self) -> None:
+        self.stopping = True
+
+    def ignore(self) -> None:
+        """After the cleanup, for the rest of the process (main() is its entry point): the
+        interpreter restores the default handlers on its way out, where a late signal would still
+        kill the process with -SIGINT; SIG_IGN survives that."""
+        for signum in self.SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)
 
 
 def _spin_until_interrupted(executor: SingleThreadedExecutor) -> None:
@@ -53,14 +82,7 @@ def _spin_until_interrupted(executor: SingleThreadedExecutor) -> None:
         executor.spin_once(timeout_sec=0.2)
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv if argv is None else argv)
-    args = _parse(argv)
-    # SIGINT/SIGTERM become KeyboardInterrupt here (not rclpy's handler, which shuts the context down
-    # first), so the node can still run its shutdown transition (release the backend, announce the
-    # state) on a live context.
-    rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+def _run(args: argparse.Namespace, signals: _StopSignals) -> int:
     node = PlannerNode()
     # One executor thread is enough: every callback only hands work on (decode pool, inference
     # worker), so services answer between them. A MultiThreadedExecutor busy-spins under
@@ -77,15 +99,32 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        signals.begin_cleanup()
+        node.get_logger().info("shutting down (further SIGINT/SIGTERM are ignored until done)")
         try:
             node.trigger_shutdown()  # releases the backend and worker threads from any state
         except Exception:  # already finalized
             pass
         executor.shutdown()
         node.destroy_node()
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv if argv is None else argv)
+    args = _parse(argv)
+    # Our handlers, not rclpy's (which shuts the context down first), so that the node can still
+    # run its shutdown transition (release the backend, announce the state) on a live context.
+    signals = _StopSignals()
+    try:
+        rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
+        return _run(args, signals)
+    except KeyboardInterrupt:  # stopped before the node existed
+        return 0
+    finally:
         if rclpy.ok():
             rclpy.shutdown()
-    return code
+        signals.ignore()
 
 
 if __name__ == "__main__":

@@ -109,7 +109,7 @@ def test_planner_launch_starts_a_lifecycle_node_of_this_package_with_the_params_
         assert re.search(rf"<(exec_)?depend>{dep}</(exec_)?depend>", package_xml), dep
 
 
-def test_autostart_is_configure_then_activate_with_shutdown_on_failure() -> None:
+def test_autostart_is_configure_then_activate_and_a_failure_fails_the_launch() -> None:
     tree = _tree(PLANNER_LAUNCH)
     src = PLANNER_LAUNCH.read_text()
     changes = [ast.unparse(_kw(c, "transition_id")) for c in _calls(tree, "ChangeState")]
@@ -120,9 +120,13 @@ def test_autostart_is_configure_then_activate_with_shutdown_on_failure() -> None
         handlers[key] = ast.unparse(_kw(call, "entities"))
     # activate only after a successful configure
     assert "TRANSITION_ACTIVATE" in handlers[("configuring", "inactive")]
-    # failures: a clear message and a shutdown
-    for key in (("configuring", "unconfigured"), ("activating", "inactive")):
-        assert "LogInfo" in handlers[key] and "Shutdown" in handlers[key], key
+    # failures: an action that fails the launch (exit code 1) with a message saying what failed
+    for key in (("configuring", "unconfigured"), ("activating", "inactive"), (None, "errorprocessing")):
+        assert handlers[key].startswith("[_failed("), key
+    assert "configure FAILED" in handlers[("configuring", "unconfigured")]
+    assert "activate FAILED" in handlers[("activating", "inactive")]
+    # a planner process that exits (crash, failed --autostart) ends the launch too
+    assert ast.unparse(_kw(_calls(tree, "LifecycleNode")[0], "on_exit")) == "_on_planner_exit"
     assert "FAILED" in src
     # every autostart action is conditional on the autostart argument
     for call in _calls(tree, "RegisterEventHandler") + [c for c in _calls(tree, "EmitEvent") if _kw(c, "condition")]:
@@ -136,6 +140,46 @@ def test_replay_launch_includes_the_planner_with_sim_time_and_a_player() -> None
     includes = ast.unparse(_calls(tree, "IncludeLaunchDescription")[0])
     assert "planner.launch.py" in includes and "'use_sim_time': 'true'" in includes
     assert _calls(tree, "ExecuteProcess"), "the replay launch starts a player process"
+
+
+def _lift(path: Path, *names: str, **scope: object) -> dict:
+    """Module-level functions of a launch file, run here without launch: `scope` supplies the
+    names they use (stand-ins for launch classes where launch is not installable)."""
+    fns = [n for n in _tree(path).body if isinstance(n, ast.FunctionDef) and n.name in names]
+    assert {f.name for f in fns} == set(names)
+    exec(compile(ast.Module(body=fns, type_ignores=[]), str(path), "exec"), scope)
+    return scope
+
+
+class _Exited:
+    def __init__(self, returncode: int) -> None:
+        self.returncode = returncode
+
+
+class _Context:
+    def __init__(self, is_shutdown: bool) -> None:
+        self.is_shutdown = is_shutdown
+
+
+def test_a_failed_planner_process_fails_the_launch_and_a_clean_exit_ends_it() -> None:
+    shutdown = object()
+    fns = _lift(PLANNER_LAUNCH, "_fail_launch", "_on_planner_exit", Shutdown=lambda reason: shutdown)
+    on_exit = fns["_on_planner_exit"]
+    for code in (1, -11):
+        with pytest.raises(RuntimeError, match=f"exited with code {code}"):
+            on_exit(_Exited(code), _Context(is_shutdown=False))
+    with pytest.raises(RuntimeError):  # killed (SIGKILL escalation) while the launch shuts down
+        on_exit(_Exited(-9), _Context(is_shutdown=True))
+    assert on_exit(_Exited(0), _Context(is_shutdown=False)) == [shutdown]
+    assert on_exit(_Exited(0), _Context(is_shutdown=True)) is None  # stopped by the launch itself
+
+
+def test_a_failed_replay_player_fails_the_launch() -> None:
+    fns = _lift(REPLAY_LAUNCH, "_after_player", EmitEvent=lambda event: ("emit", event),
+                Shutdown=lambda reason: reason)
+    with pytest.raises(RuntimeError, match="exited with code 2"):
+        fns["_after_player"](_Exited(2), _Context(is_shutdown=False))
+    assert fns["_after_player"](_Exited(0), _Context(is_shutdown=False)) == [("emit", "replay finished")]
 
 
 def test_launch_files_compile() -> None:
@@ -215,17 +259,66 @@ def test_replay_launch_loads_with_the_real_launch_api() -> None:
     assert {"bag", "out"} <= {a.name for a in ld.entities if isinstance(a, DeclareLaunchArgument)}
 
 
+def _installed_planner() -> None:
+    """Skip unless `ros2 run alpamayo_ros alpamayo_planner` would work (a colcon install space)."""
+    from ament_index_python.packages import PackageNotFoundError, get_package_prefix
+
+    try:
+        prefix = Path(get_package_prefix("alpamayo_ros"))
+    except PackageNotFoundError:
+        prefix = Path("/nonexistent")
+    if not (prefix / "lib" / "alpamayo_ros" / "alpamayo_planner").is_file():
+        pytest.skip("alpamayo_ros is not installed by colcon here (no lib/alpamayo_ros/alpamayo_planner)")
+
+
+def _run_planner_launch(launch, extra_actions: list, **arguments: str) -> tuple[int, list[int]]:
+    """Run planner.launch.py in a real LaunchService: its return code (what `ros2 launch` exits
+    with) and the planner process's exit codes."""
+    from launch.actions import IncludeLaunchDescription, RegisterEventHandler
+    from launch.event_handlers import OnProcessExit
+    from launch.launch_description_sources import PythonLaunchDescriptionSource
+
+    exits: list[int] = []
+    service = launch.LaunchService()
+    service.include_launch_description(launch.LaunchDescription([
+        RegisterEventHandler(OnProcessExit(on_exit=lambda event, context: exits.append(event.returncode))),
+        *extra_actions,
+        IncludeLaunchDescription(PythonLaunchDescriptionSource(str(PLANNER_LAUNCH)),
+                                 launch_arguments=arguments.items()),
+    ]))
+    return service.run(), exits
+
+
+def test_a_failed_configure_fails_the_real_launch(tmp_path: Path) -> None:
+    launch = _real_launch()
+    _installed_planner()
+    code, exits = _run_planner_launch(launch, [], model_dir=str(tmp_path / "missing"))
+    assert code == 1, "a failed configure must fail `ros2 launch`"
+    assert exits == [0], "the planner itself was stopped cleanly by the failing launch"
+
+
+def test_an_active_planner_stops_cleanly_when_the_real_launch_shuts_down() -> None:
+    launch = _real_launch()
+    _installed_planner()
+    from launch.actions import RegisterEventHandler, Shutdown
+    from launch_ros.event_handlers import OnStateTransition
+
+    from alpamayo_ros.runtime.tiny_model import default_tiny_model_dir
+
+    stop_when_active = RegisterEventHandler(OnStateTransition(
+        goal_state="active", entities=[Shutdown(reason="planner reached active")]))
+    code, exits = _run_planner_launch(launch, [stop_when_active], backend="kinematic",
+                                      model_dir=str(default_tiny_model_dir()))
+    assert (code, exits) == (0, [0])
+
+
 def test_params_file_is_rekeyed_for_a_namespace(tmp_path: Path) -> None:
     """_namespaced_params_file runs here: it is pure Python (yaml), lifted out of the launch file."""
     import tempfile
 
     import yaml
 
-    tree = _tree(PLANNER_LAUNCH)
-    fn = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "_namespaced_params_file")
-    scope: dict = {"yaml": yaml, "tempfile": tempfile}
-    exec(compile(ast.Module(body=[fn], type_ignores=[]), str(PLANNER_LAUNCH), "exec"), scope)
-    rekey = scope["_namespaced_params_file"]
+    rekey = _lift(PLANNER_LAUNCH, "_namespaced_params_file", yaml=yaml, tempfile=tempfile)["_namespaced_params_file"]
     src = tmp_path / "p.yaml"
     src.write_text("alpamayo_planner:\n  ros__parameters:\n    rate_hz: 5.0\nother:\n  ros__parameters: {a: 1}\n")
     assert rekey(str(src), "", "alpamayo_planner") == str(src)  # no namespace: the file as is
