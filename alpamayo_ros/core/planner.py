@@ -6,10 +6,11 @@ drives the car. A tick is (DESIGN.md §2):
     select frames at t0 → model inputs (cached preprocessing, prompt, positions, history tokens)
     → backend.infer (vision, prefill, decode, expert) → action_to_traj → gates → scores → selection
 
-t0 policy: the newest time at which every camera fills its 4 slots (``FrameStore.latest_common_t0``)
-and odometry reaches it. When odometry lags the cameras, t0 moves back to the newest odometry stamp
-(the history must end exactly at t0; nothing is extrapolated); a lag larger than
-``max_pose_age_s`` is reported as ``stale_odometry`` instead.
+t0 policy: the newest camera stamp at which every camera fills its 4 slots with the latest frame at or
+before each slot target (``FrameStore.latest_common_t0``; the newest frame of every camera is at or
+before t0) and odometry reaches it. When odometry lags the cameras, t0 moves back to the newest such
+stamp at or before the newest odometry stamp (the history must end exactly at t0; nothing is
+extrapolated); a lag larger than ``max_pose_age_s`` is reported as ``stale_odometry`` instead.
 
 Threading: producers (image/odometry callbacks) call ``add_*`` from any thread; one worker calls
 ``plan``. The buffers have their own locks; image preprocessing runs outside any lock.
@@ -31,7 +32,7 @@ from numpy.typing import ArrayLike
 from .action_space import ActionSpaceConfig, action_to_traj, denormalize_action, estimate_v0
 from .backend import BackendIdentity, SamplingRequest, TrajectoryBackend
 from .egomotion import EgoHistory, HistoryUnavailable, PoseBuffer, PoseRejected, Reason
-from .frames import FrameSelectionConfig, FrameSelectionError, FrameStore
+from .frames import MAX_LOOKAHEAD_S, FrameSelectionConfig, FrameSelectionError, FrameStore
 from .gates import GateResult, InputGateConfig, OutputGateConfig, check_input, check_output
 from .geometry import yaw_from_rotmat
 from .history_tokens import HistoryTokenizerConfig, history_token_ids
@@ -65,7 +66,8 @@ class PlannerConfig:
     camera_ids: tuple[int, ...] = (0, 1, 2, 6)  # model camera ids, in model order
     sampling: SamplingRequest = field(default_factory=SamplingRequest)
     seed_policy: str = "per_tick"  # "fixed": the same seed every tick; "per_tick": derived from t0
-    frame_tolerance_s: float = 0.05  # a frame must lie within this of its slot time
+    frame_tolerance_s: float = 0.05  # a frame may be at most this much older than its slot time
+    frame_lookahead_s: float = 0.002  # a frame this far after its slot time counts as at it (0 = reference)
     max_camera_skew_s: float = 0.1  # spread of one slot's frames across cameras
     max_pose_age_s: float = 0.1  # how far odometry may lag the cameras' t0
     gates_enabled: bool = True
@@ -84,6 +86,8 @@ class PlannerConfig:
                      "max_odometry_gap_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if not 0.0 <= self.frame_lookahead_s <= MAX_LOOKAHEAD_S:
+            raise ValueError(f"frame_lookahead_s must be in [0, {MAX_LOOKAHEAD_S}] s, got {self.frame_lookahead_s}")
 
 
 @dataclass
@@ -172,7 +176,8 @@ class Planner:
         self.history_tokens = history_tokens
         self.config = config
         self.frames = FrameStore(inputs.inputs, FrameSelectionConfig(
-            slot_tolerance_s=config.frame_tolerance_s, max_skew_s=config.max_camera_skew_s))
+            slot_tolerance_s=config.frame_tolerance_s, max_skew_s=config.max_camera_skew_s,
+            lookahead_s=config.frame_lookahead_s))
         # Keep enough odometry for the 1.5 s history plus replay scoring look-ups.
         self.poses = PoseBuffer(max_duration_s=10.0, max_gap_s=config.max_odometry_gap_s)
         self._frames_lock = threading.Lock()
@@ -243,7 +248,11 @@ class Planner:
                 raise TickNotReady("stale_odometry", f"odometry ends {lag * 1e3:.0f} ms before the cameras' "
                                    f"newest common time (limit {self.config.max_pose_age_s * 1e3:.0f} ms)",
                                    {"lag_s": lag})
-            return odom_ns
+            t0 = self.frames.latest_common_t0(not_after_ns=odom_ns)
+            if t0 is None:
+                raise TickNotReady("no_common_t0", f"no camera stamp at or before the newest odometry ({odom:.3f} s) "
+                                   "at which every camera fills every slot", {"lag_s": lag})
+            return t0
 
     def plan(self, t0: float | None = None) -> PlanResult:
         """Run one tick at t0 (default: ``latest_ready_t0()``). Raises TickNotReady."""

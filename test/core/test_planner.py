@@ -139,6 +139,48 @@ def test_odometry_lag_moves_t0_back_and_large_lag_is_stale(model_dir) -> None:
     assert exc.value.code == "stale_odometry"
 
 
+def test_skewed_10hz_cameras_keep_their_newest_frames_when_odometry_lags(model_dir) -> None:
+    """Synchronised 10 Hz cameras a few ms apart: t0 is a camera stamp at which every camera's newest
+    frame is at or before it, bounded by the newest odometry; no camera loses a slot to the previous period."""
+    planner, backend = make(model_dir)
+    offsets = {0: 0.003, 1: 0.0, 2: 0.005, 6: 0.001}  # the demo bag's trigger offsets
+    img = np.zeros((180, 320, 3), np.uint8)
+    for i in range(21):
+        for cam, off in offsets.items():
+            planner.add_image(cam, i / 10 + off, img)
+    q = np.array([0.0, 0.0, 0.0, 1.0])
+    for i in range(101):  # 50 Hz odometry up to 2.0 s: 5 ms behind camera 2's newest frame
+        planner.add_odometry(i / 50, np.array([SPEED * i / 50, 0.0, 0.0]), q)
+    assert planner.latest_ready_t0() == pytest.approx(1.905)  # the newest tick the odometry covers
+    planner.add_odometry(2.02, np.array([SPEED * 2.02, 0.0, 0.0]), q)
+    assert planner.latest_ready_t0() == pytest.approx(2.005)
+    planner.plan()
+    inputs, _ = backend.calls[-1]
+    assert [im.key for im in inputs.images] == [
+        (cam, round((t + offsets[cam]) * 1e9)) for cam in CAMS for t in (1.7, 1.8, 1.9, 2.0)]
+
+
+def test_frame_lookahead_is_configurable(model_dir) -> None:
+    planner, _ = make(model_dir)
+    assert planner.frames.cfg.lookahead_s == PlannerConfig().frame_lookahead_s == 0.002
+    exact, _ = make(model_dir, frame_lookahead_s=0.0)
+    assert exact.frames.cfg.lookahead_s == 0.0
+    img = np.zeros((180, 320, 3), np.uint8)
+    for p in (planner, exact):
+        for i in range(21):
+            for cam in CAMS:
+                p.add_image(cam, i / 10 + (0.001 if (cam, i) == (1, 19) else 0.0), img)  # one frame 1 ms late
+        for i in range(101):
+            p.add_odometry(i / 50, np.array([SPEED * i / 50, 0.0, 0.0]), np.array([0.0, 0.0, 0.0, 1.0]))
+    assert planner.latest_ready_t0() == pytest.approx(2.0)
+    # lookahead 0 (the reference's rule): the late frame is after its slot, so t0 = 2.0 cannot be formed
+    with pytest.raises(TickNotReady) as exc:
+        exact.plan(2.0)
+    assert exc.value.code == "slot_out_of_tolerance" and exc.value.details["camera_id"] == 1
+    with pytest.raises(ValueError, match="frame_lookahead_s"):
+        PlannerConfig(frame_lookahead_s=-0.001)
+
+
 def test_missing_camera_is_named(model_dir) -> None:
     planner, _ = make(model_dir)
     drive(planner, 2.0, cameras=(0, 1, 6))
