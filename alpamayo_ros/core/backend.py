@@ -48,7 +48,10 @@ class BackendOutput:
 
     actions: np.ndarray  # float32 (K, n_waypoints, 2): normalized (acceleration, curvature)
     reasoning: list[str]  # chain-of-causation text per candidate
-    generated_ids: list[list[int]] = field(default_factory=list)  # sampled token ids per candidate
+    # Generated ids per candidate as the reference returns them: every token after the first
+    # <|traj_future_start|> is pad (the KV cache the expert read holds the sampled tokens); reasoning is
+    # extracted from these ids.
+    generated_ids: list[list[int]] = field(default_factory=list)
     timings_s: dict[str, float] = field(default_factory=dict)  # stage -> seconds (vision, prefill, ...)
     counters: dict[str, int] = field(default_factory=dict)  # e.g. images_encoded, prefill_calls
 

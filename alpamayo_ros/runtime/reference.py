@@ -19,7 +19,7 @@ from alpamayo_ros.core.action_space import ActionSpaceConfig, action_to_traj
 from alpamayo_ros.core.backend import SamplingRequest
 from alpamayo_ros.core.flow_matching import FlowMatchingSampler, make_noise
 from alpamayo_ros.core.rope import decode_positions, expert_offsets, expert_positions_and_mask
-from alpamayo_ros.core.sampling import extract_reasoning
+from alpamayo_ros.core.sampling import extract_reasoning, replace_padding_after_eos
 from alpamayo_ros.runtime.modeling.attention import causal_mask
 from alpamayo_ros.runtime.orchestrator import make_stop_rule, sample_next, sampling_rng
 
@@ -34,7 +34,7 @@ Cache = list[tuple[torch.Tensor, torch.Tensor]]  # per layer (B, Hkv, L, D)
 @dataclass
 class ReferenceResult:
     reasoning: list[str]  # K texts
-    token_ids: np.ndarray  # (rows, n) generated ids (pad after a row finished), rows = K or 1
+    token_ids: np.ndarray  # (rows, n) generated ids, pad after the first <|traj_future_start|>; rows = K or 1
     actions: np.ndarray  # (K, W, 2) normalized
     xyz: np.ndarray  # (K, W, 3) ego frame at t0
     rot: np.ndarray  # (K, W, 3, 3)
@@ -113,8 +113,9 @@ def sample_trajectories(
     while not rule.stopped:
         step_logits, cache = _decode_step(model, out[-1], p + len(out) - 1 + delta, cache)
         out.append(rule.step(sample_next(step_logits.numpy(), request, lay, rng)))
-    tokens = np.stack(out, axis=1)
-    seqs = np.concatenate([np.broadcast_to(prompt, (rows, p)), tokens], axis=1)
+    tokens = np.stack(out, axis=1)  # fed to the decoder: the cache holds them
+    seqs = replace_padding_after_eos(np.concatenate([np.broadcast_to(prompt, (rows, p)), tokens], axis=1),
+                                     lay.traj_future_start, lay.pad)  # the reference's returned sequences
     offsets, _ = expert_offsets(seqs, lay.traj_future_start)
     cache_len = seqs.shape[1] - 1
     # rows without <|traj_future_start|> get offset len(seq) = cache_len + 1: nothing is masked
@@ -132,7 +133,8 @@ def sample_trajectories(
     actions = x.numpy()
     xyz, rot = action_to_traj(actions, hist_xyz, hist_rot, action_space)
     head = tokenizer.decode(prompt[-64:])
-    texts = [extract_reasoning(head + tokenizer.decode(row)) for row in tokens]
+    generated = seqs[:, p:]
+    texts = [extract_reasoning(head + tokenizer.decode(row)) for row in generated]
     if rows != k:
         texts = texts * k
-    return ReferenceResult(texts, tokens, actions, np.asarray(xyz), np.asarray(rot))
+    return ReferenceResult(texts, generated, actions, np.asarray(xyz), np.asarray(rot))

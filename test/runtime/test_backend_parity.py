@@ -44,6 +44,10 @@ def test_seeded_sampling_identical_tokens_text_and_trajectories(torch_backend, o
     ref = _reference(torch_backend, synthetic, tick, req, noise)
     assert a.generated_ids == b.generated_ids == ref.token_ids.tolist()
     assert len({tuple(r) for r in a.generated_ids}) > 1  # candidates sample their own reasoning
+    lay = torch_backend.orchestrator.config.layout  # the reference returns pad after <|traj_future_start|>
+    ends = [(r, int(np.flatnonzero(r == lay.traj_future_start)[0])) for r in ref.token_ids if lay.traj_future_start in r]
+    assert len(ends) > 1 and min(e for _, e in ends) < ref.token_ids.shape[1] - 2  # rows ended at different steps
+    assert all((r[e + 1:] == lay.pad).all() for r, e in ends)
     for out in (a, b):  # same orchestration on both executors
         assert out.counters["prefill_calls"] == 1 and out.counters["prefix_kv_copies"] == 0
         assert out.counters["decode_calls"] == len(out.generated_ids[0]) - 1
