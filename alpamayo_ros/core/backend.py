@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
+from .action_space import Normalization
+
 if TYPE_CHECKING:
     from alpamayo_ros.core.model_inputs import ModelInputs
 
@@ -60,6 +62,9 @@ class BackendOutput:
 class BackendIdentity:
     name: str  # torch | onnxruntime | tensorrt | kinematic
     model_id: str  # model directory name + config hash; ends up in TrajectoryCandidates.model_id
+    # The constants the model's actions are normalised with (checkpoint buffers, or what the export
+    # recorded, or config.json bf16-rounded); None: the backend does not know (the Planner uses config.json).
+    normalization: Normalization | None = None
 
 
 @runtime_checkable

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from .action_space import ActionSpaceConfig, action_to_traj, denormalize_action, estimate_v0
+from .action_space import ActionSpaceConfig, Normalization, action_to_traj, denormalize_action, estimate_v0
 from .backend import BackendIdentity, SamplingRequest, TrajectoryBackend
 from .egomotion import EgoHistory, HistoryUnavailable, PoseBuffer, PoseRejected, Reason
 from .frames import MAX_LOOKAHEAD_S, FrameSelectionConfig, FrameSelectionError, FrameStore
@@ -41,11 +41,15 @@ from .model_config import ModelInputConfig, load_model_dir_config
 from .model_inputs import build_model_inputs
 from .tokenizer import AlpamayoTokenizer
 
-__all__ = ["PlanResult", "Planner", "PlannerConfig", "TickNotReady", "build_planner", "consensus_scores"]
+__all__ = ["NORMALIZATION_CHOICES", "PlanResult", "Planner", "PlannerConfig", "TickNotReady", "build_planner",
+           "choose_normalization", "consensus_scores"]
 
 log = logging.getLogger(__name__)
 NS = 1_000_000_000
 SEED_POLICIES = ("fixed", "per_tick")
+# auto: the backend's constants (its checkpoint's action_space buffers, or what its export recorded),
+# else config.json bf16-rounded; config_bf16 / config: config.json rounded as the release stores it / nominal.
+NORMALIZATION_CHOICES = ("auto", "config_bf16", "config")
 # A backwards odometry stamp within this window is a reordered message (dropped), beyond it a
 # time jump (clock reset, bag loop) that the caller answers with reset().
 _OUT_OF_ORDER_WINDOW_S = 0.2
@@ -71,7 +75,7 @@ class PlannerConfig:
     max_camera_skew_s: float = 0.1  # spread of one slot's frames across cameras
     max_pose_age_s: float = 0.1  # how far odometry may lag the cameras' t0
     gates_enabled: bool = True
-    use_bf16_constants: bool = False  # the released checkpoint's bf16-rounded normalization (spec §6.1)
+    normalization_constants: str = "auto"  # where the action de-normalisation comes from (NORMALIZATION_CHOICES)
     consensus_scale_m: float = 2.0  # distance scale of the consensus score (see consensus_scores)
     max_odometry_gap_s: float = 0.3
     input_gate: InputGateConfig = field(default_factory=InputGateConfig)
@@ -80,6 +84,9 @@ class PlannerConfig:
     def __post_init__(self) -> None:
         if self.seed_policy not in SEED_POLICIES:
             raise ValueError(f"seed_policy must be one of {SEED_POLICIES}, got {self.seed_policy!r}")
+        if self.normalization_constants not in NORMALIZATION_CHOICES:
+            raise ValueError(f"normalization_constants must be one of {NORMALIZATION_CHOICES}, "
+                             f"got {self.normalization_constants!r}")
         if len(set(self.camera_ids)) != len(self.camera_ids) or not self.camera_ids:
             raise ValueError(f"camera_ids must be distinct and non-empty, got {self.camera_ids}")
         for name in ("frame_tolerance_s", "max_camera_skew_s", "max_pose_age_s", "consensus_scale_m",
@@ -164,7 +171,7 @@ class Planner:
 
     def __init__(self, backend: TrajectoryBackend, tokenizer: AlpamayoTokenizer, inputs: ModelInputConfig,
                  action_space: ActionSpaceConfig, history_tokens: HistoryTokenizerConfig,
-                 config: PlannerConfig) -> None:
+                 config: PlannerConfig, normalization: Normalization | None = None) -> None:
         model_cams = tuple(inputs.inputs.camera_ids)
         if tuple(config.camera_ids) != model_cams:
             raise ValueError(f"the configured cameras {list(config.camera_ids)} are not the model's cameras "
@@ -172,7 +179,9 @@ class Planner:
         self.backend = backend
         self.tokenizer = tokenizer
         self.inputs = inputs
-        self.action_space = action_space
+        # the constants every trajectory is de-normalised with, and their source (diagnostics)
+        self.normalization = normalization or action_space.normalization("explicit")
+        self.action_space = action_space.with_normalization(self.normalization)
         self.history_tokens = history_tokens
         self.config = config
         self.frames = FrameStore(inputs.inputs, FrameSelectionConfig(
@@ -348,9 +357,24 @@ def build_planner(backend: TrajectoryBackend, model_dir: str | Path, config: Pla
     if inputs.layout != tokenizer.layout:
         raise ValueError(f"{model_dir}: the token ids in config.json disagree with tokenizer.json "
                          f"(config: {inputs.layout}, tokenizer: {tokenizer.layout}); re-run prepare-tokenizer")
-    action_space = ActionSpaceConfig.from_model_config(cfg, bf16_constants=config.use_bf16_constants)
+    action_space = ActionSpaceConfig.from_model_config(cfg)
+    normalization = choose_normalization(backend.identity, action_space, config.normalization_constants)
     history_tokens = HistoryTokenizerConfig.from_model_config(cfg)
-    return Planner(backend, tokenizer, inputs, action_space, history_tokens, config)
+    return Planner(backend, tokenizer, inputs, action_space, history_tokens, config, normalization)
+
+
+def choose_normalization(identity: BackendIdentity, nominal: ActionSpaceConfig, choice: str) -> Normalization:
+    """The de-normalisation constants of ``choice`` (PlannerConfig.normalization_constants).
+
+    auto is the reference's behaviour: the checkpoint's ``action_space.*`` buffers, which the backend
+    reports (read from its weights, or recorded in its ONNX / engine manifest at export); a backend that
+    reports none gets config.json rounded to bf16, as the released checkpoint stores the values.
+    """
+    if choice == "config":
+        return nominal.normalization("config")
+    if choice == "auto" and identity.normalization is not None:
+        return identity.normalization
+    return nominal.bf16_rounded().normalization("config_bf16")
 
 
 def load_model_tokenizer(model_dir: Path, cfg: dict[str, Any]) -> AlpamayoTokenizer:

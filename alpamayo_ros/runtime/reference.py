@@ -15,7 +15,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from alpamayo_ros.core.action_space import ActionSpaceConfig, action_to_traj
+from alpamayo_ros.core.action_space import (
+    NORMALIZATION_KEYS,
+    ActionSpaceConfig,
+    Normalization,
+    action_to_traj,
+)
 from alpamayo_ros.core.backend import SamplingRequest
 from alpamayo_ros.core.flow_matching import FlowMatchingSampler, make_noise
 from alpamayo_ros.core.rope import decode_positions, expert_offsets, expert_positions_and_mask
@@ -99,7 +104,11 @@ def sample_trajectories(
     noise: np.ndarray | None = None,
     action_space: ActionSpaceConfig | None = None,
 ) -> ReferenceResult:
-    """Spec appendix: prefill, K sampled reasonings, 10 Euler steps of the expert, action_to_traj."""
+    """Spec appendix: prefill, K sampled reasonings, 10 Euler steps of the expert, action_to_traj.
+
+    The actions are de-normalised with ``action_space``, by default with the model's ``action_space.*``
+    buffers, as the reference does.
+    """
     request = request or SamplingRequest()
     cfg, lay = model.config, model.config.layout
     k = request.num_candidates
@@ -131,10 +140,17 @@ def sample_trajectories(
     for t, dt in FlowMatchingSampler(request.num_diffusion_steps).steps():
         x = x + dt * _expert(model, cache, x, t, pos_t, mask_t)
     actions = x.numpy()
-    xyz, rot = action_to_traj(actions, hist_xyz, hist_rot, action_space)
+    xyz, rot = action_to_traj(actions, hist_xyz, hist_rot, action_space or buffer_action_space(model))
     head = tokenizer.decode(prompt[-64:])
     generated = seqs[:, p:]
     texts = [extract_reasoning(head + tokenizer.decode(row)) for row in generated]
     if rows != k:
         texts = texts * k
     return ReferenceResult(texts, generated, actions, np.asarray(xyz), np.asarray(rot))
+
+
+def buffer_action_space(model: AlpamayoR1) -> ActionSpaceConfig:
+    """The action space de-normalised with the model's ``action_space.*`` buffers (loaded from the checkpoint)."""
+    values = [float(getattr(model.action_space, k)) for k in NORMALIZATION_KEYS]
+    return ActionSpaceConfig(n_waypoints=model.config.n_waypoints).with_normalization(
+        Normalization(*values, source="checkpoint"))
