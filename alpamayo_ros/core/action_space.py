@@ -150,13 +150,9 @@ class ActionSpaceConfig:
         return cls().bf16_rounded()
 
     def bf16_rounded(self) -> ActionSpaceConfig:
-        return dataclasses.replace(
-            self,
-            accel_mean=bf16_round(self.accel_mean),
-            accel_std=bf16_round(self.accel_std),
-            curvature_mean=bf16_round(self.curvature_mean),
-            curvature_std=bf16_round(self.curvature_std),
-        )
+        return self.with_normalization(Normalization(
+            bf16_round(self.accel_mean), bf16_round(self.accel_std), bf16_round(self.curvature_mean),
+            bf16_round(self.curvature_std), source="config_bf16"))
 
     def normalization(self, source: str) -> Normalization:
         """This config's four constants, labelled with where they came from."""
