@@ -23,7 +23,9 @@ from numpy.typing import ArrayLike, NDArray
 from .geometry import rot_z, unwrap_angle, yaw_from_rotmat
 
 __all__ = [
+    "NORMALIZATION_KEYS",
     "ActionSpaceConfig",
+    "Normalization",
     "action_to_traj",
     "bf16_round",
     "denormalize_action",
@@ -43,6 +45,49 @@ def bf16_round(x: float) -> float:
     b = int(np.array([x], dtype=np.float32).view(np.uint32)[0])
     b = (b + 0x7FFF + ((b >> 16) & 1)) & 0xFFFF0000
     return float(np.array([b], dtype=np.uint32).view(np.float32)[0])
+
+
+NORMALIZATION_KEYS = ("accel_mean", "accel_std", "curvature_mean", "curvature_std")
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """The four de-normalisation constants of the action space and where they came from (spec §6.1).
+
+    source: ``checkpoint`` (the weights' ``action_space.*`` buffers, as the reference loads them),
+    ``config_bf16`` (config.json rounded to bf16 as the released checkpoint stores them, for weights
+    without the buffers) or ``config`` (the nominal config.json values). ``recorded_in`` names the ONNX
+    or engine manifest they were read from when the model directory has no weights (recorded at
+    export/build time from the weights then at hand).
+    """
+
+    accel_mean: float
+    accel_std: float
+    curvature_mean: float
+    curvature_std: float
+    source: str
+    recorded_in: str = ""
+
+    def values(self) -> dict[str, float]:
+        return {k: float(getattr(self, k)) for k in NORMALIZATION_KEYS}
+
+    def to_record(self) -> dict[str, Any]:
+        """What an ONNX / engine manifest stores: the values and their source."""
+        return {**self.values(), "source": self.source}
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any], recorded_in: str) -> Normalization:
+        missing = [k for k in (*NORMALIZATION_KEYS, "source") if k not in record]
+        if missing:
+            raise ValueError(f"{recorded_in}: the normalization record lacks {missing}; re-export")
+        return cls(**{k: float(record[k]) for k in NORMALIZATION_KEYS}, source=str(record["source"]),
+                   recorded_in=recorded_in)
+
+    def describe(self) -> str:
+        """One line for logs and /diagnostics: source and values."""
+        where = f" (recorded in {self.recorded_in})" if self.recorded_in else ""
+        return (f"{self.source}{where}: accel {self.accel_mean:.9g} ± {self.accel_std:.9g} m/s², "
+                f"curvature {self.curvature_mean:.9g} ± {self.curvature_std:.9g} 1/m")
 
 
 @dataclass(frozen=True)
@@ -105,12 +150,22 @@ class ActionSpaceConfig:
         return cls().bf16_rounded()
 
     def bf16_rounded(self) -> ActionSpaceConfig:
+        return self.with_normalization(Normalization(
+            bf16_round(self.accel_mean), bf16_round(self.accel_std), bf16_round(self.curvature_mean),
+            bf16_round(self.curvature_std), source="config_bf16"))
+
+    def normalization(self, source: str) -> Normalization:
+        """This config's four constants, labelled with where they came from."""
+        return Normalization(self.accel_mean, self.accel_std, self.curvature_mean, self.curvature_std, source)
+
+    def with_normalization(self, constants: Normalization) -> ActionSpaceConfig:
+        """The same action space de-normalised with ``constants`` (e.g. the checkpoint's buffers)."""
         return dataclasses.replace(
             self,
-            accel_mean=bf16_round(self.accel_mean),
-            accel_std=bf16_round(self.accel_std),
-            curvature_mean=bf16_round(self.curvature_mean),
-            curvature_std=bf16_round(self.curvature_std),
+            accel_mean=float(constants.accel_mean),
+            accel_std=float(constants.accel_std),
+            curvature_mean=float(constants.curvature_mean),
+            curvature_std=float(constants.curvature_std),
         )
 
 

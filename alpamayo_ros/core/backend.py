@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
+from .action_space import Normalization
+
 if TYPE_CHECKING:
     from alpamayo_ros.core.model_inputs import ModelInputs
 
@@ -48,7 +50,10 @@ class BackendOutput:
 
     actions: np.ndarray  # float32 (K, n_waypoints, 2): normalized (acceleration, curvature)
     reasoning: list[str]  # chain-of-causation text per candidate
-    generated_ids: list[list[int]] = field(default_factory=list)  # sampled token ids per candidate
+    # Generated ids per candidate as the reference returns them: every token after the first
+    # <|traj_future_start|> is pad (the KV cache the expert read holds the sampled tokens); reasoning is
+    # extracted from these ids.
+    generated_ids: list[list[int]] = field(default_factory=list)
     timings_s: dict[str, float] = field(default_factory=dict)  # stage -> seconds (vision, prefill, ...)
     counters: dict[str, int] = field(default_factory=dict)  # e.g. images_encoded, prefill_calls
 
@@ -57,6 +62,9 @@ class BackendOutput:
 class BackendIdentity:
     name: str  # torch | onnxruntime | tensorrt | kinematic
     model_id: str  # model directory name + config hash; ends up in TrajectoryCandidates.model_id
+    # The constants the model's actions are normalised with (checkpoint buffers, or what the export
+    # recorded, or config.json bf16-rounded); None: the backend does not know (the Planner uses config.json).
+    normalization: Normalization | None = None
 
 
 @runtime_checkable

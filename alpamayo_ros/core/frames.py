@@ -1,19 +1,21 @@
 """Per-camera frame buffers and the frame selection of one tick (spec §1.1).
 
-A tick at t0 uses, for each camera in model order ([0, 1, 2, 6]), the buffered frame nearest to each
-slot target t0 − 0.3, −0.2, −0.1, 0 s (oldest first): 16 frames, camera-major, as the reference's
-nearest-video-frame decode does. Ties go to the older frame. A slot fails when its nearest frame is
-more than ``slot_tolerance_s`` (default 50 ms) from the target; a tick fails when one frame would fill
-two slots of a camera, or when the frames of one slot differ across cameras by more than
-``max_skew_s`` (default 100 ms). Camera rate does not matter: a 10, 15, 20 or 30 Hz camera always has
-a frame within half a period of every target.
+Frame rule (the reference's video decode, ``searchsorted(stamps, target, side="right") - 1``): a tick
+at t0 uses, for each camera in model order ([0, 1, 2, 6]), the **latest buffered frame stamped at or
+before** each slot target t0 − 0.3, −0.2, −0.1, 0 s (oldest first): 16 frames, camera-major. Real camera
+stamps jitter, so a frame up to ``lookahead_s`` (default 2 ms) after a target counts as at it; 0 gives
+the reference's rule exactly. A slot fails when its frame is more than ``slot_tolerance_s`` (default
+50 ms) older than the target or when no buffered frame is at or before it; a tick fails when one frame
+would fill two slots of a camera (a dropped frame, or a camera slower than the slot spacing), or when
+the frames of one slot differ across cameras by more than ``max_skew_s`` (default 100 ms).
 
-t0 policy. ``latest_common_t0()`` returns the latest t0 that all cameras can serve: it starts from
-the oldest of the cameras' newest stamps (the newest instant for which every camera has a frame at
-or after it), tries it and then older candidate stamps until ``select_tick`` succeeds. t0 is
-therefore a real camera stamp, and the planner clamps it further to the newest odometry stamp
-(history must end at t0) before calling ``select_tick(t0)``. Frames are kept for ``retention_s``
-(default 1 s) behind each camera's newest frame, and at most ``max_frames`` per camera.
+t0 policy. ``latest_common_t0()`` returns the latest buffered stamp at which every slot of every camera
+can be filled: it tries the newest stamp of all cameras first (so the newest frame of every camera is
+at or before t0, and hardware-synchronised cameras whose stamps differ by a few ms all use their
+newest frame) and walks back through older stamps until ``select_tick`` succeeds. t0 is therefore a
+real camera stamp; the planner bounds it by the newest odometry stamp (the history must end at t0).
+Frames are kept for ``retention_s`` (default 1 s) behind each camera's newest frame, and at most
+``max_frames`` per camera.
 
 Frames are stored already preprocessed (``PreprocessedFrame``, resized once on arrival), so each is
 reused by the 4 ticks that include it.
@@ -35,9 +37,10 @@ NS = 1_000_000_000
 class FrameSelectionError(RuntimeError):
     """A tick cannot be formed. ``code`` is machine-readable; the message names camera, slot and offset.
 
-    Codes: ``unknown_camera``, ``no_frames`` (a camera has nothing buffered), ``slot_out_of_tolerance``
-    (nearest frame too far from the slot target), ``frame_reused`` (one frame nearest to two slots),
-    ``camera_skew`` (a slot's frames too far apart across cameras), ``no_common_t0``.
+    Codes: ``unknown_camera``, ``no_frames`` (a camera has nothing buffered), ``no_frame_before_slot``
+    (every buffered frame of a camera is after a slot target), ``slot_out_of_tolerance`` (the latest frame
+    at or before a slot target is more than the tolerance older), ``frame_reused`` (one frame is the latest
+    for two slots), ``camera_skew`` (a slot's frames too far apart across cameras), ``no_common_t0``.
     """
 
     def __init__(self, code: str, message: str, camera_id: int | None = None, slot: int | None = None,
@@ -50,16 +53,23 @@ class FrameSelectionError(RuntimeError):
         self.error_s = error_s
 
 
+MAX_LOOKAHEAD_S = 0.02  # a lookahead this large would let a 30 Hz camera's next frame fill a slot
+
+
 @dataclass(frozen=True)
 class FrameSelectionConfig:
-    slot_tolerance_s: float = 0.05
+    slot_tolerance_s: float = 0.05  # how much older than its slot target a frame may be
     max_skew_s: float = 0.1
     retention_s: float = 1.0
     max_frames: int = 64
+    lookahead_s: float = 0.002  # a frame this far after a slot target counts as at it (0 = the reference)
 
     def __post_init__(self) -> None:
         if self.slot_tolerance_s <= 0 or self.max_skew_s <= 0 or self.retention_s <= 0 or self.max_frames < 1:
             raise ValueError(f"frame selection settings must be positive: {self}")
+        if not 0.0 <= self.lookahead_s <= MAX_LOOKAHEAD_S:
+            raise ValueError(f"lookahead_s must be in [0, {MAX_LOOKAHEAD_S}] s (stamp jitter, a few ms), "
+                             f"got {self.lookahead_s}")
 
 
 @dataclass(frozen=True)
@@ -132,17 +142,10 @@ class FrameBuffer:
             del self._stamps[:drop]
             del self._frames[:drop]
 
-    def nearest(self, target_ns: int) -> PreprocessedFrame | None:
-        """Frame nearest to ``target_ns``; ties go to the older frame."""
-        if not self._stamps:
-            return None
-        i = bisect.bisect_left(self._stamps, target_ns)
-        if i == 0:
-            return self._frames[0]
-        if i == len(self._stamps):
-            return self._frames[-1]
-        before, after = self._stamps[i - 1], self._stamps[i]
-        return self._frames[i - 1] if target_ns - before <= after - target_ns else self._frames[i]
+    def latest_at_or_before(self, target_ns: int) -> PreprocessedFrame | None:
+        """The latest frame stamped at or before ``target_ns`` (None if every frame is after it)."""
+        i = bisect.bisect_right(self._stamps, target_ns)
+        return self._frames[i - 1] if i else None
 
     def clear(self) -> None:
         self._stamps.clear()
@@ -185,7 +188,6 @@ class FrameStore:
 
     def _select_tick(self, t0_ns: int) -> TickSelection:
         offsets = self.inputs.frame_offsets_s()
-        tol_ns = round(self.cfg.slot_tolerance_s * NS)
         chosen: list[PreprocessedFrame] = []
         for cam in self.inputs.camera_ids:
             buf = self.buffers[cam]
@@ -193,26 +195,37 @@ class FrameStore:
                 raise FrameSelectionError("no_frames", f"camera {cam} has no frames buffered", camera_id=cam)
             prev: PreprocessedFrame | None = None
             for slot, off in enumerate(offsets):
-                target = t0_ns + round(off * NS)
-                f = buf.nearest(target)
-                assert f is not None
-                err = f.stamp_ns - target
-                if abs(err) > tol_ns:
-                    raise FrameSelectionError(
-                        "slot_out_of_tolerance",
-                        f"camera {cam} slot {slot} (t0{off:+.3f} s): nearest frame is {err / NS * 1e3:+.1f} ms off "
-                        f"(tolerance ±{self.cfg.slot_tolerance_s * 1e3:.0f} ms)",
-                        camera_id=cam, slot=slot, offset_s=off, error_s=err / NS)
+                f = self._slot_frame(buf, slot, off, t0_ns + round(off * NS))
                 if prev is not None and f.stamp_ns == prev.stamp_ns:
+                    err = (f.stamp_ns - t0_ns - round(off * NS)) / NS
                     raise FrameSelectionError(
-                        "frame_reused", f"camera {cam} slot {slot} (t0{off:+.3f} s): the frame at "
-                        f"{err / NS * 1e3:+.1f} ms is also nearest to slot {slot - 1}; camera rate too low",
-                        camera_id=cam, slot=slot, offset_s=off, error_s=err / NS)
+                        "frame_reused", f"camera {cam} slot {slot} (t0{off:+.3f} s): the frame at {err * 1e3:+.1f} ms "
+                        f"is also the latest for slot {slot - 1}: a dropped frame, or the camera is slower than "
+                        f"the slot spacing", camera_id=cam, slot=slot, offset_s=off, error_s=err)
                 chosen.append(f)
                 prev = f
         sel = TickSelection(t0_ns, tuple(self.inputs.camera_ids), offsets, tuple(chosen))
         self._check_skew(sel)
         return sel
+
+    def _slot_frame(self, buf: FrameBuffer, slot: int, off: float, target: int) -> PreprocessedFrame:
+        """The latest frame at or before ``target`` (+ lookahead), at most the tolerance older."""
+        cam, cfg = buf.camera_id, self.cfg
+        f = buf.latest_at_or_before(target + round(cfg.lookahead_s * NS))
+        if f is None:
+            first = (buf.stamps_ns[0] - target) / NS
+            raise FrameSelectionError(
+                "no_frame_before_slot", f"camera {cam} slot {slot} (t0{off:+.3f} s): no frame at or before the slot "
+                f"target; the oldest buffered frame is {first * 1e3:+.1f} ms after it",
+                camera_id=cam, slot=slot, offset_s=off, error_s=first)
+        err = (f.stamp_ns - target) / NS
+        if -err > cfg.slot_tolerance_s:
+            raise FrameSelectionError(
+                "slot_out_of_tolerance",
+                f"camera {cam} slot {slot} (t0{off:+.3f} s): the latest frame at or before the target is "
+                f"{err * 1e3:+.1f} ms off (tolerance {cfg.slot_tolerance_s * 1e3:.0f} ms older)",
+                camera_id=cam, slot=slot, offset_s=off, error_s=err)
+        return f
 
     def _check_skew(self, sel: TickSelection) -> None:
         n = len(sel.offsets_s)
@@ -228,7 +241,11 @@ class FrameStore:
                     camera_id=hi.camera_id, slot=slot, offset_s=sel.offsets_s[slot], error_s=skew)
 
     def latest_common_t0(self, not_after_ns: int | None = None, max_candidates: int = 64) -> int | None:
-        """Latest t0 (a buffered stamp, ≤ ``not_after_ns`` if given) for which ``select_tick`` succeeds."""
+        """Latest t0 (a buffered stamp, ≤ ``not_after_ns`` if given) for which ``select_tick`` succeeds.
+
+        The first candidate is the newest stamp of all cameras, so that the newest frame of every camera
+        is at or before t0; older stamps are tried until a tick can be formed.
+        """
         with self._lock:
             return self._latest_common_t0(not_after_ns, max_candidates)
 
@@ -236,7 +253,7 @@ class FrameStore:
         latest = [b.latest_stamp_ns for b in self.buffers.values()]
         if any(s is None for s in latest):
             return None
-        limit = min(s for s in latest if s is not None)
+        limit = max(s for s in latest if s is not None)
         if not_after_ns is not None:
             limit = min(limit, not_after_ns)
         candidates = sorted({s for b in self.buffers.values() for s in b.stamps_ns if s <= limit}, reverse=True)
@@ -262,7 +279,7 @@ class FrameStore:
         empty = [c for c, s in latest.items() if s is None]
         if empty:
             return f"cameras {empty} have no frames"
-        t0 = min(s for s in latest.values() if s is not None)
+        t0 = max(s for s in latest.values() if s is not None)
         if not_after_ns is not None:
             t0 = min(t0, not_after_ns)
         try:

@@ -6,10 +6,11 @@ drives the car. A tick is (DESIGN.md §2):
     select frames at t0 → model inputs (cached preprocessing, prompt, positions, history tokens)
     → backend.infer (vision, prefill, decode, expert) → action_to_traj → gates → scores → selection
 
-t0 policy: the newest time at which every camera fills its 4 slots (``FrameStore.latest_common_t0``)
-and odometry reaches it. When odometry lags the cameras, t0 moves back to the newest odometry stamp
-(the history must end exactly at t0; nothing is extrapolated); a lag larger than
-``max_pose_age_s`` is reported as ``stale_odometry`` instead.
+t0 policy: the newest camera stamp at which every camera fills its 4 slots with the latest frame at or
+before each slot target (``FrameStore.latest_common_t0``; the newest frame of every camera is at or
+before t0) and odometry reaches it. When odometry lags the cameras, t0 moves back to the newest such
+stamp at or before the newest odometry stamp (the history must end exactly at t0; nothing is
+extrapolated); a lag larger than ``max_pose_age_s`` is reported as ``stale_odometry`` instead.
 
 Threading: producers (image/odometry callbacks) call ``add_*`` from any thread; one worker calls
 ``plan``. The buffers have their own locks; image preprocessing runs outside any lock.
@@ -28,10 +29,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from .action_space import ActionSpaceConfig, action_to_traj, denormalize_action, estimate_v0
+from .action_space import ActionSpaceConfig, Normalization, action_to_traj, denormalize_action, estimate_v0
 from .backend import BackendIdentity, SamplingRequest, TrajectoryBackend
 from .egomotion import EgoHistory, HistoryUnavailable, PoseBuffer, PoseRejected, Reason
-from .frames import FrameSelectionConfig, FrameSelectionError, FrameStore
+from .frames import MAX_LOOKAHEAD_S, FrameSelectionConfig, FrameSelectionError, FrameStore
 from .gates import GateResult, InputGateConfig, OutputGateConfig, check_input, check_output
 from .geometry import yaw_from_rotmat
 from .history_tokens import HistoryTokenizerConfig, history_token_ids
@@ -40,11 +41,15 @@ from .model_config import ModelInputConfig, load_model_dir_config
 from .model_inputs import build_model_inputs
 from .tokenizer import AlpamayoTokenizer
 
-__all__ = ["PlanResult", "Planner", "PlannerConfig", "TickNotReady", "build_planner", "consensus_scores"]
+__all__ = ["NORMALIZATION_CHOICES", "PlanResult", "Planner", "PlannerConfig", "TickNotReady", "build_planner",
+           "choose_normalization", "consensus_scores"]
 
 log = logging.getLogger(__name__)
 NS = 1_000_000_000
 SEED_POLICIES = ("fixed", "per_tick")
+# auto: the backend's constants (its checkpoint's action_space buffers, or what its export recorded),
+# else config.json bf16-rounded; config_bf16 / config: config.json rounded as the release stores it / nominal.
+NORMALIZATION_CHOICES = ("auto", "config_bf16", "config")
 # A backwards odometry stamp within this window is a reordered message (dropped), beyond it a
 # time jump (clock reset, bag loop) that the caller answers with reset().
 _OUT_OF_ORDER_WINDOW_S = 0.2
@@ -65,11 +70,12 @@ class PlannerConfig:
     camera_ids: tuple[int, ...] = (0, 1, 2, 6)  # model camera ids, in model order
     sampling: SamplingRequest = field(default_factory=SamplingRequest)
     seed_policy: str = "per_tick"  # "fixed": the same seed every tick; "per_tick": derived from t0
-    frame_tolerance_s: float = 0.05  # a frame must lie within this of its slot time
+    frame_tolerance_s: float = 0.05  # a frame may be at most this much older than its slot time
+    frame_lookahead_s: float = 0.002  # a frame this far after its slot time counts as at it (0 = reference)
     max_camera_skew_s: float = 0.1  # spread of one slot's frames across cameras
     max_pose_age_s: float = 0.1  # how far odometry may lag the cameras' t0
     gates_enabled: bool = True
-    use_bf16_constants: bool = False  # the released checkpoint's bf16-rounded normalization (spec §6.1)
+    normalization_constants: str = "auto"  # where the action de-normalisation comes from (NORMALIZATION_CHOICES)
     consensus_scale_m: float = 2.0  # distance scale of the consensus score (see consensus_scores)
     max_odometry_gap_s: float = 0.3
     input_gate: InputGateConfig = field(default_factory=InputGateConfig)
@@ -78,12 +84,17 @@ class PlannerConfig:
     def __post_init__(self) -> None:
         if self.seed_policy not in SEED_POLICIES:
             raise ValueError(f"seed_policy must be one of {SEED_POLICIES}, got {self.seed_policy!r}")
+        if self.normalization_constants not in NORMALIZATION_CHOICES:
+            raise ValueError(f"normalization_constants must be one of {NORMALIZATION_CHOICES}, "
+                             f"got {self.normalization_constants!r}")
         if len(set(self.camera_ids)) != len(self.camera_ids) or not self.camera_ids:
             raise ValueError(f"camera_ids must be distinct and non-empty, got {self.camera_ids}")
         for name in ("frame_tolerance_s", "max_camera_skew_s", "max_pose_age_s", "consensus_scale_m",
                      "max_odometry_gap_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if not 0.0 <= self.frame_lookahead_s <= MAX_LOOKAHEAD_S:
+            raise ValueError(f"frame_lookahead_s must be in [0, {MAX_LOOKAHEAD_S}] s, got {self.frame_lookahead_s}")
 
 
 @dataclass
@@ -160,7 +171,7 @@ class Planner:
 
     def __init__(self, backend: TrajectoryBackend, tokenizer: AlpamayoTokenizer, inputs: ModelInputConfig,
                  action_space: ActionSpaceConfig, history_tokens: HistoryTokenizerConfig,
-                 config: PlannerConfig) -> None:
+                 config: PlannerConfig, normalization: Normalization | None = None) -> None:
         model_cams = tuple(inputs.inputs.camera_ids)
         if tuple(config.camera_ids) != model_cams:
             raise ValueError(f"the configured cameras {list(config.camera_ids)} are not the model's cameras "
@@ -168,11 +179,14 @@ class Planner:
         self.backend = backend
         self.tokenizer = tokenizer
         self.inputs = inputs
-        self.action_space = action_space
+        # the constants every trajectory is de-normalised with, and their source (diagnostics)
+        self.normalization = normalization or action_space.normalization("explicit")
+        self.action_space = action_space.with_normalization(self.normalization)
         self.history_tokens = history_tokens
         self.config = config
         self.frames = FrameStore(inputs.inputs, FrameSelectionConfig(
-            slot_tolerance_s=config.frame_tolerance_s, max_skew_s=config.max_camera_skew_s))
+            slot_tolerance_s=config.frame_tolerance_s, max_skew_s=config.max_camera_skew_s,
+            lookahead_s=config.frame_lookahead_s))
         # Keep enough odometry for the 1.5 s history plus replay scoring look-ups.
         self.poses = PoseBuffer(max_duration_s=10.0, max_gap_s=config.max_odometry_gap_s)
         self._frames_lock = threading.Lock()
@@ -243,7 +257,11 @@ class Planner:
                 raise TickNotReady("stale_odometry", f"odometry ends {lag * 1e3:.0f} ms before the cameras' "
                                    f"newest common time (limit {self.config.max_pose_age_s * 1e3:.0f} ms)",
                                    {"lag_s": lag})
-            return odom_ns
+            t0 = self.frames.latest_common_t0(not_after_ns=odom_ns)
+            if t0 is None:
+                raise TickNotReady("no_common_t0", f"no camera stamp at or before the newest odometry ({odom:.3f} s) "
+                                   "at which every camera fills every slot", {"lag_s": lag})
+            return t0
 
     def plan(self, t0: float | None = None) -> PlanResult:
         """Run one tick at t0 (default: ``latest_ready_t0()``). Raises TickNotReady."""
@@ -339,9 +357,24 @@ def build_planner(backend: TrajectoryBackend, model_dir: str | Path, config: Pla
     if inputs.layout != tokenizer.layout:
         raise ValueError(f"{model_dir}: the token ids in config.json disagree with tokenizer.json "
                          f"(config: {inputs.layout}, tokenizer: {tokenizer.layout}); re-run prepare-tokenizer")
-    action_space = ActionSpaceConfig.from_model_config(cfg, bf16_constants=config.use_bf16_constants)
+    action_space = ActionSpaceConfig.from_model_config(cfg)
+    normalization = choose_normalization(backend.identity, action_space, config.normalization_constants)
     history_tokens = HistoryTokenizerConfig.from_model_config(cfg)
-    return Planner(backend, tokenizer, inputs, action_space, history_tokens, config)
+    return Planner(backend, tokenizer, inputs, action_space, history_tokens, config, normalization)
+
+
+def choose_normalization(identity: BackendIdentity, nominal: ActionSpaceConfig, choice: str) -> Normalization:
+    """The de-normalisation constants of ``choice`` (PlannerConfig.normalization_constants).
+
+    auto is the reference's behaviour: the checkpoint's ``action_space.*`` buffers, which the backend
+    reports (read from its weights, or recorded in its ONNX / engine manifest at export); a backend that
+    reports none gets config.json rounded to bf16, as the released checkpoint stores the values.
+    """
+    if choice == "config":
+        return nominal.normalization("config")
+    if choice == "auto" and identity.normalization is not None:
+        return identity.normalization
+    return nominal.bf16_rounded().normalization("config_bf16")
 
 
 def load_model_tokenizer(model_dir: Path, cfg: dict[str, Any]) -> AlpamayoTokenizer:

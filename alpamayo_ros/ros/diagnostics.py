@@ -137,6 +137,7 @@ class NodeDiagnostics:
         self.backend_last_error = ""
         self.backend_name = ""
         self.model_id = ""
+        self.normalization = ""  # source and values of the action de-normalisation constants
         self.tick_total = LatencyWindow(latency_window)  # timer fired -> last message published
         self.tick_backend = LatencyWindow(latency_window)  # backend compute of that tick
         self.tick_overhead = LatencyWindow(latency_window)  # total minus backend compute
@@ -317,7 +318,7 @@ class NodeDiagnostics:
     def _backend_entry(self) -> StatusEntry:
         d_err = self._delta("backend_errors", self.backend_errors)
         level, msg = (ERROR, f"backend failed: {self.backend_last_error}") if d_err else (OK, "healthy")
-        values = {"backend": self.backend_name, "model_id": self.model_id,
+        values = {"backend": self.backend_name, "model_id": self.model_id, "normalization": self.normalization,
                   "errors": str(self.backend_errors), "last_error": self.backend_last_error}
         return StatusEntry(f"{self.node_name}: backend", level, msg, values)
 

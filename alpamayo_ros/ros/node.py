@@ -298,6 +298,7 @@ class PlannerNode(LifecycleNode):
         ident = getattr(backend, "identity", None)
         stats.backend_name = getattr(ident, "name", params.backend)
         stats.model_id = getattr(ident, "model_id", "")
+        stats.normalization = planner.normalization.describe()
         pubs = {
             "candidates": self._lc_pub(TrajectoryCandidates, "~/candidates"),
             "selected": self._lc_pub(Path, "~/selected_path"),

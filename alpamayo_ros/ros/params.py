@@ -41,6 +41,7 @@ REASONING_MODES = ("per_candidate", "shared")
 SEED_POLICIES = ("per_tick", "fixed")
 FALLBACK_POLICIES = ("none", "stop", "last_valid")
 IMAGE_RESIZE = ("exact", "fast")
+NORMALIZATION_CONSTANTS = ("auto", "config_bf16", "config")  # core.planner.NORMALIZATION_CHOICES
 MODEL_CAMERA_IDS = range(0, 7)  # spec §1.1: cross_left=0 … front_tele=6
 
 # The Alpamayo-R1 rig (spec §1.1): name -> model camera id. Names are free-form; these get defaults.
@@ -117,6 +118,8 @@ class NodeParams:
     image_resize: str = "exact"
     diagnostics_period_s: float = 1.0
     latency_window: int = 200
+    frame_lookahead_s: float = 0.002
+    normalization_constants: str = "auto"
 
     @property
     def camera_ids(self) -> tuple[int, ...]:
@@ -152,8 +155,13 @@ _SPECS: dict[str, tuple[Any, str, tuple[float, float] | None, tuple[str, ...] | 
     "top_p": (0.98, "reasoning nucleus sampling top-p", (0.0, 1.0), None),
     "seed": (0, "base seed of reasoning and diffusion noise", (0, 2**31 - 1), None),
     "seed_policy": ("per_tick", "per_tick (seed + tick stamp) or fixed", None, SEED_POLICIES),
-    "frame_tolerance_s": (0.05, "max distance of a frame from its slot time", (0.001, 0.5), None),
+    "frame_tolerance_s": (0.05, "how much older than its slot time a frame may be", (0.001, 0.5), None),
     "max_camera_skew_s": (0.1, "max spread of one slot's frames across cameras", (0.001, 1.0), None),
+    "frame_lookahead_s": (0.002, "a frame this far after its slot time counts as at it (stamp jitter); "
+                          "0 = the reference's latest-at-or-before rule exactly", (0.0, 0.02), None),
+    "normalization_constants": ("auto", "action de-normalisation: auto = the checkpoint's action_space buffers "
+                                "(or recorded at export), else config.json bf16-rounded; config_bf16; config",
+                                None, NORMALIZATION_CONSTANTS),
     "max_pose_age_s": (0.1, "how far odometry may lag the cameras' t0", (0.001, 2.0), None),
     "time_jump_threshold_s": (1.0, "a camera stamp this far backwards resets the buffers", (0.01, 3600.0), None),
     "gates_enabled": (True, "input and output gates of the core", None, None),
@@ -408,6 +416,8 @@ def validate(raw: dict[str, Any]) -> NodeParams:
         image_resize=_choice(raw, "image_resize", IMAGE_RESIZE),
         diagnostics_period_s=_number(raw, "diagnostics_period_s", 0.05, 60.0),
         latency_window=int(_number(raw, "latency_window", 10, 100000)),
+        frame_lookahead_s=_number(raw, "frame_lookahead_s", 0.0, 0.02),
+        normalization_constants=_choice(raw, "normalization_constants", NORMALIZATION_CONSTANTS),
     )
 
 
@@ -464,4 +474,6 @@ def planner_config(params: NodeParams) -> Any:
         max_camera_skew_s=params.max_camera_skew_s,
         max_pose_age_s=params.max_pose_age_s,
         gates_enabled=params.gates_enabled,
+        frame_lookahead_s=params.frame_lookahead_s,
+        normalization_constants=params.normalization_constants,
     )

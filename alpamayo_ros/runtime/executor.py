@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from alpamayo_ros.core.action_space import Normalization
 from alpamayo_ros.runtime.config import RuntimeConfig
 
 
@@ -27,6 +28,9 @@ class GraphExecutor(ABC):
     """One instance per backend; buffers are sized from `config` at construction."""
 
     name = "abstract"
+    # Normalisation constants its ONNX / engine manifest recorded at export (None: not recorded); the
+    # backend uses them when the model directory has no weights to read them from.
+    recorded_normalization: Normalization | None = None
 
     def __init__(self, config: RuntimeConfig) -> None:
         self.config = config

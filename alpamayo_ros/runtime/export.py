@@ -2,7 +2,8 @@
 
 Dynamo exporter, opset 18, standard ops only (checked after export: no contrib domains, no
 sequence ops), fp32 weights embedded (external data beyond 2 GB). `manifest.json` records every
-graph's inputs/outputs with shapes and dtypes, the opset, the KV capacities and the config hash;
+graph's inputs/outputs with shapes and dtypes, the opset, the KV capacities, the config hash and the
+action de-normalisation constants (so engines without the weights use the checkpoint's numbers);
 executors refuse an `onnx/` directory whose hash differs from the model's config.
 """
 
@@ -12,6 +13,8 @@ import json
 import time
 from pathlib import Path
 from typing import Any
+
+from alpamayo_ros.core.action_space import Normalization
 
 MANIFEST_FORMAT = "alpamayo_ros.onnx/1"
 OPSET = 18
@@ -177,7 +180,7 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path | None = None, graphs
     import logging
     import warnings
 
-    from alpamayo_ros.runtime.weights import load_model, weights_fingerprint
+    from alpamayo_ros.runtime.weights import load_model, resolve_normalization, weights_fingerprint
 
     root = Path(model_dir)
     out = Path(out_dir) if out_dir is not None else root / "onnx"
@@ -190,7 +193,10 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path | None = None, graphs
         "format": MANIFEST_FORMAT, "opset": OPSET, "config_hash": cfg.config_hash,
         "weights_hash": weights_fingerprint(root),
         "prefix_capacity": cfg.prefix_capacity, "suffix_capacity": cfg.suffix_capacity, "max_batch": max_batch,
-        "image_grid_thw": list(cfg.image_grid_thw), "graphs": {}, "export_seconds": {},
+        "image_grid_thw": list(cfg.image_grid_thw),
+        # the action de-normalisation the graphs' outputs need, for engines that travel without the weights
+        "normalization": resolve_normalization(root).to_record(),
+        "graphs": {}, "export_seconds": {},
     }
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     for name in names:
@@ -232,6 +238,12 @@ def read_manifest(onnx_dir: str | Path, expected_hash: str | None = None, weight
             f"{weights_hash}); re-export with `alpamayo-ros export-onnx <model_dir>`"
         )
     return manifest
+
+
+def manifest_normalization(manifest: dict[str, Any], path: str | Path) -> Normalization | None:
+    """The normalisation constants an ONNX manifest recorded at export (None for older exports)."""
+    record = manifest.get("normalization")
+    return None if record is None else Normalization.from_record(record, str(path))
 
 
 def main(argv: list[str] | None = None) -> int:

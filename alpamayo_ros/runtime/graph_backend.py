@@ -11,6 +11,7 @@ from alpamayo_ros.core.model_inputs import ModelInputs
 from alpamayo_ros.core.tokenizer import AlpamayoTokenizer
 from alpamayo_ros.runtime.executor import GraphExecutor
 from alpamayo_ros.runtime.orchestrator import Orchestrator
+from alpamayo_ros.runtime.weights import resolve_normalization
 
 
 def load_tokenizer(model_dir: str | Path, traj_vocab_size: int) -> AlpamayoTokenizer:
@@ -28,7 +29,9 @@ class GraphBackend:
 
     def __init__(self, name: str, model_dir: str | Path, executor: GraphExecutor, mode: str = "per_candidate") -> None:
         cfg = executor.config
-        self._identity = BackendIdentity(name=name, model_id=f"{Path(model_dir).name}@{cfg.config_hash}")
+        normalization = resolve_normalization(model_dir, executor.recorded_normalization)
+        self._identity = BackendIdentity(name=name, model_id=f"{Path(model_dir).name}@{cfg.config_hash}",
+                                         normalization=normalization)
         tokenizer = load_tokenizer(model_dir, cfg.layout.traj_vocab_size)
         if tokenizer.layout.vocab_size != cfg.text.vocab_size:
             raise ValueError(

@@ -21,6 +21,7 @@ from alpamayo_ros.core.backend import BackendIdentity, BackendOutput, SamplingRe
 from alpamayo_ros.core.flow_matching import FlowMatchingSampler, make_noise
 from alpamayo_ros.core.history_tokens import HistoryTokenizerConfig
 from alpamayo_ros.core.model_config import TokenLayout, load_model_dir_config
+from alpamayo_ros.runtime.weights import config_normalization, resolve_normalization
 
 DT = 0.1
 
@@ -98,10 +99,12 @@ class KinematicBackend:
         raw: dict[str, Any] = load_model_dir_config(model_dir) if model_dir is not None else {}
         self.layout = TokenLayout.from_config(raw)
         self.hist_cfg = HistoryTokenizerConfig.from_model_config(raw)
-        self.action_cfg = ActionSpaceConfig.from_model_config(raw)
+        # normalise with the constants the model's actions would carry, so the Planner's rollout inverts it
+        normalization = resolve_normalization(model_dir) if model_dir is not None else config_normalization(raw)
+        self.action_cfg = ActionSpaceConfig.from_model_config(raw).with_normalization(normalization)
         self.spread = float(spread)
         name = Path(model_dir).name if model_dir is not None else "default"
-        self._identity = BackendIdentity(name="kinematic", model_id=f"kinematic:{name}")
+        self._identity = BackendIdentity(name="kinematic", model_id=f"kinematic:{name}", normalization=normalization)
 
     @property
     def identity(self) -> BackendIdentity:

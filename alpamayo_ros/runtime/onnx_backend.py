@@ -27,11 +27,12 @@ class OnnxRuntimeExecutor(GraphExecutor):
                  cpu_mem_arena: bool = False) -> None:
         import onnxruntime as ort
 
-        from alpamayo_ros.runtime.export import read_manifest
+        from alpamayo_ros.runtime.export import manifest_normalization, read_manifest
 
         super().__init__(config)
         root = Path(onnx_dir)
         manifest = read_manifest(root, expected_hash=config.config_hash, weights_hash=weights_hash)
+        self.recorded_normalization = manifest_normalization(manifest, root / "manifest.json")
         if manifest["prefix_capacity"] != config.prefix_capacity or manifest["suffix_capacity"] != config.suffix_capacity:
             raise ValueError(
                 f"{root}/manifest.json capacities (prefix {manifest['prefix_capacity']}, suffix "
@@ -136,8 +137,9 @@ def build_onnx_executor(model_dir: str | Path, **options: Any) -> OnnxRuntimeExe
     overrides = {k: options[k] for k in ("prefix_capacity", "suffix_capacity", "max_candidates") if k in options}
     cfg = load_config(model_dir, **overrides)
     onnx_dir = resolve_onnx_dir(model_dir, options.get("onnx_dir"), bool(options.get("auto_export", False)))
-    from alpamayo_ros.runtime.weights import weights_fingerprint
+    from alpamayo_ros.runtime.weights import optional_weights_fingerprint
 
+    # A model directory may carry only its ONNX export; with weights present they must be the exported ones.
     return OnnxRuntimeExecutor(cfg, onnx_dir, num_threads=options.get("num_threads"),
-                               weights_hash=weights_fingerprint(model_dir),
+                               weights_hash=optional_weights_fingerprint(model_dir),
                                cpu_mem_arena=bool(options.get("cpu_mem_arena", False)))

@@ -18,7 +18,13 @@ import numpy as np
 from alpamayo_ros.core.backend import BackendOutput, SamplingRequest
 from alpamayo_ros.core.flow_matching import FlowMatchingSampler, make_noise
 from alpamayo_ros.core.rope import decode_positions, expert_offsets
-from alpamayo_ros.core.sampling import StopRule, extract_reasoning, mask_traj_tokens, sample_tokens
+from alpamayo_ros.core.sampling import (
+    StopRule,
+    extract_reasoning,
+    mask_traj_tokens,
+    replace_padding_after_eos,
+    sample_tokens,
+)
 from alpamayo_ros.runtime.executor import GraphExecutor, ImageFeatures
 
 MASK_VALUE = -1.0e9  # same value as modeling.attention.MASK_VALUE (no torch import here)
@@ -61,9 +67,13 @@ class InputError(ValueError):
 class GenerationResult:
     """Sampled reasoning of B rows (B = K, or 1 in shared mode)."""
 
-    tokens: np.ndarray  # (B, n) int64, pad after a row finished (as the reference's output)
-    raw_tokens: np.ndarray  # (B, n) what was actually sampled/fed
+    tokens: np.ndarray  # (B, n) int64 fed to the decoder (the KV holds them); pad after HF's EOS finished a row
+    raw_tokens: np.ndarray  # (B, n) what was sampled
     stop_reason: str
+
+    def output_ids(self, layout: TokenLayout) -> np.ndarray:
+        """The ids the reference returns: every token after a row's first <|traj_future_start|> is pad."""
+        return replace_padding_after_eos(self.tokens, layout.traj_future_start, layout.pad)
 
 
 @dataclass
@@ -222,19 +232,21 @@ class Orchestrator:
         stats.time("expert", time.perf_counter() - t0)
         stats.add("expert_steps", len(steps))
         stats.counters.update(self.executor.take_counters())
-        texts = self.reasoning_texts(prompt_ids, gen.tokens)
+        out_ids = gen.output_ids(cfg.layout)
+        texts = self.reasoning_texts(prompt_ids, out_ids)
         if batch != k:
             texts = texts * k
-            ids = [gen.tokens[0].tolist()] * k
+            ids = [out_ids[0].tolist()] * k
         else:
-            ids = [row.tolist() for row in gen.tokens]
+            ids = [row.tolist() for row in out_ids]
         stats.time("tick", time.perf_counter() - t_tick)
         stats.counters["decode_steps"] = int(gen.tokens.shape[1])
         return BackendOutput(actions=np.asarray(actions, dtype=np.float32), reasoning=texts, generated_ids=ids,
                              timings_s=stats.timings_s, counters=stats.counters)
 
     def reasoning_texts(self, prompt_ids: np.ndarray, tokens: np.ndarray) -> list[str]:
-        """CoC per row: decode the full sequence with specials, text between <|cot_start|> and <|cot_end|>."""
+        """CoC per row of the output ids: decode the sequence with specials, text between <|cot_start|> and
+        <|cot_end|> (so a <|cot_end|> sampled after <|traj_future_start|> does not count, as in the reference)."""
         prompt_text = self.tokenizer.decode(prompt_ids[-64:])  # the CoC start is in the prompt's tail
         return [extract_reasoning(prompt_text + self.tokenizer.decode(row)) for row in tokens]
 

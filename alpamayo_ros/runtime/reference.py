@@ -15,11 +15,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from alpamayo_ros.core.action_space import ActionSpaceConfig, action_to_traj
+from alpamayo_ros.core.action_space import (
+    NORMALIZATION_KEYS,
+    ActionSpaceConfig,
+    Normalization,
+    action_to_traj,
+)
 from alpamayo_ros.core.backend import SamplingRequest
 from alpamayo_ros.core.flow_matching import FlowMatchingSampler, make_noise
 from alpamayo_ros.core.rope import decode_positions, expert_offsets, expert_positions_and_mask
-from alpamayo_ros.core.sampling import extract_reasoning
+from alpamayo_ros.core.sampling import extract_reasoning, replace_padding_after_eos
 from alpamayo_ros.runtime.modeling.attention import causal_mask
 from alpamayo_ros.runtime.orchestrator import make_stop_rule, sample_next, sampling_rng
 
@@ -34,7 +39,7 @@ Cache = list[tuple[torch.Tensor, torch.Tensor]]  # per layer (B, Hkv, L, D)
 @dataclass
 class ReferenceResult:
     reasoning: list[str]  # K texts
-    token_ids: np.ndarray  # (rows, n) generated ids (pad after a row finished), rows = K or 1
+    token_ids: np.ndarray  # (rows, n) generated ids, pad after the first <|traj_future_start|>; rows = K or 1
     actions: np.ndarray  # (K, W, 2) normalized
     xyz: np.ndarray  # (K, W, 3) ego frame at t0
     rot: np.ndarray  # (K, W, 3, 3)
@@ -99,7 +104,11 @@ def sample_trajectories(
     noise: np.ndarray | None = None,
     action_space: ActionSpaceConfig | None = None,
 ) -> ReferenceResult:
-    """Spec appendix: prefill, K sampled reasonings, 10 Euler steps of the expert, action_to_traj."""
+    """Spec appendix: prefill, K sampled reasonings, 10 Euler steps of the expert, action_to_traj.
+
+    The actions are de-normalised with ``action_space``, by default with the model's ``action_space.*``
+    buffers, as the reference does.
+    """
     request = request or SamplingRequest()
     cfg, lay = model.config, model.config.layout
     k = request.num_candidates
@@ -113,8 +122,9 @@ def sample_trajectories(
     while not rule.stopped:
         step_logits, cache = _decode_step(model, out[-1], p + len(out) - 1 + delta, cache)
         out.append(rule.step(sample_next(step_logits.numpy(), request, lay, rng)))
-    tokens = np.stack(out, axis=1)
-    seqs = np.concatenate([np.broadcast_to(prompt, (rows, p)), tokens], axis=1)
+    tokens = np.stack(out, axis=1)  # fed to the decoder: the cache holds them
+    seqs = replace_padding_after_eos(np.concatenate([np.broadcast_to(prompt, (rows, p)), tokens], axis=1),
+                                     lay.traj_future_start, lay.pad)  # the reference's returned sequences
     offsets, _ = expert_offsets(seqs, lay.traj_future_start)
     cache_len = seqs.shape[1] - 1
     # rows without <|traj_future_start|> get offset len(seq) = cache_len + 1: nothing is masked
@@ -130,9 +140,17 @@ def sample_trajectories(
     for t, dt in FlowMatchingSampler(request.num_diffusion_steps).steps():
         x = x + dt * _expert(model, cache, x, t, pos_t, mask_t)
     actions = x.numpy()
-    xyz, rot = action_to_traj(actions, hist_xyz, hist_rot, action_space)
+    xyz, rot = action_to_traj(actions, hist_xyz, hist_rot, action_space or buffer_action_space(model))
     head = tokenizer.decode(prompt[-64:])
-    texts = [extract_reasoning(head + tokenizer.decode(row)) for row in tokens]
+    generated = seqs[:, p:]
+    texts = [extract_reasoning(head + tokenizer.decode(row)) for row in generated]
     if rows != k:
         texts = texts * k
-    return ReferenceResult(texts, tokens, actions, np.asarray(xyz), np.asarray(rot))
+    return ReferenceResult(texts, generated, actions, np.asarray(xyz), np.asarray(rot))
+
+
+def buffer_action_space(model: AlpamayoR1) -> ActionSpaceConfig:
+    """The action space de-normalised with the model's ``action_space.*`` buffers (loaded from the checkpoint)."""
+    values = [float(getattr(model.action_space, k)) for k in NORMALIZATION_KEYS]
+    return ActionSpaceConfig(n_waypoints=model.config.n_waypoints).with_normalization(
+        Normalization(*values, source="checkpoint"))

@@ -130,7 +130,7 @@ def _init_weights(model: Any, seed: int, layout: Any, text_ids: list[int]) -> No
         model.action_out_proj.weight.mul_(0.05)
         model.action_out_proj.bias.zero_()
         for enc in (*model.action_in_proj.sinus, model.action_in_proj.timestep_fourier_encoder):
-            enc.freqs.copy_(torch.tensor([bf16_round(float(f)) for f in enc.freqs]))
+            enc.freqs.copy_(torch.tensor([bf16_round(float(f)) for f in enc.freqs.reshape(-1)]).reshape(enc.freqs.shape))
         for name in ("accel_mean", "accel_std", "curvature_mean", "curvature_std"):
             getattr(model.action_space, name).fill_(bf16_round(ACTION_SPACE_CFG[name]))
 

@@ -8,8 +8,14 @@ mismatch is reported in one error.
 from __future__ import annotations
 
 import json
+import struct
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from alpamayo_ros.core.action_space import NORMALIZATION_KEYS, ActionSpaceConfig, Normalization
 
 if TYPE_CHECKING:
     import torch
@@ -17,6 +23,9 @@ if TYPE_CHECKING:
     from alpamayo_ros.runtime.modeling.model import AlpamayoR1
 
 MAX_LISTED = 20
+ACTION_SPACE_KEYS = tuple(f"action_space.{k}" for k in NORMALIZATION_KEYS)
+# safetensors dtype -> numpy dtype; BF16 is widened to float32 by hand (numpy has no bfloat16)
+_NUMPY_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": np.uint16}
 
 
 class CheckpointError(RuntimeError):
@@ -60,6 +69,74 @@ def weights_fingerprint(model_dir: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()[:16]
 
 
+def optional_weights_fingerprint(model_dir: str | Path) -> str | None:
+    """``weights_fingerprint`` when the directory holds weights (engines/ONNX may travel without them)."""
+    try:
+        return weights_fingerprint(model_dir)
+    except FileNotFoundError:
+        return None
+
+
+def _safetensors_header(path: Path) -> tuple[dict[str, Any], int]:
+    with path.open("rb") as fh:
+        (size,) = struct.unpack("<Q", fh.read(8))
+        return json.loads(fh.read(size)), 8 + size
+
+
+def read_small_tensors(model_dir: str | Path, names: Iterable[str]) -> dict[str, np.ndarray]:
+    """The named tensors (those present) as float arrays, read from the safetensors files without torch.
+
+    Only the headers and the named tensors' bytes are read, so this is cheap on a 22 GB checkpoint.
+    """
+    wanted, out = set(names), {}
+    for path in weight_files(model_dir):
+        header, data_start = _safetensors_header(path)
+        for name in wanted & set(header):
+            entry = header[name]
+            if entry["dtype"] not in _NUMPY_DTYPES:
+                raise CheckpointError(f"{path}: tensor {name} has dtype {entry['dtype']}, expected a float type")
+            begin, end = entry["data_offsets"]
+            with path.open("rb") as fh:
+                fh.seek(data_start + begin)
+                raw = np.frombuffer(fh.read(end - begin), dtype=np.dtype(_NUMPY_DTYPES[entry["dtype"]]).newbyteorder("<"))
+            if entry["dtype"] == "BF16":
+                raw = (raw.astype(np.uint32) << 16).view(np.float32)
+            out[name] = raw.astype(np.float64).reshape(entry["shape"])
+    return out
+
+
+def checkpoint_normalization(model_dir: str | Path) -> Normalization | None:
+    """The weights' ``action_space.*`` buffers (AR1 stores them, bf16), or None when there are no weights
+    or the weights do not hold them (Alpamayo 1.5 rebuilds them from config.json)."""
+    try:
+        tensors = read_small_tensors(model_dir, ACTION_SPACE_KEYS)
+    except FileNotFoundError:
+        return None
+    if set(tensors) != set(ACTION_SPACE_KEYS):
+        return None
+    values = [float(tensors[k].reshape(-1)[0]) for k in ACTION_SPACE_KEYS]
+    return Normalization(*values, source="checkpoint")
+
+
+def config_normalization(raw_config: Mapping[str, Any]) -> Normalization:
+    """config.json's constants rounded to bf16, as the released checkpoint stores them (spec §6.1)."""
+    return ActionSpaceConfig.from_model_config(raw_config).bf16_rounded().normalization("config_bf16")
+
+
+def resolve_normalization(model_dir: str | Path, recorded: Normalization | None = None) -> Normalization:
+    """The constants a backend's actions are normalised with: the checkpoint's buffers, else what the
+    ONNX / engine manifest recorded at export (a model directory without weights), else config.json
+    rounded to bf16."""
+    from alpamayo_ros.core.model_config import load_model_dir_config
+
+    held = checkpoint_normalization(model_dir)
+    if held is not None:
+        return held
+    if recorded is not None:
+        return recorded
+    return config_normalization(load_model_dir_config(model_dir))
+
+
 def read_state_dict(model_dir: str | Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
@@ -101,14 +178,35 @@ def check_state_dict(model: AlpamayoR1, state: dict[str, torch.Tensor], source: 
 
 
 def load_weights(model: AlpamayoR1, model_dir: str | Path) -> None:
-    """Load the model directory's safetensors into `model` (fp32), strictly."""
+    """Load the model directory's safetensors into `model` (fp32), strictly.
+
+    Tensors stored in another shape with the same elements load too (the Fourier ``freqs`` as ``[n]``
+    or as the released ``[1, n]``).
+    """
     import torch
 
     state = read_state_dict(model_dir)
+    _rebuild_missing_buffers(model, state, model_dir)
     check_state_dict(model, state, source=f"weights in {model_dir}")
     expected = model.state_dict()
     fixed = {k: v.to(torch.float32).reshape(expected[k].shape) for k, v in state.items()}
     model.load_state_dict(fixed, strict=True)
+
+
+def _rebuild_missing_buffers(model: AlpamayoR1, state: dict[str, torch.Tensor], model_dir: str | Path) -> None:
+    """Alpamayo 1.5 does not store the action_space and Fourier buffers (non-persistent, rebuilt from
+    config.json): when a whole group is absent, rebuild it rounded to bf16, as the model holds it at run time."""
+    import torch
+
+    from alpamayo_ros.core.model_config import load_model_dir_config
+
+    expected = model.state_dict()
+    freqs = tuple(k for k in expected if k.startswith("action_in_proj.") and k.endswith(".freqs"))
+    if not any(k in state for k in ACTION_SPACE_KEYS):
+        values = config_normalization(load_model_dir_config(model_dir)).values()
+        state.update({f"action_space.{k}": torch.tensor(v, dtype=torch.float32) for k, v in values.items()})
+    if freqs and not any(k in state for k in freqs):
+        state.update({k: expected[k].to(torch.bfloat16).to(torch.float32) for k in freqs})
 
 
 def save_weights(model: AlpamayoR1, model_dir: str | Path, max_shard_bytes: int | None = None) -> list[Path]:

@@ -97,7 +97,9 @@ def iter_steps(
     """
     batch: list[RawMessage] = []
     k = 0
-    cut_ns = [round(t * 1e9) for t in tick_times]
+    # Tick times lie on a µs grid; float seconds at epoch times carry ±0.24 µs, so a message stamped
+    # exactly at a cut (50 Hz odometry at tick + 20 ms) would fall on either side at random.
+    cut_ns = [round(t * 1e6) * 1000 for t in tick_times]
     for msg in source.messages(opts.topics):
         if msg.topic == opts.odom_topic and msg.msgtype == ODOM_TYPE:
             o = decode_odometry(msg)

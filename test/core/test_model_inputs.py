@@ -65,7 +65,7 @@ def _spec_history_ids(hist_xyz: np.ndarray) -> np.ndarray:
 def test_end_to_end_token_layout(tok, scene) -> None:
     store, poses, raw = scene
     t0_ns = store.latest_common_t0(not_after_ns=int(poses.latest_stamp * NS))
-    assert t0_ns == 2_700_000_000  # camera 0's newest frame; odometry reaches 3.0 s
+    assert t0_ns == 2_718_000_000  # camera 6's newest frame: every camera's newest is at or before it
     sel = store.select_tick(t0_ns)
     hist = poses.history(t0_ns / NS)
     hist_ids = history_token_ids(hist.xyz)
@@ -117,8 +117,8 @@ def test_end_to_end_token_layout(tok, scene) -> None:
 
 def test_ticks_reuse_cached_frames_and_templates(tok, scene) -> None:
     store, poses, _ = scene
-    a = build_model_inputs(store.select_tick(2_700_000_000), np.full(48, 154669), tok)
-    b = build_model_inputs(store.select_tick(2_600_000_000), np.full(48, 154670), tok)
+    a = build_model_inputs(store.select_tick(2_718_000_000), np.full(48, 154669), tok)
+    b = build_model_inputs(store.select_tick(2_618_000_000), np.full(48, 154670), tok)
     assert b.position_ids is a.position_ids  # cached per prompt shape
     shared = set(a.images[i].key for i in range(16)) & set(b.images[i].key for i in range(16))
     assert len(shared) == 12  # each camera contributes one new frame per tick
@@ -129,7 +129,7 @@ def test_ticks_reuse_cached_frames_and_templates(tok, scene) -> None:
 
 def test_other_resolutions_and_errors(tok, scene) -> None:
     store, _, _ = scene
-    sel = store.select_tick(2_700_000_000)
+    sel = store.select_tick(2_718_000_000)
     # The telephoto camera at another resolution: its grid and token count follow.
     tele = preprocess_frame(np.zeros((720, 1280, 3), np.uint8), 6, 1)
     frames = list(sel.frames[:12]) + [replace(tele, stamp_ns=i) for i in range(4)]

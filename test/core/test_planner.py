@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from alpamayo_ros.core.action_space import ActionSpaceConfig, normalize_action
+from alpamayo_ros.core.action_space import ActionSpaceConfig, Normalization, normalize_action
 from alpamayo_ros.core.backend import BackendIdentity, BackendOutput, SamplingRequest
 from alpamayo_ros.core.geometry import rot_z
 from alpamayo_ros.core.history_tokens import HistoryTokenizerConfig, history_token_ids
@@ -22,18 +22,24 @@ SPEED = 10.0
 
 @dataclass
 class ScriptedBackend:
-    """Returns fixed controls (accel, curvature) per candidate: the planner must roll them out."""
+    """Returns fixed controls (accel, curvature) per candidate: the planner must roll them out.
+
+    Normalised with `normalization` (reported in its identity), or without one with config.json's
+    constants bf16-rounded, which the Planner then uses."""
 
     controls: list[tuple[float, float]]
     calls: list[tuple[object, SamplingRequest]] = field(default_factory=list)
+    normalization: Normalization | None = None
 
     @property
     def identity(self) -> BackendIdentity:
-        return BackendIdentity("scripted", "test-model")
+        return BackendIdentity("scripted", "test-model", normalization=self.normalization)
 
     def infer(self, inputs, request):
         self.calls.append((inputs, request))
-        acts = [normalize_action(np.full(64, a), np.full(64, k)) for a, k in self.controls[: request.num_candidates]]
+        n = self.normalization or ActionSpaceConfig().bf16_rounded().normalization("config_bf16")
+        cfg = ActionSpaceConfig().with_normalization(n)
+        acts = [normalize_action(np.full(64, a), np.full(64, k), cfg) for a, k in self.controls[: request.num_candidates]]
         return BackendOutput(actions=np.stack(acts).astype(np.float32),
                              reasoning=[f"candidate {i}" for i in range(len(acts))],
                              timings_s={"decode": 0.001}, counters={"prefill_calls": 1})
@@ -139,6 +145,48 @@ def test_odometry_lag_moves_t0_back_and_large_lag_is_stale(model_dir) -> None:
     assert exc.value.code == "stale_odometry"
 
 
+def test_skewed_10hz_cameras_keep_their_newest_frames_when_odometry_lags(model_dir) -> None:
+    """Synchronised 10 Hz cameras a few ms apart: t0 is a camera stamp at which every camera's newest
+    frame is at or before it, bounded by the newest odometry; no camera loses a slot to the previous period."""
+    planner, backend = make(model_dir)
+    offsets = {0: 0.003, 1: 0.0, 2: 0.005, 6: 0.001}  # the demo bag's trigger offsets
+    img = np.zeros((180, 320, 3), np.uint8)
+    for i in range(21):
+        for cam, off in offsets.items():
+            planner.add_image(cam, i / 10 + off, img)
+    q = np.array([0.0, 0.0, 0.0, 1.0])
+    for i in range(101):  # 50 Hz odometry up to 2.0 s: 5 ms behind camera 2's newest frame
+        planner.add_odometry(i / 50, np.array([SPEED * i / 50, 0.0, 0.0]), q)
+    assert planner.latest_ready_t0() == pytest.approx(1.905)  # the newest tick the odometry covers
+    planner.add_odometry(2.02, np.array([SPEED * 2.02, 0.0, 0.0]), q)
+    assert planner.latest_ready_t0() == pytest.approx(2.005)
+    planner.plan()
+    inputs, _ = backend.calls[-1]
+    assert [im.key for im in inputs.images] == [
+        (cam, round((t + offsets[cam]) * 1e9)) for cam in CAMS for t in (1.7, 1.8, 1.9, 2.0)]
+
+
+def test_frame_lookahead_is_configurable(model_dir) -> None:
+    planner, _ = make(model_dir)
+    assert planner.frames.cfg.lookahead_s == PlannerConfig().frame_lookahead_s == 0.002
+    exact, _ = make(model_dir, frame_lookahead_s=0.0)
+    assert exact.frames.cfg.lookahead_s == 0.0
+    img = np.zeros((180, 320, 3), np.uint8)
+    for p in (planner, exact):
+        for i in range(21):
+            for cam in CAMS:
+                p.add_image(cam, i / 10 + (0.001 if (cam, i) == (1, 19) else 0.0), img)  # one frame 1 ms late
+        for i in range(101):
+            p.add_odometry(i / 50, np.array([SPEED * i / 50, 0.0, 0.0]), np.array([0.0, 0.0, 0.0, 1.0]))
+    assert planner.latest_ready_t0() == pytest.approx(2.0)
+    # lookahead 0 (the reference's rule): the late frame is after its slot, so t0 = 2.0 cannot be formed
+    with pytest.raises(TickNotReady) as exc:
+        exact.plan(2.0)
+    assert exc.value.code == "slot_out_of_tolerance" and exc.value.details["camera_id"] == 1
+    with pytest.raises(ValueError, match="frame_lookahead_s"):
+        PlannerConfig(frame_lookahead_s=-0.001)
+
+
 def test_missing_camera_is_named(model_dir) -> None:
     planner, _ = make(model_dir)
     drive(planner, 2.0, cameras=(0, 1, 6))
@@ -222,9 +270,27 @@ def test_missing_tokenizer_names_the_fix(tmp_path) -> None:
         build_planner(ScriptedBackend([(0.0, 0.0)]), tmp_path, PlannerConfig())
 
 
-def test_bf16_constants_option(model_dir) -> None:
-    planner, _ = make(model_dir, use_bf16_constants=True)
-    assert planner.action_space == ActionSpaceConfig.from_model_config({}, bf16_constants=True)
+def test_normalization_constants_come_from_the_backend_with_an_override(model_dir) -> None:
+    # A backend that knows its checkpoint's constants: the Planner de-normalises with exactly those.
+    held = Normalization(0.1, 0.5, 0.001, 0.03, source="checkpoint")
+    backend = ScriptedBackend([(1.0, 0.01)], normalization=held)
+    planner = build_planner(backend, model_dir, PlannerConfig(sampling=SamplingRequest(num_candidates=1)))
+    assert planner.normalization is held
+    assert (planner.action_space.accel_std, planner.action_space.curvature_mean) == (0.5, 0.001)
+    drive(planner, 2.0)
+    res = planner.plan()
+    np.testing.assert_allclose(res.acceleration, 1.0, atol=1e-6)
+    np.testing.assert_allclose(res.curvature, 0.01, atol=1e-8)
+    # A backend that does not: config.json rounded to bf16, as the released checkpoint stores it.
+    plain, _ = make(model_dir)
+    assert plain.normalization == ActionSpaceConfig.released_bf16().normalization("config_bf16")
+    assert plain.action_space == ActionSpaceConfig.from_model_config({}, bf16_constants=True)
+    # Explicit overrides.
+    for choice, expected in (("config", ActionSpaceConfig()), ("config_bf16", ActionSpaceConfig.released_bf16())):
+        p = build_planner(backend, model_dir, PlannerConfig(normalization_constants=choice))
+        assert p.normalization == expected.normalization(choice) and p.action_space == expected
+    with pytest.raises(ValueError, match="normalization_constants"):
+        PlannerConfig(normalization_constants="weights")
 
 
 def test_drive_index_follows_the_gates_and_ignores_them_when_disabled(model_dir) -> None:

@@ -82,6 +82,10 @@ def test_full_lifecycle_through_services_with_four_streams(rig_factory) -> None:
     rig.start_inputs()
     assert rig.wait_for(lambda: rig.count("candidates") >= 4, timeout_s=20.0), rig.node.stats.snapshot()
     assert rig.wait_for(lambda: rig.count("diagnostics") >= 1, timeout_s=5.0)
+    backend = next(st for st in rig.messages("diagnostics")[-1].status if st.name.endswith(": backend"))
+    # the tiny model's checkpoint holds the released bf16 constants; diagnostics say so
+    assert {kv.key: kv.value for kv in backend.values}["normalization"].startswith(
+        "checkpoint: accel 0.0290527344 ± 0.6796875 m/s²")
 
     cands = rig.messages("candidates")
     t0s = [_check_candidates(m, "base_link") for m in cands]

@@ -40,6 +40,8 @@ def test_defaults_validate_to_the_r1_rig(model_dir) -> None:
         ("cameras.front_wide_120fov.transport", "theora", "raw, compressed"),
         ("camera_names", [], "is empty"),
         ("odometry.topic", " ", "is empty"),
+        ("frame_lookahead_s", 0.05, "out of range"),
+        ("normalization_constants", "weights", "one of auto, config_bf16, config"),
     ],
 )
 def test_each_bad_value_names_the_parameter_and_the_fix(model_dir, name, value, fragment) -> None:
@@ -58,6 +60,17 @@ def test_missing_or_wrong_model_dir_is_refused(tmp_path) -> None:
         with pytest.raises(ParameterError) as err:
             validate(default_raw(bad))
         assert err.value.name == "model_dir" and fragment in str(err.value)
+
+
+def test_frame_lookahead_and_normalization_reach_the_planner_config(model_dir) -> None:
+    from alpamayo_ros.ros.params import planner_config
+
+    default = planner_config(validate(default_raw(model_dir)))
+    assert (default.frame_lookahead_s, default.normalization_constants) == (0.002, "auto")
+    raw = default_raw(model_dir)
+    raw.update({"frame_lookahead_s": 0.0, "normalization_constants": "config"})
+    cfg = planner_config(validate(raw))
+    assert (cfg.frame_lookahead_s, cfg.normalization_constants) == (0.0, "config")
 
 
 def test_crop_is_parsed(model_dir) -> None:

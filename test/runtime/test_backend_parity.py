@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from alpamayo_ros.core.action_space import action_to_traj
+from alpamayo_ros.core.action_space import ActionSpaceConfig, action_to_traj
 from alpamayo_ros.core.backend import SamplingRequest
 from alpamayo_ros.core.flow_matching import make_noise
 from alpamayo_ros.runtime.reference import sample_trajectories
@@ -23,8 +23,10 @@ def _reference(torch_backend, synthetic, tick, request, noise=None):
     return sample_trajectories(model, synthetic.tokenizer, tick.inputs, tick.hist_xyz, tick.hist_rot, request, noise)
 
 
-def _traj(out, tick):
-    return action_to_traj(out.actions, tick.hist_xyz, tick.hist_rot)[0]
+def _traj(out, tick, backend):
+    """The Planner's rollout: de-normalised with the constants the backend reports (its checkpoint's)."""
+    cfg = ActionSpaceConfig().with_normalization(backend.identity.normalization)
+    return action_to_traj(out.actions, tick.hist_xyz, tick.hist_rot, cfg)[0]
 
 
 def test_greedy_tokens_identical(torch_backend, ort_backend, synthetic, tick) -> None:
@@ -44,13 +46,20 @@ def test_seeded_sampling_identical_tokens_text_and_trajectories(torch_backend, o
     ref = _reference(torch_backend, synthetic, tick, req, noise)
     assert a.generated_ids == b.generated_ids == ref.token_ids.tolist()
     assert len({tuple(r) for r in a.generated_ids}) > 1  # candidates sample their own reasoning
+    lay = torch_backend.orchestrator.config.layout  # the reference returns pad after <|traj_future_start|>
+    ends = [(r, int(np.flatnonzero(r == lay.traj_future_start)[0])) for r in ref.token_ids if lay.traj_future_start in r]
+    assert len(ends) > 1 and min(e for _, e in ends) < ref.token_ids.shape[1] - 2  # rows ended at different steps
+    assert all((r[e + 1:] == lay.pad).all() for r, e in ends)
     for out in (a, b):  # same orchestration on both executors
         assert out.counters["prefill_calls"] == 1 and out.counters["prefix_kv_copies"] == 0
         assert out.counters["decode_calls"] == len(out.generated_ids[0]) - 1
     assert a.reasoning == b.reasoning == ref.reasoning
-    xyz_a, xyz_b = _traj(a, tick), _traj(b, tick)
+    xyz_a, xyz_b = _traj(a, tick, torch_backend), _traj(b, tick, ort_backend)
     assert np.abs(xyz_a - ref.xyz).max() < 1e-4
     assert np.abs(xyz_b - ref.xyz).max() < 1e-4
+    # the reference de-normalises with the checkpoint's bf16 buffers; config.json's nominal values are off
+    nominal = action_to_traj(b.actions, tick.hist_xyz, tick.hist_rot, ActionSpaceConfig())[0]
+    assert np.abs(nominal - ref.xyz).max() > 1e-3
     # a different seed changes the sampled reasoning (the test can fail)
     c = ort_backend.infer(tick.inputs, SamplingRequest(num_candidates=4, seed=12, max_generation_length=48), noise=noise)
     assert c.generated_ids != b.generated_ids
@@ -63,7 +72,7 @@ def test_shared_reasoning_mode(torch_backend, ort_backend, synthetic, tick) -> N
     assert a.generated_ids == b.generated_ids == [ref.token_ids[0].tolist()] * 3
     assert a.reasoning == b.reasoning and len(set(a.reasoning)) == 1
     assert a.counters["decode_calls"] == b.counters["decode_calls"] == len(a.generated_ids[0]) - 1
-    assert np.abs(_traj(b, tick) - ref.xyz).max() < 1e-4
+    assert np.abs(_traj(b, tick, ort_backend) - ref.xyz).max() < 1e-4
     assert not np.allclose(b.actions[0], b.actions[1])  # own noise per candidate
     assert b.counters["prefix_kv_copies"] == 0
 

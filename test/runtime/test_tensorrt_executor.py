@@ -709,12 +709,16 @@ def test_orchestrator_over_tensorrt_executor_matches_onnxruntime(tiny_onnx_dir: 
     EngineManifest(
         "tensorrt", VERSION, config.config_hash, "fp32", False, config.prefix_capacity, config.suffix_capacity,
         onnx_manifest["max_batch"], entries, {}, weights_hash=onnx_manifest.get("weights_hash", ""),
+        normalization=onnx_manifest["normalization"],
     ).write(tmp_path)  # fmt: skip
     cuda = FakeCuda()
     executor = TensorRTExecutor(
         config, tmp_path, cuda=cuda, engine_source=FakeSource(ort_engines(tiny_onnx_dir, cuda)),
         weights_hash=weights_fingerprint(model_dir),
     )  # fmt: skip
+    recorded = executor.recorded_normalization  # what a model directory without weights falls back to
+    assert recorded is not None and recorded.to_record() == onnx_manifest["normalization"]
+    assert recorded.recorded_in == str(tmp_path / "manifest.json")
     trt_backend = GraphBackend("tensorrt", model_dir, executor)
     ort_backend = create_backend("onnxruntime", model_dir)
     synthetic = SyntheticInputs(model_dir)

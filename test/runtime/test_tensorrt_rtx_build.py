@@ -65,6 +65,7 @@ def test_build_engines_manifest_binds_version_and_config(onnx_dir: Path, tmp_pat
     onnx_manifest = json.loads((onnx_dir / "manifest.json").read_text())
     assert manifest.tensorrt_version == trt_rtx.__version__
     assert manifest.config_hash == onnx_manifest["config_hash"]
+    assert manifest.normalization == onnx_manifest["normalization"]  # engines without weights keep the constants
     assert not (out / "timing.cache").exists()  # timing caches are no-ops in TensorRT-RTX, so none is written
 
     loaded = load_engine_manifest(out)

@@ -35,6 +35,24 @@ def test_tiny_checkpoint_uses_released_key_layout(tiny_model_dir: Path) -> None:
     assert len(non_vlm) == n_layers * 11 + 1 + 13 + 2 + 4
 
 
+FREQ_KEYS = ("action_in_proj.sinus.0.freqs", "action_in_proj.sinus.1.freqs",
+             "action_in_proj.timestep_fourier_encoder.freqs")
+# spec §8: the released freqs as the bf16 buffers hold them
+BF16_FREQS = [1, 1.671875, 2.78125, 4.65625, 7.75, 12.9375, 21.5, 36, 60, 100]
+
+
+def test_fourier_freqs_have_the_released_shape_and_both_layouts_load(tiny_model_dir: Path, tmp_path: Path) -> None:
+    state = read_state_dict(tiny_model_dir)
+    for key in FREQ_KEYS:
+        assert tuple(state[key].shape) == (1, 10), key  # released layout [1, n]
+        assert state[key].flatten().tolist() == BF16_FREQS
+    assert tuple(load_model(tiny_model_dir).state_dict()[FREQ_KEYS[0]].shape) == (1, 10)
+    # An older checkpoint with flat [n] freqs loads to the same model.
+    flat = _write(tmp_path / "flat", tiny_model_dir, {k: v.flatten() if k in FREQ_KEYS else v for k, v in state.items()})
+    a, b = load_model(tiny_model_dir).state_dict(), load_model(flat).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_sharded_checkpoint_round_trip(tiny_model_dir: Path, tmp_path: Path) -> None:
     model = load_model(tiny_model_dir)
     out = tmp_path / "sharded"

@@ -22,14 +22,15 @@ def fourier_freqs(dim: int, max_freq: float) -> torch.Tensor:
 
 
 class FourierEncoder(nn.Module):
-    """enc(s) = √2·[sin(2π s f_k), cos(2π s f_k)]; `freqs` is a persistent buffer (AR1: bf16 on disk)."""
+    """enc(s) = √2·[sin(2π s f_k), cos(2π s f_k)]; `freqs` is a persistent buffer of the released shape
+    `[1, dim/2]` (AR1: bf16 on disk; `runtime.weights` also loads a flat `[dim/2]`)."""
 
     def __init__(self, dim: int, max_freq: float) -> None:
         super().__init__()
-        self.register_buffer("freqs", fourier_freqs(dim, max_freq))
+        self.register_buffer("freqs", fourier_freqs(dim, max_freq)[None, :])
 
     def forward(self, s: torch.Tensor) -> torch.Tensor:
-        arg = 2.0 * math.pi * s.float().unsqueeze(-1) * self.freqs.float()
+        arg = 2.0 * math.pi * s.float().unsqueeze(-1) * self.freqs.float()[0]
         return math.sqrt(2.0) * torch.cat((arg.sin(), arg.cos()), dim=-1)
 
 

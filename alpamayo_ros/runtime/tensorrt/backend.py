@@ -33,6 +33,7 @@ def build_tensorrt_executor(model_dir: str | Path, **options: Any) -> TensorRTEx
     """options: engine_dir (default MODEL_DIR/engines), use_cuda_graphs (True), tensorrt_module,
     verify_checksums (sha256 of every engine at load; slow for 10+ GB), max_steps, capacities."""
     from alpamayo_ros.runtime.config import load_config
+    from alpamayo_ros.runtime.weights import optional_weights_fingerprint
 
     unknown = set(options) - set(OPTIONS)
     if unknown:
@@ -46,18 +47,8 @@ def build_tensorrt_executor(model_dir: str | Path, **options: Any) -> TensorRTEx
         use_cuda_graphs=bool(options.get("use_cuda_graphs", True)),
         verify_checksums=bool(options.get("verify_checksums", False)),
         max_steps=int(options.get("max_steps", MAX_EULER_STEPS)),
-        weights_hash=_weights_hash(model_dir),
+        weights_hash=optional_weights_fingerprint(model_dir),  # on Thor the engines may travel without weights
     )
-
-
-def _weights_hash(model_dir: str | Path) -> str | None:
-    """Fingerprint of the checkpoint when it is present (on Thor the engines may travel without it)."""
-    from alpamayo_ros.runtime.weights import weights_fingerprint
-
-    try:
-        return weights_fingerprint(model_dir)
-    except FileNotFoundError:
-        return None
 
 
 class TensorRTBackend(GraphBackend):

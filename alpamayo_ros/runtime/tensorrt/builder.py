@@ -404,6 +404,7 @@ def build_engines(
         dims={k: [v.min, v.opt, v.max] for k, v in sorted(ranges.items())},
         device=_device_info() if options.tensorrt_module == DEFAULT_MODULE else None,
         weights_hash=str(manifest.raw.get("weights_hash", "")),
+        normalization=manifest.raw.get("normalization"),
     )
     result.write(out)
     return result

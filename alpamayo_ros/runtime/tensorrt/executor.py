@@ -340,6 +340,7 @@ class TensorRTExecutor(GraphExecutor):
             compute_capability = None
         self.cuda: CudaApi = cuda
         self.manifest = self._check_manifest(compute_capability, verify_checksums, weights_hash)
+        self.recorded_normalization = self.manifest.recorded_normalization(self.engine_dir)
         self.use_cuda_graphs = use_cuda_graphs
         self.max_steps = max_steps
         self.stats = ExecutorStats()

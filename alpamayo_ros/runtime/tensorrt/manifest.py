@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from alpamayo_ros.core.action_space import Normalization
+
 ONNX_MANIFEST_FORMAT = "alpamayo_ros.onnx/1"
 ENGINE_MANIFEST_FORMAT = "alpamayo_ros.engines/1"
 ENGINE_MANIFEST_NAME = "manifest.json"
@@ -204,12 +206,20 @@ class EngineManifest:
     dims: dict[str, list[int]]
     device: dict[str, Any] | None = None  # {"name", "compute_capability"} when built on a GPU
     weights_hash: str = ""  # runtime.weights.weights_fingerprint of the exported checkpoint, if recorded
+    # action de-normalisation constants + source, copied from the ONNX manifest (None: an older export)
+    normalization: dict[str, Any] | None = None
     host: str = field(default_factory=platform.machine)
     created_utc: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     format: str = ENGINE_MANIFEST_FORMAT
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    def recorded_normalization(self, engine_dir: str | Path) -> Normalization | None:
+        """The constants recorded at export, for a model directory that holds engines but no weights."""
+        if self.normalization is None:
+            return None
+        return Normalization.from_record(self.normalization, str(Path(engine_dir) / ENGINE_MANIFEST_NAME))
 
     def write(self, engine_dir: str | Path) -> Path:
         path = Path(engine_dir) / ENGINE_MANIFEST_NAME
