@@ -33,6 +33,7 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 from visualization_msgs.msg import MarkerArray
@@ -47,6 +48,7 @@ from .conversions import (
     make_candidates_msg,
     make_markers,
     make_path,
+    serialized_header_stamp,
     stamp_to_sec,
 )
 from .diagnostics import NodeDiagnostics, Throttle, to_diagnostic_array
@@ -83,6 +85,10 @@ _DIAG_EVENT_MIN_PERIOD_S = 0.2
 _WARMUP_T0 = 1000.0
 _PENDING_FRAMES = 4  # per camera: one tick's worth of frames (4 slots at 10 Hz)
 _NEW_INPUT_POLL_S = 0.005
+
+
+def _msg_type(cam: CameraParams) -> type:
+    return CompressedImage if cam.transport == "compressed" else Image
 
 
 def _qos(reliability: str, depth: int) -> QoSProfile:
@@ -150,11 +156,10 @@ def _is_time_jump(exc: BaseException) -> bool:
 
 @dataclass
 class _Frame:
-    """A camera message waiting for the decode pool, with what its header already told."""
+    """A camera message waiting for the decode pool, still serialized (see `_on_image`)."""
 
-    msg: Any
-    stamp: float
-    dims: tuple[int, int] | None  # (height, width) it decodes to, when the header says
+    data: bytes
+    stamp: float | None  # header stamp read from the serialized bytes; None: read it after deserializing
 
 
 @dataclass
@@ -211,6 +216,9 @@ class _Runtime:
     last_published_t0: float | None = None
     last_plan: LastPlan | None = None
     last_valid_clock: float | None = None  # node clock (s) of the last valid plan or of activation
+    # Bumped when the odometry track restarts (relocalisation, frame switch, time jump): a plan made
+    # on an older track cannot be re-expressed on the new one, so it is never kept as the last plan.
+    track: int = 0
     last_odom: _OdomSample | None = None
     last_diag_mono: float = 0.0
     subs: list[Any] = field(default_factory=list)
@@ -438,11 +446,12 @@ class PlannerNode(LifecycleNode):
         ret = super().on_activate(state)  # lifecycle publishers go live
         p = rt.params
         for cam in p.cameras:
-            msg_type = CompressedImage if cam.transport == "compressed" else Image
+            # raw: the executor hands over the serialized bytes; deserializing (0.7 s for a 192 MB
+            # frame) happens in the decode pool, after the size check, never on the executor thread
             rt.subs.append(self.create_subscription(
-                msg_type, cam.topic, lambda msg, name=cam.name: self._on_image(name, msg),
+                _msg_type(cam), cam.topic, lambda data, name=cam.name: self._on_image(name, data),
                 _qos(cam.reliability, cam.depth), callback_group=self._input_group(cam.name),
-                event_callbacks=_no_sub_events()))
+                event_callbacks=_no_sub_events(), raw=True))
         rt.subs.append(self.create_subscription(
             Odometry, p.odometry_topic, self._on_odometry, _qos(p.odometry_reliability, p.odometry_depth),
             callback_group=self._input_group(_ODOM), event_callbacks=_no_sub_events()))
@@ -531,7 +540,7 @@ class PlannerNode(LifecycleNode):
         return self.get_clock().now().nanoseconds * 1e-9
 
     # --- inputs (executor threads: keep cheap) ------------------------------------------------------
-    def _on_image(self, name: str, msg: Image | CompressedImage) -> None:
+    def _on_image(self, name: str, data: bytes) -> None:
         rt = self._rt
         if rt is None:
             return
@@ -539,7 +548,7 @@ class PlannerNode(LifecycleNode):
         rt.stats.received(name)
         cam = rt.cameras[name]
         try:
-            frame = self._admit(rt, cam, msg)
+            frame = self._admit(rt, cam, data)
         except _Refused as exc:
             self._reject(rt, name, exc.code, str(exc))
             rt.stats.callback_cost(time.perf_counter() - t)
@@ -559,24 +568,23 @@ class PlannerNode(LifecycleNode):
                 cam.in_decode = False
         rt.stats.callback_cost(time.perf_counter() - t)
 
-    def _admit(self, rt: _Runtime, cam: _CameraState, msg: Any) -> _Frame:
-        """Header-only checks on the executor thread, before the frame is queued, copied or decoded:
-        size (an oversized frame would stall every input while it is decoded) and stamp order (a
-        repeated or older frame must not take a queue slot from a frame a tick needs)."""
-        dims = image_dims(msg)
-        too_large = oversize_reason(msg, dims, rt.params.max_image_bytes)
-        if too_large:
-            raise _Refused("image_too_large", too_large + "; raise max_image_bytes if the camera really sends this")
-        stamp = stamp_to_sec(msg.header.stamp)
-        with cam.lock:
-            newest = cam.newest_queued
-            if stamp > 0.0 and newest is not None and newest - rt.params.time_jump_threshold_s <= stamp <= newest:
-                if stamp == newest:
-                    raise _Refused("duplicate", f"stamp {stamp:.3f} repeats the previous frame's")
-                raise _Refused("out_of_order", f"stamp {stamp:.3f} is not newer than {newest:.3f}")
-            if stamp > 0.0:
+    def _admit(self, rt: _Runtime, cam: _CameraState, data: bytes) -> _Frame:
+        """Checks on the serialized message, on the executor thread, before it is queued: size (an
+        oversized frame would stall every input while it is deserialized and decoded) and stamp
+        order (a repeated or older frame must not take a queue slot from a frame a tick needs)."""
+        if len(data) > rt.params.max_image_bytes:
+            raise _Refused("image_too_large", f"message of {len(data)} bytes exceeds max_image_bytes="
+                           f"{rt.params.max_image_bytes}; raise max_image_bytes if the camera really sends this")
+        stamp = serialized_header_stamp(data)
+        if stamp is not None and stamp > 0.0:
+            with cam.lock:
+                newest = cam.newest_queued
+                if newest is not None and newest - rt.params.time_jump_threshold_s <= stamp <= newest:
+                    if stamp == newest:
+                        raise _Refused("duplicate", f"stamp {stamp:.3f} repeats the previous frame's")
+                    raise _Refused("out_of_order", f"stamp {stamp:.3f} is not newer than {newest:.3f}")
                 cam.newest_queued = stamp  # a jump further back is a time jump: the decode task resets
-        return _Frame(msg, stamp, dims)
+        return _Frame(data, stamp)
 
     def _decode_task(self, rt: _Runtime, cam: _CameraState, frame: _Frame) -> None:
         """One frame, then hand the camera's pending frame back to the pool queue (not a loop:
@@ -596,7 +604,13 @@ class PlannerNode(LifecycleNode):
                         cam.in_decode = False
 
     def _process_frame(self, rt: _Runtime, cam: _CameraState, frame: _Frame) -> None:
-        name, stamp = cam.params.name, frame.stamp
+        name = cam.params.name
+        try:
+            msg = deserialize_message(frame.data, _msg_type(cam.params))
+        except Exception as exc:  # not a message of this type at all
+            self._reject(rt, name, "corrupt", f"cannot deserialize a {_msg_type(cam.params).__name__}: {exc}")
+            return
+        stamp = stamp_to_sec(msg.header.stamp)
         if stamp <= 0.0:
             self._reject(rt, name, "no_stamp", "header.stamp is zero; the driver must stamp images")
             return
@@ -608,10 +622,14 @@ class PlannerNode(LifecycleNode):
             return
         t = time.perf_counter()
         try:
-            if frame.dims is not None:
-                self._check_model_size(rt, cam, *frame.dims)
-            rgb = self._decode(rt, cam, frame.msg)
-            if frame.dims is None:
+            dims = image_dims(msg)
+            too_large = oversize_reason(msg, dims, rt.params.max_image_bytes)
+            if too_large:
+                raise _Refused("image_too_large", too_large)
+            if dims is not None:
+                self._check_model_size(rt, cam, *dims)
+            rgb = self._decode(rt, cam, msg)
+            if dims is None:
                 self._check_model_size(rt, cam, *rgb.shape[:2], cropped=True)
             rt.planner.add_image(cam.params.model_camera_id, stamp, rgb)
         except _Refused as exc:
@@ -681,6 +699,7 @@ class PlannerNode(LifecycleNode):
             cam.last_stamp = None
         with rt.lock:
             rt.last_plan = None
+            rt.track += 1
             rt.last_planned_t0 = None
             rt.last_odom = None
             rt.last_valid_clock = None
@@ -694,6 +713,7 @@ class PlannerNode(LifecycleNode):
         re-expressed through the jump, so a fallback until the history refills is a stop path."""
         with rt.lock:
             rt.last_plan = None
+            rt.track += 1
         rt.stats.relocalisation(why)
         self._warn("relocalisation", why)
         self._diag_event(rt)
@@ -778,6 +798,7 @@ class PlannerNode(LifecycleNode):
         from alpamayo_ros.core.planner import TickNotReady
 
         planner = rt.planner
+        track = rt.track
         try:
             t0 = planner.latest_ready_t0()
             if t0 is not None and t0 == rt.last_planned_t0:
@@ -808,7 +829,7 @@ class PlannerNode(LifecycleNode):
             return
         rt.last_planned_t0 = result.t0
         t_pub = time.perf_counter()
-        self._handle_result(rt, result)
+        self._handle_result(rt, result, track)
         rt.stats.stage("publish", time.perf_counter() - t_pub)
         for stage in ("select", "inputs", "rollout"):
             if stage in result.timings_s:
@@ -830,7 +851,7 @@ class PlannerNode(LifecycleNode):
         if expired:
             self._fallback(rt, f"input_timeout:{why}")
 
-    def _handle_result(self, rt: _Runtime, result: Any) -> None:
+    def _handle_result(self, rt: _Runtime, result: Any, track: int) -> None:
         in_gate = result.input_gate
         if not in_gate.ok:
             rt.stats.gate_trip("input", list(in_gate.reasons))
@@ -856,7 +877,8 @@ class PlannerNode(LifecycleNode):
                              per_candidate=True, cache=rt.path_cache, kind="plan"):
             return
         with rt.lock:
-            rt.last_plan = last
+            if rt.track == track:
+                rt.last_plan = last
             rt.last_valid_clock = self._now()
 
     # --- fallback -------------------------------------------------------------------------------
