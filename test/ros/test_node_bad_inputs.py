@@ -19,13 +19,6 @@ pytestmark = pytest.mark.ros
 pytest.importorskip("alpamayo_ros.core.planner", reason="the core Planner has not landed yet")
 
 
-@pytest.fixture(scope="module")
-def model_dir() -> str:
-    from alpamayo_ros.runtime.tiny_model import default_tiny_model_dir
-
-    return str(default_tiny_model_dir())  # the committed tiny model (read only)
-
-
 @pytest.fixture
 def rig(ros_context, unique_name, model_dir):
     # max_image_bytes: 1 MB (the rig's frames are 320x576, 0.55 MB raw) so oversized test frames stay small

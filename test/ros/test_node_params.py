@@ -173,12 +173,6 @@ def test_out_of_range_startup_value_fails_configure_by_name_then_can_be_fixed(ro
         node.destroy_node()
 
 
-def _tiny_model_dir() -> str:
-    from alpamayo_ros.runtime.tiny_model import default_tiny_model_dir
-
-    return str(default_tiny_model_dir())  # the committed tiny model (read only)
-
-
 @pytest.mark.ros
 @pytest.mark.parametrize(("name", "topic", "why"), [
     ("cameras.front_wide_120fov.topic", "not a topic!", "characters other than alphanumerics"),
@@ -204,7 +198,7 @@ def test_invalid_topic_names_fail_configure_naming_the_parameter(ros_context, mo
 
 
 @pytest.mark.ros
-def test_a_failing_transition_logs_its_cause(ros_context, capfd) -> None:
+def test_a_failing_transition_logs_its_cause(ros_context, tiny_model_dir, capfd) -> None:
     from lifecycle_msgs.msg import State
     from rclpy.lifecycle import TransitionCallbackReturn
     from rclpy.parameter import Parameter
@@ -216,7 +210,7 @@ def test_a_failing_transition_logs_its_cause(ros_context, capfd) -> None:
             raise RuntimeError(f"cannot subscribe input '{name}'")
 
     node = BrokenSubscriptions(context=ros_context, parameter_overrides=[
-        Parameter("model_dir", value=_tiny_model_dir()), Parameter("backend", value="kinematic"),
+        Parameter("model_dir", value=tiny_model_dir), Parameter("backend", value="kinematic"),
         Parameter("warmup", value=False)])
     try:
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
@@ -231,7 +225,7 @@ def test_a_failing_transition_logs_its_cause(ros_context, capfd) -> None:
 
 
 @pytest.mark.ros
-def test_max_generation_length_beyond_the_graphs_decode_capacity_fails_configure(ros_context) -> None:
+def test_max_generation_length_beyond_the_graphs_decode_capacity_fails_configure(ros_context, tiny_model_dir) -> None:
     pytest.importorskip("torch")
     from rclpy.lifecycle import TransitionCallbackReturn
     from rclpy.parameter import Parameter
@@ -240,7 +234,7 @@ def test_max_generation_length_beyond_the_graphs_decode_capacity_fails_configure
 
     # the tiny model's graphs hold 256 suffix tokens: 257 generated tokens at most
     node = PlannerNode(context=ros_context, parameter_overrides=[
-        Parameter("model_dir", value=_tiny_model_dir()), Parameter("backend", value="torch"),
+        Parameter("model_dir", value=tiny_model_dir), Parameter("backend", value="torch"),
         Parameter("warmup", value=False), Parameter("num_candidates", value=2),
         Parameter("max_generation_length", value=300)])
     try:

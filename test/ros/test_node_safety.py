@@ -4,7 +4,6 @@ duplicated frames cost no frames."""
 
 from __future__ import annotations
 
-import gc
 import threading
 
 import pytest
@@ -19,27 +18,10 @@ SPEED = 5.0  # the rig's synthetic drive: straight ahead at 5 m/s
 HORIZON_S = 6.4
 
 
-@pytest.fixture(scope="module")
-def model_dir() -> str:
-    from alpamayo_ros.runtime.tiny_model import default_tiny_model_dir
-
-    return str(default_tiny_model_dir())  # the committed tiny model (read only)
-
-
-@pytest.fixture
-def rig_factory(ros_context, unique_name, model_dir):
-    rigs: list[Rig] = []
-
-    def make(**kwargs) -> Rig:
-        rig = Rig(ros_context, f"{unique_name}{len(rigs)}", model_dir, **kwargs)
-        rigs.append(rig)
-        assert rig.transition("configure") and rig.transition("activate")
-        return rig
-
-    yield make
-    for rig in rigs:
-        rig.close()
-    gc.collect()
+def _active(rig_factory, **kwargs) -> Rig:
+    rig = rig_factory(**kwargs)
+    assert rig.transition("configure") and rig.transition("activate")
+    return rig
 
 
 def _normal(rig: Rig) -> list:
@@ -58,7 +40,7 @@ def _started(rig: Rig) -> None:
 
 @pytest.mark.parametrize("offset", [(1000.0, 0.0, 0.0), (0.0, 2.0, 0.0)], ids=["x+1000m", "lateral_2m"])
 def test_a_jump_that_stays_is_a_relocalisation_and_never_a_normal_plan(rig_factory, offset) -> None:
-    rig = rig_factory(params={"fallback.input_timeout_s": 0.8})
+    rig = _active(rig_factory, params={"fallback.input_timeout_s": 0.8})
     _started(rig)
     t_jump = rig.drive.now() + 0.3
     rig.jump_odometry(offset, at=t_jump)
@@ -85,7 +67,7 @@ def test_a_jump_that_stays_is_a_relocalisation_and_never_a_normal_plan(rig_facto
 
 
 def test_an_odometry_frame_switch_is_named_and_restarts_the_history(rig_factory) -> None:
-    rig = rig_factory()
+    rig = _active(rig_factory)
     _started(rig)
     t_switch = rig.drive.now()
     rig.drive.odom_frame = "map"
@@ -99,7 +81,7 @@ def test_an_odometry_frame_switch_is_named_and_restarts_the_history(rig_factory)
 
 
 def test_a_single_odometry_glitch_is_dropped_and_planning_goes_on(rig_factory) -> None:
-    rig = rig_factory()
+    rig = _active(rig_factory)
     _started(rig)
     msg = rig.drive.odometry_msg(rig.drive.now() + 0.001)
     msg.pose.pose.position.x += 50.0
@@ -117,7 +99,7 @@ def test_outputs_never_go_back_in_time_a_late_plan_is_dropped_and_counted(rig_fa
     # K=16 x 100 Euler steps make each kinematic tick last longer than the 10 ms budget at 50 Hz: the
     # timer publishes an inference_timeout fallback stamped with the newest odometry before the plan
     # (stamped with its older camera t0) finishes
-    rig = rig_factory(params={"num_candidates": 16, "num_diffusion_steps": 100, "rate_hz": 50.0,
+    rig = _active(rig_factory, params={"num_candidates": 16, "num_diffusion_steps": 100, "rate_hz": 50.0,
                               "fallback.inference_timeout_s": 0.01})
     rig.start_inputs()
     stats = rig.node.stats
@@ -134,7 +116,7 @@ def test_outputs_never_go_back_in_time_a_late_plan_is_dropped_and_counted(rig_fa
 
 
 def test_a_lagging_camera_is_named(rig_factory) -> None:
-    rig = rig_factory()
+    rig = _active(rig_factory)
     rig.lag_camera(3, 0.5)  # front_tele delivers each frame 0.5 s after its capture
     _started(rig)
     name = CAMERA_NAMES[3]
@@ -153,7 +135,7 @@ def test_a_lagging_camera_is_named(rig_factory) -> None:
 def test_duplicated_frames_never_take_a_queue_slot(rig_factory) -> None:
     """A camera that sends every frame twice while the decode pool is busy: the repeats are refused on
     arrival, so all 4 distinct frames a tick needs survive the 4-frame queue."""
-    rig = rig_factory(params={"image_workers": 1, f"cameras.{CAMERA_NAMES[0]}.depth": 20})  # DDS keeps the burst
+    rig = _active(rig_factory, params={"image_workers": 1, f"cameras.{CAMERA_NAMES[0]}.depth": 20})  # DDS keeps the burst
     _started(rig)
     name, stats = CAMERA_NAMES[0], rig.node.stats
     rig.drive.paused_cameras.add(0)
