@@ -220,3 +220,24 @@ def test_image_that_does_not_fit_the_model_is_refused_at_the_input(rig, capfd) -
     assert rig.node.stats.backend_errors == 0
     logged = [line for line in capfd.readouterr().err.splitlines() if "image_size_mismatch" in line]
     assert 1 <= len(logged) <= 2, logged
+
+
+def test_a_failing_backend_is_logged_throttled_and_counted_every_tick(rig, capfd) -> None:
+    class BrokenEngine:  # a device fault: every inference raises (the GPU edge, the one thing faked)
+        identity = rig.node.planner.backend.identity
+
+        def infer(self, inputs, request):
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+        def close(self) -> None:
+            pass
+
+    capfd.readouterr()
+    stats = rig.node.stats
+    rig.node.planner.backend = BrokenEngine()
+    start = stats.backend_errors
+    assert rig.wait_for(lambda: stats.backend_errors >= start + 12, timeout_s=10.0), stats.snapshot()
+    logged = [line for line in capfd.readouterr().err.splitlines() if "tick failed in the backend" in line]
+    assert 1 <= len(logged) <= 2, logged  # 12+ failed ticks in ~1.2 s, one line per 2 s
+    assert rig.wait_for(lambda: "illegal memory access" in rig.diag_values("backend").get("last_error", ""),
+                        timeout_s=3.0)
