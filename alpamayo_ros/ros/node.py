@@ -8,13 +8,19 @@ Transitions (DESIGN.md §5):
 - deactivate: stop ticking, drop subscriptions, drain the inference worker.
 - cleanup / shutdown: release the backend, worker pools, buffers and publishers.
 
-Threads: subscription callbacks only hand messages on (camera frames go to a small decode pool,
-at most one frame in decode per camera and up to 4 waiting in arrival order — a tick needs every
-frame of its 0.3 s window, so a burst is queued; beyond 4 the oldest is counted as dropped). Inference runs on one worker thread, at most one tick in
-flight, always for the newest complete input. Lifecycle and parameter services live in the
-default callback group, timers and subscriptions in their own groups. Every callback only hands
-work on, so one executor thread (`main()`) answers services while a tick runs. Everything is timed on the node
-clock, so use_sim_time works; input times come from the message headers.
+Threads: subscription callbacks only hand messages on. Camera frames arrive serialized: the callback
+checks size and stamp order on the bytes and queues them for a small decode pool (deserialize,
+decode, preprocess), at most one frame in decode per camera and up to 4 waiting in arrival order — a
+tick needs every frame of its 0.3 s window, so a burst is queued; beyond 4 the oldest is counted as
+dropped. Inference runs on one worker thread, at most one tick in flight, always for the newest
+complete input. Lifecycle and parameter services live in the default callback group, timers and
+subscriptions in their own groups. Every callback only hands work on, so one executor thread
+(`main()`) answers services while a tick runs. Everything is timed on the node clock, so
+use_sim_time works; input times come from the message headers.
+
+Safety (docs/ros_interface.md, "Gates and fallback"): outputs never go back in t0 (`_publish`), an
+odometry track that restarts (relocalisation, frame switch, time jump) drops the last plan, and the
+core's gates apply the plausibility limits.
 """
 
 from __future__ import annotations
@@ -155,21 +161,13 @@ def _is_time_jump(exc: BaseException) -> bool:
 
 
 @dataclass
-class _Frame:
-    """A camera message waiting for the decode pool, still serialized (see `_on_image`)."""
-
-    data: bytes
-    stamp: float | None  # header stamp read from the serialized bytes; None: read it after deserializing
-
-
-@dataclass
 class _CameraState:
     params: CameraParams
     lock: threading.Lock = field(default_factory=threading.Lock)
     in_decode: bool = False
     # Frames waiting for the decode pool. A tick needs this camera's frames at t0-0.3 ... t0, so a
     # short burst (a driver catching up, a stalled executor) is queued, not collapsed to the newest.
-    pending: deque[_Frame] = field(default_factory=lambda: deque(maxlen=_PENDING_FRAMES))
+    pending: deque[bytes] = field(default_factory=lambda: deque(maxlen=_PENDING_FRAMES))  # serialized
     last_stamp: float | None = None  # newest frame decoded and buffered
     # Newest stamp handed to the decode pool: a repeat or an older frame is refused in the callback,
     # so it never takes a queue slot from a frame a tick needs.
@@ -548,7 +546,7 @@ class PlannerNode(LifecycleNode):
         rt.stats.received(name)
         cam = rt.cameras[name]
         try:
-            frame = self._admit(rt, cam, data)
+            self._admit(rt, cam, data)
         except _Refused as exc:
             self._reject(rt, name, exc.code, str(exc))
             rt.stats.callback_cost(time.perf_counter() - t)
@@ -557,18 +555,18 @@ class PlannerNode(LifecycleNode):
             if cam.in_decode:
                 if len(cam.pending) == cam.pending.maxlen:
                     rt.stats.dropped(name)  # the oldest waiting frame falls out
-                cam.pending.append(frame)
+                cam.pending.append(data)
                 rt.stats.callback_cost(time.perf_counter() - t)
                 return
             cam.in_decode = True
         try:
-            rt.decode_pool.submit(self._decode_task, rt, cam, frame)
+            rt.decode_pool.submit(self._decode_task, rt, cam, data)
         except RuntimeError:  # pool shut down by a concurrent cleanup
             with cam.lock:
                 cam.in_decode = False
         rt.stats.callback_cost(time.perf_counter() - t)
 
-    def _admit(self, rt: _Runtime, cam: _CameraState, data: bytes) -> _Frame:
+    def _admit(self, rt: _Runtime, cam: _CameraState, data: bytes) -> None:
         """Checks on the serialized message, on the executor thread, before it is queued: size (an
         oversized frame would stall every input while it is deserialized and decoded) and stamp
         order (a repeated or older frame must not take a queue slot from a frame a tick needs)."""
@@ -584,13 +582,12 @@ class PlannerNode(LifecycleNode):
                         raise _Refused("duplicate", f"stamp {stamp:.3f} repeats the previous frame's")
                     raise _Refused("out_of_order", f"stamp {stamp:.3f} is not newer than {newest:.3f}")
                 cam.newest_queued = stamp  # a jump further back is a time jump: the decode task resets
-        return _Frame(data, stamp)
 
-    def _decode_task(self, rt: _Runtime, cam: _CameraState, frame: _Frame) -> None:
+    def _decode_task(self, rt: _Runtime, cam: _CameraState, data: bytes) -> None:
         """One frame, then hand the camera's pending frame back to the pool queue (not a loop:
         a camera whose frames always arrive before the last is done must not starve the others)."""
         try:
-            self._process_frame(rt, cam, frame)
+            self._process_frame(rt, cam, data)
         finally:
             with cam.lock:
                 nxt = cam.pending.popleft() if cam.pending else None
@@ -603,10 +600,10 @@ class PlannerNode(LifecycleNode):
                     with cam.lock:
                         cam.in_decode = False
 
-    def _process_frame(self, rt: _Runtime, cam: _CameraState, frame: _Frame) -> None:
+    def _process_frame(self, rt: _Runtime, cam: _CameraState, data: bytes) -> None:
         name = cam.params.name
         try:
-            msg = deserialize_message(frame.data, _msg_type(cam.params))
+            msg = deserialize_message(data, _msg_type(cam.params))
         except Exception as exc:  # not a message of this type at all
             self._reject(rt, name, "corrupt", f"cannot deserialize a {_msg_type(cam.params).__name__}: {exc}")
             return
