@@ -2,6 +2,12 @@
 
 Each gate returns a GateResult with machine-readable reason codes; it never raises on bad data,
 so the node can log, publish diagnostics and keep running. Thresholds are dataclass fields.
+
+Besides the reference integration's checks (t0 at the origin, last-step speed vs twist, first
+waypoint vs v0·dt, reversal), both gates apply absolute plausibility limits for a car
+(``PlausibilityLimits``): a history that jumps anywhere in its window or moves faster than a car
+can, a v0 or a planned speed beyond the car's top speed, or a lateral acceleration beyond what
+tyres hold, never becomes a normal plan.
 """
 
 from __future__ import annotations
@@ -13,10 +19,19 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from .action_space import ActionSpaceConfig, denormalize_action
-from .egomotion import EgoHistory
+from .egomotion import ContinuityConfig, EgoHistory, find_discontinuity
 from .geometry import yaw_from_rotmat
 
-__all__ = ["GateResult", "InputGateConfig", "OutputGateConfig", "check_input", "check_output"]
+__all__ = [
+    "GateResult",
+    "InputGateConfig",
+    "InputReason",
+    "OutputGateConfig",
+    "OutputReason",
+    "PlausibilityLimits",
+    "check_input",
+    "check_output",
+]
 
 
 class InputReason:
@@ -28,6 +43,8 @@ class InputReason:
     STAMPS_NOT_MONOTONIC = "stamps_not_monotonic"
     STAMPS_NOT_UNIFORM = "stamps_not_uniform"
     SPEED_MISMATCH = "speed_mismatch"  # history's last-step speed vs the odometry twist
+    DISCONTINUITY = "history_discontinuity"  # a step anywhere in the window jumps away from the motion
+    SPEED_LIMIT = "history_speed_out_of_limits"  # a step or the twist faster than PlausibilityLimits.max_speed_mps
     STANDING_START = "standing_start_in_window"  # warning only
 
 
@@ -38,6 +55,21 @@ class OutputReason:
     REVERSAL = "large_reversal"
     ACCEL_BOUNDS = "accel_out_of_bounds"
     CURVATURE_BOUNDS = "curvature_out_of_bounds"
+    V0_LIMIT = "v0_out_of_limits"  # |v0| beyond PlausibilityLimits.max_speed_mps: every candidate fails
+    SPEED_LIMIT = "speed_out_of_limits"  # a waypoint faster than max_speed_mps
+    LATERAL_ACCEL_LIMIT = "lateral_accel_out_of_limits"  # v²·|curvature| beyond max_lateral_accel_mps2
+
+
+@dataclass(frozen=True)
+class PlausibilityLimits:
+    """Absolute limits for a road car, whatever the model or the odometry say."""
+
+    max_speed_mps: float = 70.0  # ≈ 250 km/h, above a road car's governed top speed
+    max_lateral_accel_mps2: float = 8.0  # ≈ 0.8 g, about the grip limit of road tyres
+
+    def __post_init__(self) -> None:
+        if not (self.max_speed_mps > 0 and self.max_lateral_accel_mps2 > 0):
+            raise ValueError(f"plausibility limits must be > 0: {self}")
 
 
 @dataclass
@@ -65,6 +97,8 @@ class InputGateConfig:
     speed_rel_tol: float = 0.1
     standing_speed_mps: float = 0.2
     moving_speed_mps: float = 1.0
+    continuity: ContinuityConfig = field(default_factory=ContinuityConfig)
+    limits: PlausibilityLimits = field(default_factory=PlausibilityLimits)
 
 
 def check_input(
@@ -72,16 +106,20 @@ def check_input(
     speed_from_twist: float | None = None,
     stamps: ArrayLike | None = None,
     cfg: InputGateConfig | None = None,
+    twist: ArrayLike | None = None,
 ) -> GateResult:
     """Validate the model's history: (16, 3) xyz and (16, 3, 3) rot in the ego frame at t0.
 
-    An EgoHistory brings its own stamps and twist speed; explicit arguments override them.
+    twist: (16, 3) body-frame linear velocity at each pose (NaN where unknown): the continuity
+    check predicts each step from it, else from the neighbouring steps. An EgoHistory brings its
+    own stamps, twist and twist speed; explicit arguments override them.
     """
     cfg = cfg or InputGateConfig()
     if isinstance(history, EgoHistory):
         xyz_in, rot_in = history.xyz, history.rot  # type: ArrayLike, ArrayLike
         stamps = history.stamps if stamps is None else stamps
         speed_from_twist = history.speed_from_twist if speed_from_twist is None else speed_from_twist
+        twist = history.twist if twist is None else twist
     else:
         xyz_in, rot_in = history
     res = GateResult(ok=True)
@@ -114,9 +152,30 @@ def check_input(
         res.details.update(speed_twist_mps=float(speed_from_twist), speed_tolerance_mps=tol)
         if abs(implied - speed_from_twist) > tol:
             res._fail(InputReason.SPEED_MISMATCH)
+    _check_history_motion(xyz, rot, step, stamps, speed_from_twist, twist, cfg, res)
     if step[-1] > cfg.moving_speed_mps and step.min() < cfg.standing_speed_mps:
         res.warnings.append(InputReason.STANDING_START)
     return res
+
+
+def _check_history_motion(xyz: NDArray[np.float64], rot: NDArray[np.float64], step_speed: NDArray[np.float64],
+                          stamps: ArrayLike | None, speed_from_twist: float | None, twist: ArrayLike | None,
+                          cfg: InputGateConfig, res: GateResult) -> None:
+    """Continuity over the whole window and the absolute speed limit."""
+    n = xyz.shape[0]
+    t = np.asarray(stamps, dtype=np.float64) if stamps is not None else cfg.dt_s * np.arange(n, dtype=np.float64)
+    if t.shape != (n,) or not np.all(np.diff(t) > 0):  # already reported by the stamp check
+        t = cfg.dt_s * np.arange(n, dtype=np.float64)
+    v = None if twist is None else np.asarray(twist, dtype=np.float64)
+    jump = find_discontinuity(t, xyz, rot, v if v is not None and v.shape == (n, 3) else None, cfg.continuity)
+    if jump is not None:
+        res._fail(InputReason.DISCONTINUITY, discontinuity=jump.describe())
+    fastest = float(step_speed.max())
+    if speed_from_twist is not None and np.isfinite(speed_from_twist):
+        fastest = max(fastest, abs(float(speed_from_twist)))
+    res.details["max_history_speed_mps"] = fastest
+    if fastest > cfg.limits.max_speed_mps:
+        res._fail(InputReason.SPEED_LIMIT, speed_limit_mps=cfg.limits.max_speed_mps)
 
 
 def _check_stamps(stamps: NDArray[np.float64], n: int, cfg: InputGateConfig, res: GateResult) -> None:
@@ -136,6 +195,7 @@ class OutputGateConfig:
     first_waypoint_tol_m: float = 2.0  # A1's check_trajectory: first waypoint vs v0·dt
     max_reverse_m: float = 2.0  # A1: reject rollouts that back up more than 2 m
     check_bounds: bool = True
+    limits: PlausibilityLimits = field(default_factory=PlausibilityLimits)
 
 
 def _reverse_distance(xyz: NDArray[np.float64], rot: NDArray[np.float64] | None,
@@ -160,6 +220,24 @@ def _reverse_distance(xyz: NDArray[np.float64], rot: NDArray[np.float64] | None,
         return geo
     kin = (np.maximum(-0.5 * (v[:, :-1] + v[:, 1:]), 0.0) * dt).sum(axis=1)
     return np.maximum(geo, kin)
+
+
+def _check_plan_limits(p: NDArray[np.float64], controls: NDArray[np.float64] | None,
+                       speed: NDArray[np.float64] | None, cfg: OutputGateConfig, res: GateResult,
+                       bad: dict[str, NDArray[np.bool_]]) -> None:
+    """Top speed along the plan (from the speed profile, and from the waypoint spacing, which does
+    not trust the controls) and lateral acceleration v²·|κ| where the controls give curvature."""
+    origin = np.zeros_like(p[:, :1, :2])
+    geometric = np.linalg.norm(np.diff(np.concatenate([origin, p[:, :, :2]], axis=1), axis=1), axis=-1) / cfg.dt_s
+    top = geometric.max(axis=1)
+    if speed is not None:
+        top = np.maximum(top, np.abs(speed).max(axis=1))
+    res.details["max_speed_mps"] = top.tolist()
+    bad[OutputReason.SPEED_LIMIT] = top > cfg.limits.max_speed_mps
+    if speed is not None and controls is not None:
+        lateral = (speed[:, 1:] ** 2 * np.abs(controls[..., 1])).max(axis=1)
+        res.details["max_lateral_accel_mps2"] = lateral.tolist()
+        bad[OutputReason.LATERAL_ACCEL_LIMIT] = lateral > cfg.limits.max_lateral_accel_mps2
 
 
 def check_output(
@@ -209,6 +287,7 @@ def check_output(
         first_err = np.hypot(p[:, 0, 0] - v0a * cfg.dt_s, p[:, 0, 1])
         res.details["first_waypoint_error_m"] = first_err.tolist()
         bad[OutputReason.FIRST_WAYPOINT] = first_err > cfg.first_waypoint_tol_m
+        bad[OutputReason.V0_LIMIT] = np.abs(v0a) > cfg.limits.max_speed_mps
     speed = None
     if c is not None:
         c = np.where(finite[:, None, None], c, 0.0)
@@ -220,6 +299,7 @@ def check_output(
             bad[OutputReason.CURVATURE_BOUNDS] = np.any(
                 (kap < acfg.curvature_bounds[0]) | (kap > acfg.curvature_bounds[1]), 1
             )
+    _check_plan_limits(p, c, speed, cfg, res, bad)
     if r is not None:
         r = np.where(finite[:, None, None, None], r, np.eye(3))
     reverse = _reverse_distance(p, r, speed, cfg.dt_s)

@@ -187,8 +187,10 @@ class Planner:
         self.frames = FrameStore(inputs.inputs, FrameSelectionConfig(
             slot_tolerance_s=config.frame_tolerance_s, max_skew_s=config.max_camera_skew_s,
             lookahead_s=config.frame_lookahead_s))
-        # Keep enough odometry for the 1.5 s history plus replay scoring look-ups.
-        self.poses = PoseBuffer(max_duration_s=10.0, max_gap_s=config.max_odometry_gap_s)
+        # Keep enough odometry for the 1.5 s history plus replay scoring look-ups. A jump that stays
+        # (relocalisation) restarts the history; the input gate's continuity limits decide what a jump is.
+        self.poses = PoseBuffer(max_duration_s=10.0, max_gap_s=config.max_odometry_gap_s,
+                                continuity=config.input_gate.continuity)
         self._frames_lock = threading.Lock()
         self.counters: dict[str, int] = {"frames_added": 0, "poses_added": 0, "ticks": 0, "resets": 0}
 

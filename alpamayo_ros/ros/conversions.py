@@ -28,6 +28,7 @@ __all__ = [
     "make_markers",
     "make_path",
     "rotmat_to_quat_xyzw",
+    "serialized_header_stamp",
     "stamp_to_sec",
     "time_msg",
     "yaw_to_quat_xyzw",
@@ -36,6 +37,17 @@ __all__ = [
 
 def stamp_to_sec(stamp: Time) -> float:
     return float(stamp.sec) + float(stamp.nanosec) * 1e-9
+
+
+def serialized_header_stamp(data: bytes) -> float | None:
+    """header.stamp (s) of a serialized message whose first field is a std_msgs/Header, read from the
+    CDR bytes without deserializing: the 4-byte encapsulation, then int32 sec and uint32 nanosec.
+    None for an encapsulation other than plain CDR (little or big endian)."""
+    if len(data) < 12 or data[0] != 0 or data[1] not in (0, 1):
+        return None
+    order = "little" if data[1] == 1 else "big"
+    sec = int.from_bytes(data[4:8], order, signed=True)
+    return float(sec) + float(int.from_bytes(data[8:12], order)) * 1e-9
 
 
 def time_msg(t_s: float) -> Time:

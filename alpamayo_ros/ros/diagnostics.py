@@ -100,6 +100,7 @@ class InputStats:
     last_received_mono: float | None = None
     graph_note: str = ""  # what the ROS graph says about this input's publishers (QoS, type)
     arrivals: deque = field(default_factory=lambda: deque(maxlen=256))  # monotonic arrival times
+    newest_stamp: float | None = None  # header stamp of the newest accepted message
 
     def rate_hz(self, now: float, window_s: float = 2.0) -> float:
         recent = [t for t in self.arrivals if now - t <= window_s]
@@ -114,10 +115,12 @@ class NodeDiagnostics:
 
     def __init__(self, node_name: str, inputs: list[str], latency_window: int = 200,
                  silent_after_s: float = 1.0, clock: Any = time.monotonic, cameras: list[str] | None = None,
-                 decode_workers: int = 1) -> None:
+                 decode_workers: int = 1, max_camera_lag_s: float = 0.25, odometry: str = "odometry") -> None:
         self.node_name = node_name
         self.cameras = list(cameras or [])  # inputs whose frames go through the decode pool
         self.decode_workers = decode_workers
+        self.max_camera_lag_s = max_camera_lag_s
+        self.odometry = odometry  # the input whose newest stamp the cameras' lag is measured against
         self.silent_after_s = silent_after_s
         self._clock = clock
         self._lock = threading.Lock()
@@ -133,6 +136,11 @@ class NodeDiagnostics:
         self.fallbacks_unpublished = 0
         self.last_fallback = ""
         self.time_jumps = 0
+        self.relocalisations = 0
+        self.last_relocalisation = ""
+        self.odometry_frame_id = ""
+        self.overtaken = 0  # results dropped because a newer output (a fallback) went out first
+        self.last_overtaken = ""
         self.backend_errors = 0
         self.backend_last_error = ""
         self.backend_name = ""
@@ -160,9 +168,12 @@ class NodeDiagnostics:
         with self._lock:
             self.image_callback.add(seconds)
 
-    def accepted(self, name: str, preprocess_s: float | None = None) -> None:
+    def accepted(self, name: str, preprocess_s: float | None = None, stamp: float | None = None) -> None:
         with self._lock:
-            self.inputs[name].accepted += 1
+            st = self.inputs[name]
+            st.accepted += 1
+            if stamp is not None and (st.newest_stamp is None or stamp > st.newest_stamp):
+                st.newest_stamp = stamp
             if preprocess_s is not None:
                 self.frame_preprocess.add(preprocess_s)
 
@@ -222,6 +233,22 @@ class NodeDiagnostics:
     def time_jump(self) -> None:
         with self._lock:
             self.time_jumps += 1
+            for st in self.inputs.values():  # lags are measured within one timeline
+                st.newest_stamp = None
+
+    def relocalisation(self, message: str) -> None:
+        with self._lock:
+            self.relocalisations += 1
+            self.last_relocalisation = message
+
+    def odometry_frame(self, frame_id: str) -> None:
+        with self._lock:
+            self.odometry_frame_id = frame_id
+
+    def result_overtaken(self, message: str) -> None:
+        with self._lock:
+            self.overtaken += 1
+            self.last_overtaken = message
 
     def backend_error(self, message: str) -> None:
         with self._lock:
@@ -234,17 +261,30 @@ class NodeDiagnostics:
         self._prev[key] = value
         return value - prev
 
-    def _input_entry(self, name: str, st: InputStats, now: float) -> StatusEntry:
+    def _camera_lags(self) -> dict[str, float]:
+        """How far each camera's newest frame trails the newest odometry (or the newest camera)."""
+        newest = {c: self.inputs[c].newest_stamp for c in self.cameras if c in self.inputs}
+        stamps = [t for t in newest.values() if t is not None]
+        odom = self.inputs[self.odometry].newest_stamp if self.odometry in self.inputs else None
+        ref = odom if odom is not None else (max(stamps) if stamps else None)
+        if ref is None:
+            return {}
+        return {c: max(0.0, ref - t) for c, t in newest.items() if t is not None}
+
+    def _input_entry(self, name: str, st: InputStats, now: float, lags: dict[str, float]) -> StatusEntry:
         rejected = sum(st.rejected.values())
         d_rej = self._delta(f"{name}.rejected", rejected)
         d_drop = self._delta(f"{name}.dropped", st.dropped)
         silent_for = None if st.last_received_mono is None else now - st.last_received_mono
         level, msg = OK, "receiving"
         note = f" ({st.graph_note})" if st.graph_note else ""
+        lag = lags.get(name)
         if st.last_received_mono is None:
             level, msg = ERROR, "no message received yet" + note
         elif silent_for is not None and silent_for > self.silent_after_s:
             level, msg = ERROR, f"silent for {silent_for:.1f} s" + note
+        elif lag is not None and lag > self.max_camera_lag_s:
+            level, msg = WARN, f"lags the newest odometry by {lag:.2f} s: every plan waits for this camera"
         elif d_rej:
             level, msg = WARN, f"{d_rej} rejected since last report; last: {st.last_error}"
         elif d_drop:
@@ -258,20 +298,31 @@ class NodeDiagnostics:
             "last_error": st.last_error,
             "publishers": st.graph_note or "ok",
         }
+        if name in lags:
+            values["lag_s"] = f"{lags[name]:.3f}"
         values.update({f"rejected.{k}": str(v) for k, v in sorted(st.rejected.items())})
         return StatusEntry(f"{self.node_name}: input {name}", level, msg, values)
 
-    def _sync_entry(self) -> StatusEntry:
+    def _sync_entry(self, lags: dict[str, float]) -> StatusEntry:
         total_nr = sum(self.not_ready.values())
         d_nr = self._delta("not_ready", total_nr)
         d_tj = self._delta("time_jumps", self.time_jumps)
+        d_rl = self._delta("relocalisations", self.relocalisations)
+        slowest = max(lags, key=lags.__getitem__) if lags else ""
         level, msg = OK, "ticks formed"
         if d_tj:
             level, msg = WARN, f"time jumped backwards {d_tj}x (buffers reset)"
+        elif d_rl:
+            level, msg = WARN, f"relocalised {d_rl}x: {self.last_relocalisation}"
+        elif slowest and lags[slowest] > self.max_camera_lag_s:
+            level, msg = WARN, (f"camera '{slowest}' lags the newest odometry by {lags[slowest]:.2f} s: t0 follows "
+                                "the slowest camera, so every plan is that late")
         elif d_nr:
             level, msg = WARN, f"{d_nr} ticks not ready; last: {self.last_not_ready}"
         values = {"not_ready": str(total_nr), "last_not_ready": self.last_not_ready,
-                  "time_jumps": str(self.time_jumps)}
+                  "time_jumps": str(self.time_jumps), "relocalisations": str(self.relocalisations),
+                  "last_relocalisation": self.last_relocalisation, "odometry_frame_id": self.odometry_frame_id,
+                  "slowest_camera": slowest, "slowest_camera_lag_s": f"{lags[slowest]:.3f}" if slowest else ""}
         values.update({f"not_ready.{k}": str(v) for k, v in sorted(self.not_ready.items())})
         return StatusEntry(f"{self.node_name}: synchronization", level, msg, values)
 
@@ -305,11 +356,15 @@ class NodeDiagnostics:
     def _gates_entry(self) -> StatusEntry:
         n_fb = sum(self.fallbacks.values())
         d_fb = self._delta("fallbacks", n_fb)
+        d_ot = self._delta("overtaken", self.overtaken)
         level, msg = (WARN, f"{d_fb} fallbacks since last report; last: {self.last_fallback}") if d_fb else (OK, "ok")
+        if d_ot:
+            level, msg = WARN, f"{d_ot} results dropped, overtaken by a newer output; last: {self.last_overtaken}"
         values = {"input_gate_trips": str(sum(self.input_gate_trips.values())),
                   "output_gate_trips": str(sum(self.output_gate_trips.values())),
                   "fallbacks": str(n_fb), "fallbacks_unpublished": str(self.fallbacks_unpublished),
-                  "last_fallback": self.last_fallback}
+                  "last_fallback": self.last_fallback, "dropped_overtaken": str(self.overtaken),
+                  "last_overtaken": self.last_overtaken}
         values.update({f"input_gate.{k}": str(v) for k, v in sorted(self.input_gate_trips.items())})
         values.update({f"output_gate.{k}": str(v) for k, v in sorted(self.output_gate_trips.items())})
         values.update({f"fallback.{k}": str(v) for k, v in sorted(self.fallbacks.items())})
@@ -325,8 +380,9 @@ class NodeDiagnostics:
     def snapshot(self) -> list[StatusEntry]:
         now = self._clock()
         with self._lock:
-            entries = [self._input_entry(n, st, now) for n, st in self.inputs.items()]
-            entries += [self._sync_entry(), self._inference_entry(now), self._gates_entry(), self._backend_entry()]
+            lags = self._camera_lags()
+            entries = [self._input_entry(n, st, now, lags) for n, st in self.inputs.items()]
+            entries += [self._sync_entry(lags), self._inference_entry(now), self._gates_entry(), self._backend_entry()]
         return entries
 
 

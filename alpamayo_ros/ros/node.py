@@ -8,13 +8,19 @@ Transitions (DESIGN.md §5):
 - deactivate: stop ticking, drop subscriptions, drain the inference worker.
 - cleanup / shutdown: release the backend, worker pools, buffers and publishers.
 
-Threads: subscription callbacks only hand messages on (camera frames go to a small decode pool,
-at most one frame in decode per camera and up to 4 waiting in arrival order — a tick needs every
-frame of its 0.3 s window, so a burst is queued; beyond 4 the oldest is counted as dropped). Inference runs on one worker thread, at most one tick in
-flight, always for the newest complete input. Lifecycle and parameter services live in the
-default callback group, timers and subscriptions in their own groups. Every callback only hands
-work on, so one executor thread (`main()`) answers services while a tick runs. Everything is timed on the node
-clock, so use_sim_time works; input times come from the message headers.
+Threads: subscription callbacks only hand messages on. Camera frames arrive serialized: the callback
+checks size and stamp order on the bytes and queues them for a small decode pool (deserialize,
+decode, preprocess), at most one frame in decode per camera and up to 4 waiting in arrival order — a
+tick needs every frame of its 0.3 s window, so a burst is queued; beyond 4 the oldest is counted as
+dropped. Inference runs on one worker thread, at most one tick in flight, always for the newest
+complete input. Lifecycle and parameter services live in the default callback group, timers and
+subscriptions in their own groups. Every callback only hands work on, so one executor thread
+(`main()`) answers services while a tick runs. Everything is timed on the node clock, so
+use_sim_time works; input times come from the message headers.
+
+Safety (docs/ros_interface.md, "Gates and fallback"): outputs never go back in t0 (`_publish`), an
+odometry track that restarts (relocalisation, frame switch, time jump) drops the last plan, and the
+core's gates apply the plausibility limits.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 from visualization_msgs.msg import MarkerArray
@@ -47,11 +54,21 @@ from .conversions import (
     make_candidates_msg,
     make_markers,
     make_path,
+    serialized_header_stamp,
     stamp_to_sec,
 )
 from .diagnostics import NodeDiagnostics, Throttle, to_diagnostic_array
 from .fallback import LastPlan, reexpress_plan, stop_trajectory
-from .image_bridge import ImageDecodeError, apply_crop, decode_image_msg, decode_jpeg_reduced, fast_resize
+from .image_bridge import (
+    ImageDecodeError,
+    apply_crop,
+    cropped_dims,
+    decode_image_msg,
+    decode_jpeg_reduced,
+    fast_resize,
+    image_dims,
+    oversize_reason,
+)
 from .params import (
     CONFIGURE_TIME,
     CameraParams,
@@ -59,6 +76,7 @@ from .params import (
     ParameterError,
     backend_options,
     clear_declare_error,
+    declare_errors,
     declare_parameters,
     planner_config,
     read_parameters,
@@ -73,6 +91,10 @@ _DIAG_EVENT_MIN_PERIOD_S = 0.2
 _WARMUP_T0 = 1000.0
 _PENDING_FRAMES = 4  # per camera: one tick's worth of frames (4 slots at 10 Hz)
 _NEW_INPUT_POLL_S = 0.005
+
+
+def _msg_type(cam: CameraParams) -> type:
+    return CompressedImage if cam.transport == "compressed" else Image
 
 
 def _qos(reliability: str, depth: int) -> QoSProfile:
@@ -107,6 +129,29 @@ def _decode_reason(message: str) -> str:
     return "decode_error"
 
 
+class _Refused(Exception):
+    """An input the node refuses before the planner sees it; `code` is its diagnostics reason."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _crop_advice(h: int, w: int, model_h: int, model_w: int, cfg: Any, camera: str) -> str:
+    """A centred crop with the model's aspect ratio, when it resizes to the model's size."""
+    if w * model_h > h * model_w:  # wider than the model: keep the height
+        ch, cw = h, round(h * model_w / model_h)
+    else:
+        ch, cw = round(w * model_h / model_w), w
+    try:
+        fits = smart_resize(ch, cw, cfg.factor, cfg.min_pixels, cfg.max_pixels) == (model_h, model_w)
+    except ValueError:
+        fits = False
+    if not fits:
+        return f"send images that resize to {model_w}x{model_h} (cameras.{camera}.crop can cut them to shape)"
+    return f"crop it to the model's aspect ratio: cameras.{camera}.crop: [{(w - cw) // 2}, {(h - ch) // 2}, {cw}, {ch}]"
+
+
 def _error_code(exc: BaseException, default: str) -> str:
     return str(getattr(exc, "reason_code", None) or getattr(exc, "code", None) or default)
 
@@ -122,8 +167,12 @@ class _CameraState:
     in_decode: bool = False
     # Frames waiting for the decode pool. A tick needs this camera's frames at t0-0.3 ... t0, so a
     # short burst (a driver catching up, a stalled executor) is queued, not collapsed to the newest.
-    pending: deque[Any] = field(default_factory=lambda: deque(maxlen=_PENDING_FRAMES))
-    last_stamp: float | None = None
+    pending: deque[bytes] = field(default_factory=lambda: deque(maxlen=_PENDING_FRAMES))  # serialized
+    last_stamp: float | None = None  # newest frame decoded and buffered
+    # Newest stamp handed to the decode pool: a repeat or an older frame is refused in the callback,
+    # so it never takes a queue slot from a frame a tick needs.
+    newest_queued: float | None = None
+    checked_hw: tuple[int, int] | None = None  # (height, width) that passed the model-size check
     # image_resize=fast: learned from the first full decode of this camera
     source_hw: tuple[int, int] = (0, 0)
     target_hw: tuple[int, int] = (0, 0)
@@ -146,6 +195,7 @@ class _Runtime:
     params: NodeParams
     backend: Any
     planner: Any
+    model_grid: tuple[int, int, int] | None  # (t, h, w) patches the model's vision graph takes; None = any
     stats: NodeDiagnostics
     cameras: dict[str, _CameraState]
     decode_pool: ThreadPoolExecutor
@@ -158,8 +208,15 @@ class _Runtime:
     timeout_reported: bool = False
     stopping: bool = False  # deactivating: in-flight waits end early
     last_planned_t0: float | None = None
+    # Outputs never go back in t0: a result older than what already went out (a fallback overtook
+    # it) is dropped. The lock makes check + publish one step for the worker and the timer thread.
+    publish_lock: threading.Lock = field(default_factory=threading.Lock)
+    last_published_t0: float | None = None
     last_plan: LastPlan | None = None
     last_valid_clock: float | None = None  # node clock (s) of the last valid plan or of activation
+    # Bumped when the odometry track restarts (relocalisation, frame switch, time jump): a plan made
+    # on an older track cannot be re-expressed on the new one, so it is never kept as the last plan.
+    track: int = 0
     last_odom: _OdomSample | None = None
     last_diag_mono: float = 0.0
     subs: list[Any] = field(default_factory=list)
@@ -191,6 +248,9 @@ class PlannerNode(LifecycleNode):
         self._configured = False
         self._throttle = Throttle(_LOG_THROTTLE_S)
         self.last_configure_error = ""
+        self.last_transition_error = ""
+        for err in declare_errors(self):  # said now, not only when configure runs
+            self.get_logger().warning(f"{err} (configure fails until a valid value is set)")
 
     # --- public helpers (tests, benchmarks, main) ------------------------------------------------
     @property
@@ -204,6 +264,10 @@ class PlannerNode(LifecycleNode):
     def _warn(self, key: str, message: str) -> None:
         if self._throttle.ready(key):
             self.get_logger().warning(message)
+
+    def _error(self, key: str, message: str) -> None:
+        if self._throttle.ready(key):
+            self.get_logger().error(message)
 
     # --- parameters -----------------------------------------------------------------------------
     def _on_set_parameters(self, params: list[Any]) -> SetParametersResult:
@@ -220,7 +284,21 @@ class PlannerNode(LifecycleNode):
         return SetParametersResult(successful=True)
 
     # --- lifecycle --------------------------------------------------------------------------------
+    def _transition(self, name: str, body: Any, state: LifecycleState) -> TransitionCallbackReturn:
+        """Run a transition; an exception is logged with its cause (rclpy would turn it into a bare
+        ERROR) and answered with ERROR, whose processing releases everything (on_error)."""
+        self.last_transition_error = ""
+        try:
+            return body(state)
+        except Exception as exc:
+            self.last_transition_error = f"{name} failed: {type(exc).__name__}: {exc}"
+            self.get_logger().error(self.last_transition_error)
+            return TransitionCallbackReturn.ERROR
+
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        return self._transition("configure", self._configure, state)
+
+    def _configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
             params = read_parameters(self)
         except ParameterError as exc:
@@ -228,6 +306,7 @@ class PlannerNode(LifecycleNode):
         backend = None
         try:
             backend, planner = self._load(params)
+            model_grid = self._check_model_capacity(params, backend)
             if params.warmup:
                 t = time.perf_counter()
                 self._warmup(planner, params)
@@ -241,7 +320,7 @@ class PlannerNode(LifecycleNode):
                 f"parameter 'backend'/'model_dir': backend '{params.backend}' could not run model_dir "
                 f"'{params.model_dir}': {type(exc).__name__}: {exc}. Fix: check the model directory and "
                 "the backend's dependencies")
-        self._rt = self._make_runtime(params, backend, planner)
+        self._rt = self._make_runtime(params, backend, planner, model_grid)
         self._configured = True
         self.last_configure_error = ""
         self.get_logger().info(
@@ -251,8 +330,40 @@ class PlannerNode(LifecycleNode):
 
     def _configure_failed(self, message: str) -> TransitionCallbackReturn:
         self.last_configure_error = message
-        self.get_logger().error(f"configure failed: {message}")
+        self.last_transition_error = f"configure failed: {message}"
+        self.get_logger().error(self.last_transition_error)
         return TransitionCallbackReturn.FAILURE
+
+    @staticmethod
+    def _check_model_capacity(params: NodeParams, backend: Any) -> tuple[int, int, int] | None:
+        """What the graphs/engines were built for (the executor checked config.json against their
+        manifest when it loaded them): the decode capacity and batch, so a request beyond them fails
+        configure instead of every tick; returns the image grid the vision graph takes."""
+        graphs = getattr(getattr(backend, "orchestrator", None), "config", None)  # runtime.RuntimeConfig
+        if graphs is None:  # kinematic: no graphs; the model directory still says what images fit
+            from alpamayo_ros.runtime.config import load_config
+
+            try:
+                graphs = load_config(params.model_dir)
+            except (OSError, ValueError, TypeError):
+                return None
+            return tuple(int(v) for v in graphs.image_grid_thw)  # type: ignore[return-value]
+        source = {"tensorrt": "the engine manifest", "onnxruntime": "the ONNX graphs' manifest"}.get(
+            params.backend, "config.json")
+        decode_capacity = int(graphs.suffix_capacity) + 1  # the orchestrator's stop rule: suffix slots + 1
+        if params.max_generation_length > decode_capacity:
+            raise ParameterError(
+                "max_generation_length",
+                f"{params.max_generation_length} exceeds the decode capacity of the model's graphs, "
+                f"{decode_capacity} tokens (runtime.suffix_capacity {graphs.suffix_capacity} + 1, from {source})",
+                f"set max_generation_length <= {decode_capacity}, or export/build the graphs with a larger "
+                "runtime.suffix_capacity in config.json")
+        if params.num_candidates > int(graphs.max_candidates):
+            raise ParameterError(
+                "num_candidates", f"{params.num_candidates} exceeds the graphs' batch capacity "
+                f"max_candidates={graphs.max_candidates} (from {source})",
+                f"set num_candidates <= {graphs.max_candidates}, or build the engines for a larger max_candidates")
+        return tuple(int(v) for v in graphs.image_grid_thw)  # type: ignore[return-value]
 
     def _load(self, params: NodeParams) -> tuple[Any, Any]:
         from alpamayo_ros.core.planner import build_planner
@@ -290,11 +401,13 @@ class PlannerNode(LifecycleNode):
         finally:
             planner.reset()
 
-    def _make_runtime(self, params: NodeParams, backend: Any, planner: Any) -> _Runtime:
+    def _make_runtime(self, params: NodeParams, backend: Any, planner: Any,
+                      model_grid: tuple[int, int, int] | None) -> _Runtime:
         names = [c.name for c in params.cameras]
         stats = NodeDiagnostics(self.get_name(), names + [_ODOM], params.latency_window,
                                 silent_after_s=max(1.0, 3.0 / params.rate_hz), cameras=names,
-                                decode_workers=params.image_workers)
+                                decode_workers=params.image_workers, max_camera_lag_s=params.max_camera_lag_s,
+                                odometry=_ODOM)
         ident = getattr(backend, "identity", None)
         stats.backend_name = getattr(ident, "name", params.backend)
         stats.model_id = getattr(ident, "model_id", "")
@@ -308,7 +421,7 @@ class PlannerNode(LifecycleNode):
         }
         path_pubs = [self._lc_pub(Path, f"~/candidate_{k}/path") for k in range(params.num_candidates)]
         return _Runtime(
-            params=params, backend=backend, planner=planner, stats=stats,
+            params=params, backend=backend, planner=planner, model_grid=model_grid, stats=stats,
             cameras={c.name: _CameraState(c) for c in params.cameras},
             decode_pool=ThreadPoolExecutor(params.image_workers, thread_name_prefix="alpamayo_decode"),
             infer_pool=ThreadPoolExecutor(1, thread_name_prefix="alpamayo_infer"),
@@ -323,17 +436,21 @@ class PlannerNode(LifecycleNode):
         return self.create_lifecycle_publisher(msg_type, topic, qos, event_callbacks=_no_pub_events())
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        return self._transition("activate", self._activate, state)
+
+    def _activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         rt = self._rt
         if rt is None:
             return TransitionCallbackReturn.FAILURE
         ret = super().on_activate(state)  # lifecycle publishers go live
         p = rt.params
         for cam in p.cameras:
-            msg_type = CompressedImage if cam.transport == "compressed" else Image
+            # raw: the executor hands over the serialized bytes; deserializing (0.7 s for a 192 MB
+            # frame) happens in the decode pool, after the size check, never on the executor thread
             rt.subs.append(self.create_subscription(
-                msg_type, cam.topic, lambda msg, name=cam.name: self._on_image(name, msg),
+                _msg_type(cam), cam.topic, lambda data, name=cam.name: self._on_image(name, data),
                 _qos(cam.reliability, cam.depth), callback_group=self._input_group(cam.name),
-                event_callbacks=_no_sub_events()))
+                event_callbacks=_no_sub_events(), raw=True))
         rt.subs.append(self.create_subscription(
             Odometry, p.odometry_topic, self._on_odometry, _qos(p.odometry_reliability, p.odometry_depth),
             callback_group=self._input_group(_ODOM), event_callbacks=_no_sub_events()))
@@ -352,20 +469,30 @@ class PlannerNode(LifecycleNode):
         return self._input_groups[name]
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        return self._transition("deactivate", self._deactivate, state)
+
+    def _deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._stop_inputs()
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        return self._transition("cleanup", self._cleanup, state)
+
+    def _cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._release()
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        return self._transition("shutdown", self._shutdown, state)
+
+    def _shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._stop_inputs()
         self._release()
         return TransitionCallbackReturn.SUCCESS
 
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self.get_logger().error(f"error in state '{state.label}'; releasing resources")
+        cause = f" after: {self.last_transition_error}" if self.last_transition_error else ""
+        self.get_logger().error(f"error in state '{state.label}'{cause}; releasing resources")
         self._stop_inputs()
         self._release()
         return TransitionCallbackReturn.SUCCESS
@@ -412,33 +539,56 @@ class PlannerNode(LifecycleNode):
         return self.get_clock().now().nanoseconds * 1e-9
 
     # --- inputs (executor threads: keep cheap) ------------------------------------------------------
-    def _on_image(self, name: str, msg: Image | CompressedImage) -> None:
+    def _on_image(self, name: str, data: bytes) -> None:
         rt = self._rt
         if rt is None:
             return
         t = time.perf_counter()
         rt.stats.received(name)
         cam = rt.cameras[name]
+        try:
+            self._admit(rt, cam, data)
+        except _Refused as exc:
+            self._reject(rt, name, exc.code, str(exc))
+            rt.stats.callback_cost(time.perf_counter() - t)
+            return
         with cam.lock:
             if cam.in_decode:
                 if len(cam.pending) == cam.pending.maxlen:
                     rt.stats.dropped(name)  # the oldest waiting frame falls out
-                cam.pending.append(msg)
+                cam.pending.append(data)
                 rt.stats.callback_cost(time.perf_counter() - t)
                 return
             cam.in_decode = True
         try:
-            rt.decode_pool.submit(self._decode_task, rt, cam, msg)
+            rt.decode_pool.submit(self._decode_task, rt, cam, data)
         except RuntimeError:  # pool shut down by a concurrent cleanup
             with cam.lock:
                 cam.in_decode = False
         rt.stats.callback_cost(time.perf_counter() - t)
 
-    def _decode_task(self, rt: _Runtime, cam: _CameraState, msg: Any) -> None:
+    def _admit(self, rt: _Runtime, cam: _CameraState, data: bytes) -> None:
+        """Checks on the serialized message, on the executor thread, before it is queued: size (an
+        oversized frame would stall every input while it is deserialized and decoded) and stamp
+        order (a repeated or older frame must not take a queue slot from a frame a tick needs)."""
+        if len(data) > rt.params.max_image_bytes:
+            raise _Refused("image_too_large", f"message of {len(data)} bytes exceeds max_image_bytes="
+                           f"{rt.params.max_image_bytes}; raise max_image_bytes if the camera really sends this")
+        stamp = serialized_header_stamp(data)
+        if stamp is not None and stamp > 0.0:
+            with cam.lock:
+                newest = cam.newest_queued
+                if newest is not None and newest - rt.params.time_jump_threshold_s <= stamp <= newest:
+                    if stamp == newest:
+                        raise _Refused("duplicate", f"stamp {stamp:.3f} repeats the previous frame's")
+                    raise _Refused("out_of_order", f"stamp {stamp:.3f} is not newer than {newest:.3f}")
+                cam.newest_queued = stamp  # a jump further back is a time jump: the decode task resets
+
+    def _decode_task(self, rt: _Runtime, cam: _CameraState, data: bytes) -> None:
         """One frame, then hand the camera's pending frame back to the pool queue (not a loop:
         a camera whose frames always arrive before the last is done must not starve the others)."""
         try:
-            self._process_frame(rt, cam, msg)
+            self._process_frame(rt, cam, data)
         finally:
             with cam.lock:
                 nxt = cam.pending.popleft() if cam.pending else None
@@ -451,8 +601,13 @@ class PlannerNode(LifecycleNode):
                     with cam.lock:
                         cam.in_decode = False
 
-    def _process_frame(self, rt: _Runtime, cam: _CameraState, msg: Any) -> None:
+    def _process_frame(self, rt: _Runtime, cam: _CameraState, data: bytes) -> None:
         name = cam.params.name
+        try:
+            msg = deserialize_message(data, _msg_type(cam.params))
+        except Exception as exc:  # not a message of this type at all
+            self._reject(rt, name, "corrupt", f"cannot deserialize a {_msg_type(cam.params).__name__}: {exc}")
+            return
         stamp = stamp_to_sec(msg.header.stamp)
         if stamp <= 0.0:
             self._reject(rt, name, "no_stamp", "header.stamp is zero; the driver must stamp images")
@@ -465,13 +620,44 @@ class PlannerNode(LifecycleNode):
             return
         t = time.perf_counter()
         try:
+            dims = image_dims(msg)
+            too_large = oversize_reason(msg, dims, rt.params.max_image_bytes)
+            if too_large:
+                raise _Refused("image_too_large", too_large)
+            if dims is not None:
+                self._check_model_size(rt, cam, *dims)
             rgb = self._decode(rt, cam, msg)
+            if dims is None:
+                self._check_model_size(rt, cam, *rgb.shape[:2], cropped=True)
             rt.planner.add_image(cam.params.model_camera_id, stamp, rgb)
+        except _Refused as exc:
+            self._reject(rt, name, exc.code, str(exc))
+            return
         except (ImageDecodeError, ValueError) as exc:
             self._reject(rt, name, _decode_reason(str(exc)), str(exc))
             return
         cam.last_stamp = stamp
-        rt.stats.accepted(name, time.perf_counter() - t)
+        rt.stats.accepted(name, time.perf_counter() - t, stamp=stamp)
+
+    def _check_model_size(self, rt: _Runtime, cam: _CameraState, height: int, width: int,
+                          cropped: bool = False) -> None:
+        """The image (after the crop) must resize to the grid the model's vision graph takes."""
+        if rt.model_grid is None or (height, width) == cam.checked_hw or height <= 0 or width <= 0:
+            return  # (an empty image is the decoder's to name)
+        crop = cam.params.crop
+        h, w = (height, width) if cropped else cropped_dims(height, width, crop)
+        cfg = rt.planner.inputs.processor
+        try:
+            oh, ow = smart_resize(h, w, cfg.factor, cfg.min_pixels, cfg.max_pixels)
+        except ValueError as exc:  # zero size, absurd aspect ratio
+            raise _Refused("image_size_mismatch", str(exc)) from exc
+        grid = (1, oh // cfg.patch_size, ow // cfg.patch_size)
+        if grid != rt.model_grid:
+            mh, mw = rt.model_grid[1] * cfg.patch_size, rt.model_grid[2] * cfg.patch_size
+            raise _Refused("image_size_mismatch", (
+                f"a {w}x{h} image resizes to {ow}x{oh} (grid {list(grid)}), the model takes {mw}x{mh} "
+                f"(grid {list(rt.model_grid)}); {_crop_advice(h, w, mh, mw, cfg, cam.params.name)}"))
+        cam.checked_hw = (height, width)
 
     def _decode(self, rt: _Runtime, cam: _CameraState, msg: Any) -> np.ndarray:
         """Message -> RGB for the planner; with image_resize=fast, already at the model's size."""
@@ -511,10 +697,23 @@ class PlannerNode(LifecycleNode):
             cam.last_stamp = None
         with rt.lock:
             rt.last_plan = None
+            rt.track += 1
             rt.last_planned_t0 = None
             rt.last_odom = None
             rt.last_valid_clock = None
+        with rt.publish_lock:
+            rt.last_published_t0 = None  # a new timeline: output order restarts
         rt.stats.time_jump()
+        self._diag_event(rt)
+
+    def _relocalised(self, rt: _Runtime, why: str) -> None:
+        """The odometry track restarted (a jump that stayed, a frame switch): the last plan cannot be
+        re-expressed through the jump, so a fallback until the history refills is a stop path."""
+        with rt.lock:
+            rt.last_plan = None
+            rt.track += 1
+        rt.stats.relocalisation(why)
+        self._warn("relocalisation", why)
         self._diag_event(rt)
 
     def _on_odometry(self, msg: Odometry) -> None:
@@ -528,23 +727,40 @@ class PlannerNode(LifecycleNode):
         pos = np.array([pp.x, pp.y, pp.z])
         quat = np.array([qq.x, qq.y, qq.z, qq.w])
         vel = np.array([vv.x, vv.y, vv.z])
+        frame_id = msg.header.frame_id
         with rt.lock:
-            last = rt.last_odom.stamp if rt.last_odom is not None else None
+            last_odom = rt.last_odom
+        last = last_odom.stamp if last_odom is not None else None
         if last is not None and stamp < last - rt.params.time_jump_threshold_s:
             self._time_jump(rt, f"odometry stamp went back {last - stamp:.3f} s ({last:.3f} -> {stamp:.3f})")
         elif last is not None and stamp <= last:
             self._reject(rt, _ODOM, "out_of_order", f"stamp {stamp:.3f} is not newer than {last:.3f}")
             return
+        elif last_odom is not None and frame_id != last_odom.frame_id:
+            rt.planner.poses.relocalise(stamp)  # poses in two frames are not one motion
+            self._relocalised(rt, f"odometry frame_id changed from '{last_odom.frame_id}' to '{frame_id}' at "
+                                  f"{stamp:.3f}: pose history reset; planning resumes once the history refills")
         try:
             self._add_odometry(rt, stamp, pos, quat, vel)
         except Exception as exc:  # every bad pose is reported, none stops the node
             self._reject(rt, _ODOM, _error_code(exc, "bad_pose"), str(exc))
             return
-        rt.stats.accepted(_ODOM)
-        speed = float(np.linalg.norm(vel)) if np.all(np.isfinite(vel)) else 0.0
-        sample = _OdomSample(stamp, pos, _rotation_from_quat(quat), speed, msg.header.frame_id)
+        self._continuity_events(rt)
+        rt.stats.accepted(_ODOM, stamp=stamp)
+        rt.stats.odometry_frame(frame_id)
+        sample = _OdomSample(stamp, pos, _rotation_from_quat(quat), float(np.linalg.norm(vel)), frame_id)
         with rt.lock:
             rt.last_odom = sample
+
+    def _continuity_events(self, rt: _Runtime) -> None:
+        """What the pose buffer decided about a pose that jumped: outlier (dropped) or relocalisation."""
+        from alpamayo_ros.core.egomotion import ContinuityEvent
+
+        for event in rt.planner.poses.pop_events():
+            if event.kind == ContinuityEvent.RELOCALISATION:
+                self._relocalised(rt, event.message)
+            else:
+                self._reject(rt, _ODOM, "position_jump", event.message)
 
     def _add_odometry(self, rt: _Runtime, stamp: float, pos: np.ndarray, quat: np.ndarray, vel: np.ndarray) -> None:
         try:
@@ -580,6 +796,7 @@ class PlannerNode(LifecycleNode):
         from alpamayo_ros.core.planner import TickNotReady
 
         planner = rt.planner
+        track = rt.track
         try:
             t0 = planner.latest_ready_t0()
             if t0 is not None and t0 == rt.last_planned_t0:
@@ -604,13 +821,13 @@ class PlannerNode(LifecycleNode):
             return
         except Exception as exc:  # a backend failure must not kill the node
             rt.stats.backend_error(f"{type(exc).__name__}: {exc}")
-            self.get_logger().error(f"tick failed in the backend: {type(exc).__name__}: {exc}")
+            self._error(f"backend_error.{type(exc).__name__}", f"tick failed in the backend: {type(exc).__name__}: {exc}")
             self._fallback(rt, "backend_error")
             self._diag_event(rt)
             return
         rt.last_planned_t0 = result.t0
         t_pub = time.perf_counter()
-        self._handle_result(rt, result)
+        self._handle_result(rt, result, track)
         rt.stats.stage("publish", time.perf_counter() - t_pub)
         for stage in ("select", "inputs", "rollout"):
             if stage in result.timings_s:
@@ -632,7 +849,7 @@ class PlannerNode(LifecycleNode):
         if expired:
             self._fallback(rt, f"input_timeout:{why}")
 
-    def _handle_result(self, rt: _Runtime, result: Any) -> None:
+    def _handle_result(self, rt: _Runtime, result: Any, track: int) -> None:
         in_gate = result.input_gate
         if not in_gate.ok:
             rt.stats.gate_trip("input", list(in_gate.reasons))
@@ -654,10 +871,12 @@ class PlannerNode(LifecycleNode):
             acceleration=np.asarray(result.acceleration), curvature=np.asarray(result.curvature), v0=float(result.v0),
             model_id=rt.stats.model_id, backend=rt.stats.backend_name,
             inference_time_s=float(result.timings_s.get("backend", 0.0)))
-        self._publish(rt, last.t0, last.dt, last.xyz, last.yaw, result.t0_pose_world, extras, per_candidate=True,
-                      cache=rt.path_cache)
+        if not self._publish(rt, last.t0, last.dt, last.xyz, last.yaw, result.t0_pose_world, extras,
+                             per_candidate=True, cache=rt.path_cache, kind="plan"):
+            return
         with rt.lock:
-            rt.last_plan = last
+            if rt.track == track:
+                rt.last_plan = last
             rt.last_valid_clock = self._now()
 
     # --- fallback -------------------------------------------------------------------------------
@@ -691,8 +910,11 @@ class PlannerNode(LifecycleNode):
                                      acceleration=None, curvature=None, v0=float(v0), model_id=rt.stats.model_id,
                                      backend=rt.stats.backend_name, fallback=True, fallback_reason=reason)
             per_candidate = False
-        self._publish(rt, float(t0), dt, xyz, yaw, pose, extras, per_candidate=per_candidate)
-        rt.stats.fallback(reason, published=True)
+        published = self._publish(rt, float(t0), dt, xyz, yaw, pose, extras, per_candidate=per_candidate,
+                                  kind=f"fallback ({reason})")
+        rt.stats.fallback(reason, published=published)
+        if not published:
+            return
         with rt.lock:
             rt.last_valid_clock = self._now()  # re-arm the input timeout: one fallback per timeout period
 
@@ -706,9 +928,24 @@ class PlannerNode(LifecycleNode):
         return (p.odometry_frame_id or odom_frame or "odom"), pose
 
     def _publish(self, rt: _Runtime, t0: float, dt: float, xyz: np.ndarray, yaw: np.ndarray, pose: Any,
-                 extras: CandidateExtras, *, per_candidate: bool, cache: PathCache | None = None) -> None:
-        """Publish one plan or fallback. `cache` only from the inference worker (fallbacks may come
-        from the timer thread while the worker publishes)."""
+                 extras: CandidateExtras, *, per_candidate: bool, cache: PathCache | None = None,
+                 kind: str = "plan") -> bool:
+        """Publish one plan or fallback, unless an output with a newer t0 already went out (False:
+        dropped and counted). `cache` only from the inference worker (fallbacks may come from the
+        timer thread while the worker publishes)."""
+        with rt.publish_lock:
+            newest = rt.last_published_t0
+            if newest is not None and t0 < newest:
+                why = f"{kind} for t0={t0:.3f} finished after an output for t0={newest:.3f} went out"
+                rt.stats.result_overtaken(why)
+                self._warn(f"overtaken.{kind.split(' ')[0]}", f"dropped: {why} (outputs never go back in time)")
+                return False
+            rt.last_published_t0 = t0
+            self._send(rt, t0, dt, xyz, yaw, pose, extras, per_candidate=per_candidate, cache=cache)
+        return True
+
+    def _send(self, rt: _Runtime, t0: float, dt: float, xyz: np.ndarray, yaw: np.ndarray, pose: Any,
+              extras: CandidateExtras, *, per_candidate: bool, cache: PathCache | None) -> None:
         frame_id, world_pose = self._frame(rt, pose)
         traj = express_in_frame(xyz, yaw, t0, dt, frame_id, world_pose)
         paths = cache.paths(traj) if cache is not None else [make_path(traj, k) for k in range(traj.xyz.shape[0])]

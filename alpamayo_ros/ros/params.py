@@ -26,7 +26,10 @@ __all__ = [
     "FallbackParams",
     "NodeParams",
     "ParameterError",
+    "PlausibilityParams",
     "clear_declare_error",
+    "declare_error",
+    "declare_errors",
     "declare_camera_parameters",
     "declare_parameters",
     "read_parameters",
@@ -84,6 +87,16 @@ class FallbackParams:
 
 
 @dataclass(frozen=True)
+class PlausibilityParams:
+    """Absolute limits for a car (core.gates.PlausibilityLimits, core.egomotion.ContinuityConfig)."""
+
+    max_speed_mps: float = 70.0  # |v0|, every planned speed and the odometry's speed
+    max_lateral_accel_mps2: float = 8.0  # v²·|curvature| of a plan
+    max_pose_jump_m: float = 1.0  # odometry position off the motion by more: a jump
+    max_heading_jump_rad: float = 0.3  # odometry heading step beyond the yaw rate allows: a jump
+
+
+@dataclass(frozen=True)
 class NodeParams:
     backend: str
     model_dir: str
@@ -112,6 +125,9 @@ class NodeParams:
     time_jump_threshold_s: float
     gates_enabled: bool
     fallback: FallbackParams = field(default_factory=FallbackParams)
+    plausibility: PlausibilityParams = field(default_factory=PlausibilityParams)
+    max_image_bytes: int = 64 * 1024 * 1024
+    max_camera_lag_s: float = 0.25
     warmup: bool = True
     publish_markers: bool = True
     image_workers: int = 2
@@ -170,6 +186,18 @@ _SPECS: dict[str, tuple[Any, str, tuple[float, float] | None, tuple[str, ...] | 
     "fallback.input_timeout_s": (1.0, "node-clock time without a plan", (0.01, 600.0), None),
     "fallback.max_last_valid_age_s": (2.0, "last_valid older than this -> stop path", (0.0, 60.0), None),
     "fallback.stop_decel_mps2": (3.0, "deceleration of the stop path", (0.1, 10.0), None),
+    "plausibility.max_speed_mps": (70.0, "top speed of the car: a larger v0, planned speed or odometry speed is "
+                                   "implausible", (1.0, 150.0), None),
+    "plausibility.max_lateral_accel_mps2": (8.0, "a plan turning harder (v² x curvature) is implausible",
+                                            (0.5, 50.0), None),
+    "plausibility.max_pose_jump_m": (1.0, "odometry landing this far off its own motion is a jump (relocalisation "
+                                     "when it stays, an outlier when it comes back)", (0.05, 1000.0), None),
+    "plausibility.max_heading_jump_rad": (0.3, "odometry heading step beyond the yaw rate by more than this is a jump",
+                                          (0.01, 3.2), None),
+    "max_image_bytes": (64 * 1024 * 1024, "larger images (payload or decoded RGB) are rejected before any decode",
+                        (100_000, 2**31 - 1), None),
+    "max_camera_lag_s": (0.25, "a camera whose newest frame trails the newest odometry by more is named in "
+                         "/diagnostics (plans wait for it)", (0.01, 10.0), None),
     "warmup": (True, "run one synthetic tick at configure", None, None),
     "publish_markers": (True, "publish ~/markers", None, None),
     "image_workers": (2, "threads decoding and preprocessing images", (1, 8), None),
@@ -217,10 +245,10 @@ def _declare(node: Node, name: str, spec: tuple[Any, str, Any, Any], default: An
         # Keep the node constructible (a traceback at startup names nothing a user can act on):
         # declare the default and let configure fail with the parameter's name and the fix.
         node.declare_parameter(name, value, desc, ignore_override=True)
-        _declare_errors(node)[name] = f"{type(exc).__name__}: {exc}"
+        _declare_errors(node)[name] = (type(exc).__name__, str(exc))
 
 
-def _declare_errors(node: Node) -> dict[str, str]:
+def _declare_errors(node: Node) -> dict[str, tuple[str, str]]:
     errors = getattr(node, "_alpamayo_declare_errors", None)
     if errors is None:
         errors = {}
@@ -232,12 +260,41 @@ def clear_declare_error(node: Node, name: str) -> None:
     _declare_errors(node).pop(name, None)
 
 
+_TYPE_NAMES = {bool: "a boolean (true or false)", int: "an integer", float: "a floating-point number",
+               str: "a string", list: "a list"}
+
+
+def _spec_of(name: str) -> tuple[Any, str, Any, Any] | None:
+    return _SPECS.get(name) or (_CAMERA_SPECS.get(name.rsplit(".", 1)[-1]) if name.startswith("cameras.") else None)
+
+
+def declare_error(node: Node, name: str) -> ParameterError | None:
+    """Why the startup value (params file, -p) of `name` was refused, as the error configure raises."""
+    error = _declare_errors(node).get(name)
+    if error is None:
+        return None
+    kind, message = error
+    spec = _spec_of(name)
+    default, rng = (spec[0], spec[2]) if spec else (None, None)
+    if kind == "InvalidParameterTypeException" and spec is not None:
+        wanted = _TYPE_NAMES.get(type(default), type(default).__name__)
+        example = f"{default:.1f}" if isinstance(default, float) else str(default).lower() if isinstance(
+            default, bool) else repr(default) if isinstance(default, str) else str(default)
+        within = f" in [{rng[0]}, {rng[1]}]" if rng else ""
+        return ParameterError(name, f"wrong type: the startup value is not {wanted} ({message})",
+                              f"give {wanted}{within}, e.g. -p {name}:={example}")
+    fix = f"set a value in [{rng[0]}, {rng[1]}]" if rng else "set a value the parameter accepts"
+    return ParameterError(name, f"the value given at startup was refused ({message})", fix)
+
+
+def declare_errors(node: Node) -> list[ParameterError]:
+    """Every startup value refused so far (the node logs them at construction)."""
+    return [err for name in list(_declare_errors(node)) if (err := declare_error(node, name)) is not None]
+
+
 def _raise_declare_errors(node: Node) -> None:
-    for name, error in _declare_errors(node).items():
-        spec = _SPECS.get(name) or _CAMERA_SPECS.get(name.rsplit(".", 1)[-1])
-        rng = spec[2] if spec else None
-        fix = f"set a value in [{rng[0]}, {rng[1]}]" if rng else "set a value of the declared type"
-        raise ParameterError(name, f"the value given at startup was refused ({error})", fix)
+    for err in declare_errors(node):
+        raise err
 
 
 def declare_parameters(node: Node) -> None:
@@ -272,7 +329,23 @@ def read_parameters(node: Node) -> NodeParams:
     for cam in names:
         for key in _CAMERA_SPECS:
             raw[f"cameras.{cam}.{key}"] = node.get_parameter(f"cameras.{cam}.{key}").value
-    return validate(raw)
+    params = validate(raw)
+    _check_topic_names(node, params)
+    return params
+
+
+def _check_topic_names(node: Node, params: NodeParams) -> None:
+    """Topic names by rclpy's rules, expanded against the node's name and namespace (as the
+    subscriptions will be): a bad one fails configure here instead of activate."""
+    named = [(f"cameras.{c.name}.topic", c.topic) for c in params.cameras] + [("odometry.topic", params.odometry_topic)]
+    for name, topic in named:
+        try:
+            node.resolve_topic_name(topic)
+        except Exception as exc:  # rclpy raises RCLError (no public class) for every name rule
+            reason = str(exc).split(", at ")[0].removeprefix("failed to resolve name: ")
+            raise ParameterError(name, f"'{topic}' is not a valid ROS topic name ({reason})",
+                                 "use letters, digits, '_' and '/' separators (a token must not start with a "
+                                 "digit), e.g. /camera/front_wide/image_raw/compressed") from exc
 
 
 # --- validation (pure) ----------------------------------------------------------------------------
@@ -293,6 +366,13 @@ def _number(raw: dict[str, Any], name: str, lo: float, hi: float, *, open_lo: bo
         interval = f"({lo}, {hi}]" if open_lo else f"[{lo}, {hi}]"
         raise ParameterError(name, f"{value} is out of range {interval}", f"set a value in {interval}")
     return value
+
+
+def _ranged(raw: dict[str, Any], name: str) -> float:
+    """A number checked against the range its descriptor declares (one place for the bounds)."""
+    rng = _SPECS[name][2]
+    assert rng is not None
+    return _number(raw, name, rng[0], rng[1])
 
 
 def _camera(raw: dict[str, Any], cam: str) -> CameraParams:
@@ -410,6 +490,14 @@ def validate(raw: dict[str, Any]) -> NodeParams:
         time_jump_threshold_s=_number(raw, "time_jump_threshold_s", 0.01, 3600.0),
         gates_enabled=bool(raw["gates_enabled"]),
         fallback=fallback,
+        plausibility=PlausibilityParams(
+            max_speed_mps=_ranged(raw, "plausibility.max_speed_mps"),
+            max_lateral_accel_mps2=_ranged(raw, "plausibility.max_lateral_accel_mps2"),
+            max_pose_jump_m=_ranged(raw, "plausibility.max_pose_jump_m"),
+            max_heading_jump_rad=_ranged(raw, "plausibility.max_heading_jump_rad"),
+        ),
+        max_image_bytes=int(_ranged(raw, "max_image_bytes")),
+        max_camera_lag_s=_ranged(raw, "max_camera_lag_s"),
         warmup=bool(raw["warmup"]),
         publish_markers=bool(raw["publish_markers"]),
         image_workers=int(_number(raw, "image_workers", 1, 8)),
@@ -455,6 +543,8 @@ def backend_options(params: NodeParams) -> dict[str, Any]:
 def planner_config(params: NodeParams) -> Any:
     """Node parameters -> core.planner.PlannerConfig (the node's configure and the offline replay)."""
     from alpamayo_ros.core.backend import SamplingRequest
+    from alpamayo_ros.core.egomotion import ContinuityConfig
+    from alpamayo_ros.core.gates import InputGateConfig, OutputGateConfig, PlausibilityLimits
     from alpamayo_ros.core.planner import PlannerConfig
 
     sampling = SamplingRequest(
@@ -466,6 +556,9 @@ def planner_config(params: NodeParams) -> Any:
         top_p=params.top_p,
         max_generation_length=params.max_generation_length,
     )
+    pl = params.plausibility
+    limits = PlausibilityLimits(max_speed_mps=pl.max_speed_mps, max_lateral_accel_mps2=pl.max_lateral_accel_mps2)
+    continuity = ContinuityConfig(max_jump_m=pl.max_pose_jump_m, max_heading_jump_rad=pl.max_heading_jump_rad)
     return PlannerConfig(
         camera_ids=params.camera_ids,
         sampling=sampling,
@@ -476,4 +569,6 @@ def planner_config(params: NodeParams) -> Any:
         gates_enabled=params.gates_enabled,
         frame_lookahead_s=params.frame_lookahead_s,
         normalization_constants=params.normalization_constants,
+        input_gate=InputGateConfig(continuity=continuity, limits=limits),
+        output_gate=OutputGateConfig(limits=limits),
     )

@@ -9,14 +9,18 @@ from hypothesis import strategies as st
 from motion_cases import Motion, world_poses
 
 from alpamayo_ros.core.egomotion import (
+    ContinuityConfig,
+    ContinuityEvent,
     HistoryUnavailable,
     PoseBuffer,
     PoseRejected,
     Reason,
+    find_discontinuity,
     future_in_ego_frame,
+    step_residuals,
     to_ego_frame,
 )
-from alpamayo_ros.core.geometry import quat_to_rotmat, rot_z, yaw_from_rotmat
+from alpamayo_ros.core.geometry import quat_multiply, quat_to_rotmat, rot_z, rotmat_to_quat, yaw_from_rotmat
 
 T0 = 1_700_000_000.25  # epoch-like stamps: float64 resolution matters
 MOTION = Motion(10.0, accel=0.5, yaw_rate=0.15)
@@ -305,3 +309,139 @@ def test_long_replay_buffer_grows_with_what_it_holds():
     assert buf._t.shape[0] < 4 * 6001
     np.testing.assert_allclose(buf.history(T0).xyz, filled(100).history(T0).xyz, atol=1e-6)
     np.testing.assert_allclose(buf.pose_at(stamps[0]).position, p[0], atol=1e-9)
+
+
+# ------------------------------------------------------------------ continuity (relocalisation, outliers)
+def jumped(offset_world, at_s=-1.0, back_after=None, twist=True, rate=50, heading_jump=0.0, **kw):
+    """MOTION at `rate` Hz over t0-3…t0 whose poses from t0+at_s on are moved by `offset_world` (and
+    turned by `heading_jump`); with `back_after` samples the jump ends again (a glitch)."""
+    stamps = T0 + np.arange(-3.0, 1e-9, 1.0 / rate)
+    p, q = world_poses(MOTION, stamps, T0, WORLD_ROT, WORLD_OFFSET)
+    hit = np.flatnonzero(stamps >= T0 + at_s)
+    if back_after is not None:
+        hit = hit[:back_after]
+    p[hit] += np.asarray(offset_world, dtype=float)
+    if heading_jump:
+        q[hit] = quat_multiply(rotmat_to_quat(rot_z(heading_jump))[None], q[hit])
+    buf = PoseBuffer(continuity=ContinuityConfig(), **kw)
+    for s, pi, qi in zip(stamps, p, q, strict=True):
+        buf.add(s, pi, qi, twist_linear=[MOTION.v0 + MOTION.accel * (s - T0), 0.0, 0.0] if twist else None)
+    return buf, stamps[hit[0]]
+
+
+@pytest.mark.parametrize("twist", [True, False])
+@pytest.mark.parametrize("offset", [[1000.0, 0.0, 0.0], [0.0, 2.0, 0.0], [-1.5, 1.0, 0.3]])
+def test_a_jump_that_stays_restarts_the_history(offset, twist):
+    buf, t_jump = jumped(offset, twist=twist)
+    events = buf.pop_events()
+    assert [e.kind for e in events] == [ContinuityEvent.RELOCALISATION] and buf.relocalisations == 1
+    assert events[0].stamp == t_jump and events[0].error_m == pytest.approx(np.linalg.norm(offset), abs=0.05)
+    assert "relocalisation" in events[0].message and buf.pop_events() == []
+    assert buf.earliest_stamp == t_jump  # nothing from before the jump is left
+    with pytest.raises(HistoryUnavailable) as e:
+        buf.history(T0)  # only 1 s since the jump
+    assert e.value.reason_code == Reason.NOT_COVERED_PAST and "relocalisation" in str(e.value)
+    assert buf.covers(t_jump + 1.5) is False and buf.latest_stamp == T0
+
+
+def test_history_resumes_and_is_clean_once_1_5_s_passed_the_jump():
+    buf, t_jump = jumped([0.0, 2.0, 0.0], at_s=-2.0)
+    h = buf.history(T0)  # 2 s after the jump: the new track only
+    assert h.stamps[0] >= t_jump
+    np.testing.assert_allclose(h.xyz, MOTION.ego_history()[0], atol=2e-3)
+    assert find_discontinuity(h.stamps, h.xyz, h.rot, h.twist) is None
+
+
+@pytest.mark.parametrize("twist", [True, False])
+def test_a_single_glitch_is_dropped_as_an_outlier(twist):
+    buf, t_glitch = jumped([5.0, 0.0, 0.0], back_after=1, twist=twist)
+    events = buf.pop_events()
+    assert [e.kind for e in events] == [ContinuityEvent.OUTLIER] and buf.outliers == 1
+    assert events[0].stamp == t_glitch and buf.relocalisations == 0
+    h = buf.history(T0)  # the glitch never entered the buffer (one 20 ms sample fewer: chord error only)
+    np.testing.assert_allclose(h.xyz, filled(50).history(T0).xyz, atol=1e-3)
+
+
+def test_a_heading_flip_is_a_discontinuity():
+    buf, _ = jumped([0.0, 0.0, 0.0], heading_jump=np.pi / 2)
+    assert [e.kind for e in buf.pop_events()] == [ContinuityEvent.RELOCALISATION]
+
+
+@pytest.mark.parametrize("rate", [10, 50, 100])
+@pytest.mark.parametrize("twist_error", [0.0, 0.1])
+def test_real_motion_is_never_a_jump(rate, twist_error):
+    # 10 m/s accelerating at 0.5 m/s² through a 0.15 rad/s turn, jittered stamps, a twist 10 % off
+    rng = np.random.default_rng(rate)
+    stamps = np.sort(T0 + np.arange(-3.0, 1e-9, 1.0 / rate) + rng.uniform(-0.002, 0.002, int(3 * rate) + 1))
+    p, q = world_poses(MOTION, stamps, T0, WORLD_ROT, WORLD_OFFSET)
+    buf = PoseBuffer(continuity=ContinuityConfig())
+    for s, pi, qi in zip(stamps, p, q, strict=True):
+        buf.add(s, pi, qi, twist_linear=[(MOTION.v0 + MOTION.accel * (s - T0)) * (1 + twist_error), 0.0, 0.0])
+    assert buf.pop_events() == [] and len(buf) == stamps.size
+
+
+def test_no_jump_check_across_an_odometry_gap():
+    stamps = np.concatenate([T0 + np.arange(-3.0, -1.0, 0.02), T0 + np.arange(-0.5, 1e-9, 0.02)])
+    p, q = world_poses(MOTION, stamps, T0, WORLD_ROT, WORLD_OFFSET)
+    p[stamps >= T0 - 0.5] += [30.0, 0.0, 0.0]
+    buf = PoseBuffer(continuity=ContinuityConfig())
+    for s, pi, qi in zip(stamps, p, q, strict=True):
+        buf.add(s, pi, qi)
+    assert buf.pop_events() == [] and len(buf) == stamps.size  # the gap itself refuses these windows
+    with pytest.raises(HistoryUnavailable) as e:
+        buf.history(T0)
+    assert e.value.reason_code == Reason.GAP
+
+
+def test_a_twist_that_is_given_must_be_finite():
+    buf = PoseBuffer()
+    for bad in ([np.inf, 0, 0], [0, np.nan, 0]):
+        with pytest.raises(PoseRejected) as e:
+            buf.add(1.0, [0, 0, 0], [0, 0, 0, 1], twist_linear=bad)
+        assert e.value.reason_code == Reason.TWIST_NONFINITE
+    assert len(buf) == 0 and buf.add(1.0, [0, 0, 0], [0, 0, 0, 1], twist_linear=None)
+
+
+def test_a_pose_older_than_the_held_back_one_is_out_of_order():
+    buf = filled(50, end=-0.02, continuity=ContinuityConfig())
+    p, q = world_poses(MOTION, np.array([T0]), T0, WORLD_ROT, WORLD_OFFSET)
+    assert buf.add(T0, p[0] + [50.0, 0, 0], q[0])  # held back
+    assert buf.pending_stamp == T0 and buf.latest_stamp == pytest.approx(T0 - 0.02)
+    assert not buf.add(T0, p[0], q[0])  # a repeat of its stamp
+    with pytest.raises(PoseRejected) as e:
+        buf.add(T0 - 0.01, p[0], q[0])
+    assert e.value.reason_code == Reason.OUT_OF_ORDER
+    buf.reset()
+    assert buf.pending_stamp is None
+
+
+@pytest.mark.parametrize("twist", [True, False])
+@pytest.mark.parametrize("at", [-1.23, -0.5, -0.07])  # the jump falls between history stamps
+def test_find_discontinuity_anywhere_in_a_history_window(twist, at):
+    plain = filled(50, jitter_s=0.0)
+    stamps = T0 + np.arange(-3.0, 1e-9, 0.02)
+    p, q = world_poses(MOTION, stamps, T0, WORLD_ROT, WORLD_OFFSET)
+    p[stamps >= T0 + at] += WORLD_ROT @ [0.0, 1.5, 0.0]  # a 1.5 m lateral step, no continuity check
+    raw = PoseBuffer()
+    for s, pi, qi in zip(stamps, p, q, strict=True):
+        raw.add(s, pi, qi, twist_linear=[MOTION.v0 + MOTION.accel * (s - T0), 0, 0] if twist else None)
+    h = raw.history(T0)
+    jump = find_discontinuity(h.stamps, h.xyz, h.rot, h.twist)
+    assert jump is not None and abs(h.stamps[jump.index] - (T0 + at)) <= 0.2, jump
+    assert "position off by" in jump.describe()
+    clean = plain.history(T0)
+    assert find_discontinuity(clean.stamps, clean.xyz, clean.rot, clean.twist) is None
+    assert find_discontinuity(clean.stamps, clean.xyz, clean.rot, None) is None
+
+
+def test_step_residuals_predict_from_the_twist_in_the_pose_frame():
+    cfg = ContinuityConfig(max_jump_m=0.5, relative_tolerance=0.0)
+    rot = np.stack([rot_z(np.pi / 2)] * 2)[:, None]  # heading +y: body x is world y
+    res = step_residuals([0.1], [[0.0, 0.0, 0.0]], [[0.0, 1.0, 0.0]], rot[0], rot[1],
+                         [[10.0, 0.0, 0.0]], [[10.0, 0.0, 0.0]], [[np.nan] * 3], cfg)
+    np.testing.assert_allclose(res.error, 0.0, atol=1e-12)
+    res = step_residuals([0.1], [[0.0, 0.0, 0.0]], [[1.0, 0.0, 0.0]], rot[0], rot[1],
+                         [[10.0, 0.0, 0.0]], [[10.0, 0.0, 0.0]], [[np.nan] * 3], cfg)
+    assert res.error_m[0] == pytest.approx(np.sqrt(2)) and res.jump.tolist() == [True]
+    with pytest.raises(ValueError):
+        ContinuityConfig(max_jump_m=0.0)

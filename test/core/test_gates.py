@@ -11,7 +11,9 @@ from alpamayo_ros.core.egomotion import PoseBuffer
 from alpamayo_ros.core.gates import (
     InputGateConfig,
     InputReason,
+    OutputGateConfig,
     OutputReason,
+    PlausibilityLimits,
     check_input,
     check_output,
 )
@@ -141,10 +143,13 @@ def test_physical_bounds_of_the_action_space():
     controls[2, 5, 1] = 0.4
     _, xyz, _ = rollouts(k=3, kappa=0.0)
     res = check_output(xyz, controls, 10.0, action_cfg=cfg)
-    assert res.details["failed"] == {OutputReason.ACCEL_BOUNDS: [1], OutputReason.CURVATURE_BOUNDS: [2]}
+    # curvature 0.4 at ~10 m/s is also 40 m/s² of lateral acceleration: beyond any tyre
+    assert res.details["failed"] == {OutputReason.ACCEL_BOUNDS: [1], OutputReason.CURVATURE_BOUNDS: [2],
+                                     OutputReason.LATERAL_ACCEL_LIMIT: [2]}
     assert res.details["candidate_ok"] == [True, False, False]
     tight = ActionSpaceConfig(curvature_bounds=(-0.5, 0.5))
-    assert check_output(xyz, controls, 10.0, action_cfg=tight).reasons == [OutputReason.ACCEL_BOUNDS]
+    assert check_output(xyz, controls, 10.0, action_cfg=tight).reasons == [OutputReason.ACCEL_BOUNDS,
+                                                                          OutputReason.LATERAL_ACCEL_LIMIT]
 
 
 def test_nonfinite_candidates_are_isolated():
@@ -160,3 +165,62 @@ def test_nonfinite_candidates_are_isolated():
 def test_single_candidate_shape_is_accepted():
     _, xyz, rot = rollouts(k=1)
     assert check_output(xyz[0], None, 10.0, rot=rot[0]).ok
+
+
+# ------------------------------------------------------------------ continuity and plausibility limits
+def buffered_history(v=5.0, jump_at=None, jump=(0.0, 0.0, 0.0), twist=True, t0=3.0):
+    """A straight drive at v through a PoseBuffer without continuity checking (the gate must catch it)."""
+    buf = PoseBuffer()
+    for s in np.arange(0.0, t0 + 1e-9, 0.02):
+        p = np.array([v * s, 0.0, 0.0]) + (np.asarray(jump) if jump_at is not None and s >= jump_at else 0.0)
+        buf.add(s, p, rotmat_to_quat(rot_z(0.0)), twist_linear=[v, 0.0, 0.0] if twist else None)
+    return buf.history(t0)
+
+
+@pytest.mark.parametrize("twist", [True, False])
+@pytest.mark.parametrize("jump_at", [1.63, 2.21, 2.77])  # early, middle and late in the 1.5 s window
+@pytest.mark.parametrize("jump", [(1000.0, 0.0, 0.0), (0.0, 2.0, 0.0)])
+def test_a_jump_anywhere_in_the_window_trips_the_input_gate(twist, jump_at, jump):
+    h = buffered_history(jump_at=jump_at, jump=jump, twist=twist)
+    res = check_input(h)
+    assert InputReason.DISCONTINUITY in res.reasons and not res.ok, res
+    assert "poses" in res.details["discontinuity"]
+    # the reference integration's last-step speed check alone misses a jump before the last step
+    if jump_at < 2.8:
+        assert InputReason.SPEED_MISMATCH not in res.reasons
+    assert check_input(buffered_history(twist=twist)).ok
+
+
+def test_history_faster_than_a_car_trips_the_speed_limit():
+    res = check_input(buffered_history(v=80.0))
+    assert res.reasons == [InputReason.SPEED_LIMIT] and res.details["max_history_speed_mps"] == pytest.approx(80.0)
+    assert check_input(buffered_history(v=80.0), cfg=InputGateConfig(limits=PlausibilityLimits(90.0, 8.0))).ok
+    # a twist beyond the limit counts even when the poses look slower
+    assert InputReason.SPEED_LIMIT in check_input(buffered_history(v=5.0), speed_from_twist=1e3).reasons
+
+
+def test_v0_and_planned_speed_beyond_the_car_fail_every_candidate():
+    act, xyz, rot = rollouts(k=2, v0=10.0, kappa=0.0)
+    res = check_output(xyz, act, 92.0, rot=rot, controls_normalized=True)  # v0 from a jumped history
+    assert res.details["failed"][OutputReason.V0_LIMIT] == [0, 1] and res.details["candidate_ok"] == [False, False]
+    # accelerating at 9 m/s² from 30 m/s for 6.4 s ends at ~88 m/s
+    act, xyz, rot = rollouts(k=1, v0=30.0, accel=9.0, kappa=0.0)
+    res = check_output(xyz, act, 30.0, rot=rot, controls_normalized=True)
+    assert res.reasons == [OutputReason.SPEED_LIMIT] and res.details["max_speed_mps"][0] == pytest.approx(87.6, abs=0.5)
+    # geometry alone: waypoints 10 m apart are 100 m/s whatever the controls claim
+    far = np.zeros((1, 64, 3))
+    far[0, :, 0] = 10.0 * np.arange(1, 65)
+    assert check_output(far).reasons == [OutputReason.SPEED_LIMIT]
+
+
+def test_lateral_acceleration_limit():
+    act, xyz, rot = rollouts(k=1, v0=10.0, kappa=0.06)  # 6 m/s²: a sharp but drivable curve
+    res = check_output(xyz, act, 10.0, rot=rot, controls_normalized=True)
+    assert res.ok and res.details["max_lateral_accel_mps2"][0] == pytest.approx(6.0, rel=0.01)
+    act, xyz, rot = rollouts(k=1, v0=20.0, kappa=0.06)  # 24 m/s²
+    res = check_output(xyz, act, 20.0, rot=rot, controls_normalized=True)
+    assert res.reasons == [OutputReason.LATERAL_ACCEL_LIMIT]
+    loose = OutputGateConfig(limits=PlausibilityLimits(max_lateral_accel_mps2=30.0))
+    assert check_output(xyz, act, 20.0, rot=rot, controls_normalized=True, cfg=loose).ok
+    with pytest.raises(ValueError):
+        PlausibilityLimits(max_speed_mps=0.0)

@@ -21,6 +21,7 @@ from std_msgs.msg import String
 from visualization_msgs.msg import MarkerArray
 
 from alpamayo_ros.msg import TrajectoryCandidates
+from alpamayo_ros.ros.conversions import stamp_to_sec, time_msg
 from alpamayo_ros.ros.node import PlannerNode
 from alpamayo_ros.ros.synthetic import CameraStream, SyntheticDrive
 
@@ -145,6 +146,32 @@ class Rig:
     def available_transitions(self) -> list[str]:
         res = self._call(self._clients["transitions"], GetAvailableTransitions.Request())
         return [t.transition.label for t in res.available_transitions]
+
+    # --- faults a real vehicle produces ------------------------------------------------------------
+    def jump_odometry(self, offset: tuple[float, float, float], at: float, back_after_s: float | None = None) -> None:
+        """Odometry positions (odometry frame) from stream time `at` on are moved by `offset`; with
+        `back_after_s` only until then (a glitch). Twist and orientation stay (a relocalisation)."""
+        plain = self.drive.odometry_msg
+
+        def moved(t: float) -> Any:
+            msg = plain(t)
+            if t >= at and (back_after_s is None or t < at + back_after_s):
+                pos = msg.pose.pose.position
+                pos.x, pos.y, pos.z = pos.x + offset[0], pos.y + offset[1], pos.z + offset[2]
+            return msg
+        self.drive.odometry_msg = moved  # type: ignore[method-assign]
+
+    def lag_camera(self, index: int, seconds: float) -> None:
+        """Camera `index` delivers each frame `seconds` after its capture stamp."""
+        pub = self.drive.cams[index].pub
+        send = pub.publish
+
+        def late(msg: Any) -> None:
+            stamp = stamp_to_sec(msg.header.stamp)
+            msg.header.stamp = time_msg(stamp - seconds)
+            send(msg)
+            msg.header.stamp = time_msg(stamp)
+        pub.publish = late
 
     def start_inputs(self) -> None:
         assert self.drive.wait_for_subscribers(), "the node did not subscribe to every input"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
@@ -13,6 +14,7 @@ from alpamayo_ros.ros.conversions import (
     make_markers,
     make_path,
     rotmat_to_quat_xyzw,
+    serialized_header_stamp,
     stamp_to_sec,
     time_msg,
     yaw_to_quat_xyzw,
@@ -20,7 +22,11 @@ from alpamayo_ros.ros.conversions import (
 from alpamayo_ros.ros.image_bridge import (
     ImageDecodeError,
     apply_crop,
+    compressed_dims,
+    cropped_dims,
     decode_image_msg,
+    image_dims,
+    oversize_reason,
     rgb_to_compressed_msg,
     rgb_to_image_msg,
 )
@@ -158,3 +164,54 @@ def test_path_cache_reuses_messages_with_fresh_values() -> None:
     assert second == [make_path(later, k) for k in range(3)]  # same content as fresh messages
     markers = make_markers(later, 0, "", False, second).markers
     assert markers[0].points[7] == second[0].poses[7].pose.position
+
+
+@pytest.mark.parametrize("params", [[], [cv2.IMWRITE_JPEG_PROGRESSIVE, 1], [cv2.IMWRITE_JPEG_OPTIMIZE, 1]],
+                         ids=["baseline", "progressive", "optimized"])
+def test_jpeg_dimensions_come_from_the_header(params) -> None:
+    ok, buf = cv2.imencode(".jpg", np.zeros((123, 457, 3), np.uint8), params)
+    data = buf.tobytes()
+    exif = b"\xff\xe1" + (2 + 300).to_bytes(2, "big") + b"Exif\x00\x00" + bytes(294)  # an APP1 segment first
+    assert compressed_dims(data) == (123, 457)
+    assert compressed_dims(data[:2] + exif + data[2:]) == (123, 457)
+    assert compressed_dims(data[:40]) is None or compressed_dims(data[:40]) == (123, 457)  # cut: unknown, never wrong
+    assert compressed_dims(b"\xff\xd8\x00garbage") is None and compressed_dims(b"") is None
+
+
+def test_png_dimensions_and_message_dims() -> None:
+    png = rgb_to_compressed_msg(np.zeros((77, 33, 3), np.uint8), "png")
+    assert image_dims(png) == (77, 33)
+    raw = rgb_to_image_msg(np.zeros((5, 7, 3), np.uint8))
+    assert image_dims(raw) == (5, 7)
+
+
+def test_oversize_reason_reads_only_sizes() -> None:
+    raw = rgb_to_image_msg(np.zeros((100, 100, 3), np.uint8))  # 30000 bytes
+    assert oversize_reason(raw, (100, 100), 30000) == ""
+    assert "payload of 30000 bytes" in oversize_reason(raw, (100, 100), 29999)
+    claims = rgb_to_image_msg(np.zeros((1, 100, 3), np.uint8))
+    claims.height = 1000  # the header claims 1000 rows of 300 bytes
+    assert "is 300000 bytes" in oversize_reason(claims, image_dims(claims), 100000)
+    jpeg = rgb_to_compressed_msg(np.zeros((1000, 1000, 3), np.uint8))
+    assert len(jpeg.data) < 100000 and "decodes to 1000x1000 RGB = 3000000 bytes" in oversize_reason(
+        jpeg, image_dims(jpeg), 1000000)
+
+
+def test_cropped_dims_checks_the_crop() -> None:
+    assert cropped_dims(1080, 1920, None) == (1080, 1920)
+    assert cropped_dims(1080, 1920, (0, 60, 1920, 960)) == (960, 1920)
+    with pytest.raises(ImageDecodeError, match="does not fit a 1920x1080 image"):
+        cropped_dims(1080, 1920, (100, 0, 1900, 1080))
+
+
+def test_header_stamp_is_read_from_the_serialized_message() -> None:
+    from rclpy.serialization import serialize_message
+
+    msg = rgb_to_image_msg(np.zeros((4, 4, 3), np.uint8))
+    msg.header.stamp = time_msg(1700000000.25)
+    msg.header.frame_id = "cam"
+    data = serialize_message(msg)
+    assert serialized_header_stamp(data) == stamp_to_sec(msg.header.stamp)  # the same float as after deserializing
+    big_endian = b"\x00\x00\x00\x00" + (12).to_bytes(4, "big") + (5 * 10**8).to_bytes(4, "big")
+    assert serialized_header_stamp(big_endian) == pytest.approx(12.5)
+    assert serialized_header_stamp(b"\x00\x07" + data[2:]) is None and serialized_header_stamp(b"\x00\x01") is None

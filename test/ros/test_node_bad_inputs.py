@@ -7,26 +7,23 @@ import gc
 import math
 import time
 
+import numpy as np
 import pytest
 from node_rig import CAMERA_NAMES, Rig
 from sensor_msgs.msg import Image
 
 from alpamayo_ros.ros.conversions import stamp_to_sec, time_msg
+from alpamayo_ros.ros.image_bridge import rgb_to_compressed_msg, rgb_to_image_msg
 
 pytestmark = pytest.mark.ros
 pytest.importorskip("alpamayo_ros.core.planner", reason="the core Planner has not landed yet")
 
 
-@pytest.fixture(scope="module")
-def model_dir() -> str:
-    from alpamayo_ros.runtime.tiny_model import default_tiny_model_dir
-
-    return str(default_tiny_model_dir())  # the committed tiny model (read only)
-
-
 @pytest.fixture
 def rig(ros_context, unique_name, model_dir):
-    rig = Rig(ros_context, unique_name, model_dir, params={"fallback.input_timeout_s": 0.8})
+    # max_image_bytes: 1 MB (the rig's frames are 320x576, 0.55 MB raw) so oversized test frames stay small
+    rig = Rig(ros_context, unique_name, model_dir, params={"fallback.input_timeout_s": 0.8,
+                                                           "max_image_bytes": 1_000_000})
     assert rig.transition("configure") and rig.transition("activate")
     rig.start_inputs()
     assert rig.wait_for(lambda: rig.count("candidates") >= 1, timeout_s=20.0), rig.node.stats.snapshot()
@@ -166,3 +163,81 @@ def test_slow_tick_times_out_to_a_fallback_and_services_stay_responsive(ros_cont
     finally:
         rig.close()
         gc.collect()
+
+
+def test_infinite_twist_is_rejected(rig) -> None:
+    msg = rig.drive.odometry_msg(rig.drive.now() + 0.001)
+    msg.twist.twist.linear.x = math.inf
+    accepted = rig.node.stats.inputs["odometry"].accepted
+    rig.drive.odom_pub.publish(msg)
+    assert rig.wait_for(lambda: _rejected(rig, "odometry", "twist_nonfinite") == 1, timeout_s=5.0), \
+        rig.node.stats.inputs["odometry"]
+    assert "non-finite twist" in rig.node.stats.inputs["odometry"].last_error
+    assert rig.wait_for(lambda: "rejected.twist_nonfinite" in rig.diag_values("input odometry"), timeout_s=3.0)
+    assert rig.node.stats.inputs["odometry"].accepted >= accepted  # the stream goes on, this one is not in it
+    n = rig.count("candidates")
+    assert rig.wait_for(lambda: rig.count("candidates") > n + 1, timeout_s=5.0)
+
+
+@pytest.mark.parametrize(("cam", "make"), [
+    (0, lambda: rgb_to_image_msg(np.zeros((1000, 1000, 3), np.uint8), "rgb8")),  # 3 MB of rows
+    (1, lambda: rgb_to_compressed_msg(np.zeros((2000, 2000, 3), np.uint8), "jpeg")),  # tiny JPEG, 12 MB decoded
+], ids=["raw_3MB", "jpeg_decodes_to_12MB"])
+def test_oversized_image_is_refused_before_decoding(rig, cam, make) -> None:
+    name = CAMERA_NAMES[cam]
+    big = make()
+    _inject(rig, cam, lambda m: _set(big, header=m.header))
+    assert rig.wait_for(lambda: _rejected(rig, name, "image_too_large") == 1, timeout_s=5.0), \
+        rig.node.stats.inputs[name]
+    assert "max_image_bytes=1000000" in rig.node.stats.inputs[name].last_error
+    camera_id = rig.node._rt.cameras[name].params.model_camera_id
+    stamp_ns = round(stamp_to_sec(big.header.stamp) * 1e9)
+    assert stamp_ns not in rig.node.planner.frames.buffers[camera_id].stamps_ns  # never decoded nor buffered
+    assert rig.wait_for(lambda: rig.diag_values(f"input {name}").get("rejected.image_too_large") == "1",
+                        timeout_s=3.0)
+    n = rig.count("candidates")
+    assert rig.wait_for(lambda: rig.count("candidates") > n + 1, timeout_s=5.0), "planning stopped"
+
+
+def test_image_that_does_not_fit_the_model_is_refused_at_the_input(rig, capfd) -> None:
+    """A square 576x576 camera resizes to 416x416, not to the model's 320x576: refused with a crop that
+    fits, before the backend sees it, and logged at most once per 2 s however many frames come."""
+    name = CAMERA_NAMES[0]
+    square = rgb_to_image_msg(np.full((576, 576, 3), 90, np.uint8), "rgb8")
+    rig.drive.paused_cameras.add(0)
+    t0 = rig.drive.now()
+    for i in range(12):  # 1.2 s of mis-sized frames
+        msg = copy.deepcopy(square)
+        msg.header.stamp = time_msg(t0 + 0.1 * (i + 1))
+        rig.drive.publish_image(0, msg)
+        time.sleep(0.1)
+    assert rig.wait_for(lambda: _rejected(rig, name, "image_size_mismatch") == 12, timeout_s=5.0), \
+        rig.node.stats.inputs[name]
+    rig.drive.paused_cameras.discard(0)
+    error = rig.node.stats.inputs[name].last_error
+    assert "576x576 image resizes to 416x416" in error and "the model takes 576x320" in error
+    assert f"cameras.{name}.crop: [0, 128, 576, 320]" in error
+    assert rig.node.stats.backend_errors == 0
+    logged = [line for line in capfd.readouterr().err.splitlines() if "image_size_mismatch" in line]
+    assert 1 <= len(logged) <= 2, logged
+
+
+def test_a_failing_backend_is_logged_throttled_and_counted_every_tick(rig, capfd) -> None:
+    class BrokenEngine:  # a device fault: every inference raises (the GPU edge, the one thing faked)
+        identity = rig.node.planner.backend.identity
+
+        def infer(self, inputs, request):
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+        def close(self) -> None:
+            pass
+
+    capfd.readouterr()
+    stats = rig.node.stats
+    rig.node.planner.backend = BrokenEngine()
+    start = stats.backend_errors
+    assert rig.wait_for(lambda: stats.backend_errors >= start + 12, timeout_s=10.0), stats.snapshot()
+    logged = [line for line in capfd.readouterr().err.splitlines() if "tick failed in the backend" in line]
+    assert 1 <= len(logged) <= 2, logged  # 12+ failed ticks in ~1.2 s, one line per 2 s
+    assert rig.wait_for(lambda: "illegal memory access" in rig.diag_values("backend").get("last_error", ""),
+                        timeout_s=3.0)

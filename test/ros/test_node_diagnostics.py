@@ -95,3 +95,37 @@ def test_saturated_decode_pool_is_flagged() -> None:
     e = _by_name(d.snapshot())["inference"]
     assert e.level == WARN and "image_resize: fast" in e.message
     assert float(e.values["decode_load"]) == pytest.approx(1.5, rel=0.05)
+
+
+def test_a_lagging_camera_is_named_against_the_newest_odometry() -> None:
+    clock = FakeClock()
+    d = NodeDiagnostics("n", ["cam0", "cam1", "odometry"], clock=clock, cameras=["cam0", "cam1"],
+                        max_camera_lag_s=0.25)
+    for name, stamp in (("cam0", 10.0), ("cam1", 9.5), ("odometry", 10.02)):
+        d.received(name)
+        d.accepted(name, stamp=stamp)
+    e = _by_name(d.snapshot())
+    assert e["synchronization"].values["slowest_camera"] == "cam1"
+    assert e["synchronization"].values["slowest_camera_lag_s"] == "0.520"
+    assert e["synchronization"].level == WARN and "camera 'cam1' lags" in e["synchronization"].message
+    assert e["input cam1"].level == WARN and "every plan waits for this camera" in e["input cam1"].message
+    assert e["input cam0"].values["lag_s"] == "0.020" and e["input cam0"].level == OK
+    d.accepted("cam1", stamp=10.0)  # caught up
+    e = _by_name(d.snapshot())
+    assert e["synchronization"].level == OK and e["input cam1"].level == OK
+    d.time_jump()  # a new timeline: lags restart
+    assert _by_name(d.snapshot())["synchronization"].values["slowest_camera"] == ""
+
+
+def test_relocalisation_and_overtaken_results_are_reported() -> None:
+    d = NodeDiagnostics("n", [], clock=FakeClock())
+    d.relocalisation("odometry jumped 1000.00 m / 0.00 rad at 12.000 and stayed there (relocalisation)")
+    d.odometry_frame("map")
+    d.result_overtaken("plan for t0=2.293 finished after an output for t0=4.473 went out")
+    e = _by_name(d.snapshot())
+    sync, gates = e["synchronization"], e["gates and fallback"]
+    assert sync.level == WARN and "relocalised 1x" in sync.message and sync.values["relocalisations"] == "1"
+    assert sync.values["odometry_frame_id"] == "map" and "1000.00 m" in sync.values["last_relocalisation"]
+    assert gates.level == WARN and gates.values["dropped_overtaken"] == "1" and "t0=2.293" in gates.message
+    e = _by_name(d.snapshot())
+    assert e["synchronization"].level == OK and e["gates and fallback"].level == OK  # nothing new

@@ -11,7 +11,6 @@ import tracemalloc
 
 import numpy as np
 import pytest
-from node_rig import Rig
 
 from alpamayo_ros.ros.conversions import stamp_to_sec
 from alpamayo_ros.ros.synthetic import CameraStream
@@ -21,28 +20,6 @@ pytest.importorskip("alpamayo_ros.core.planner", reason="the core Planner has no
 
 K = 3
 DT = 0.1
-
-
-@pytest.fixture(scope="module")
-def model_dir() -> str:
-    from alpamayo_ros.runtime.tiny_model import default_tiny_model_dir
-
-    return str(default_tiny_model_dir())  # the committed tiny model (read only)
-
-
-@pytest.fixture
-def rig_factory(ros_context, unique_name, model_dir):
-    rigs: list[Rig] = []
-
-    def make(**kwargs) -> Rig:
-        rig = Rig(ros_context, f"{unique_name}{len(rigs)}", model_dir, **kwargs)
-        rigs.append(rig)
-        return rig
-
-    yield make
-    for rig in rigs:
-        rig.close()
-    gc.collect()
 
 
 def _ns(t: float) -> int:

@@ -20,13 +20,6 @@ ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "config" / "planner.yaml"
 
 
-@pytest.fixture(scope="module")
-def model_dir() -> str:
-    from alpamayo_ros.runtime.tiny_model import default_tiny_model_dir
-
-    return str(default_tiny_model_dir())  # the committed tiny model (read only)
-
-
 def _planner_cmd(*ros_args: str) -> list[str]:
     return [sys.executable, str(ROOT / "scripts" / "alpamayo_planner"), "--autostart",
             "--ros-args", "--params-file", str(CONFIG), *ros_args]

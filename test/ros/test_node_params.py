@@ -42,6 +42,10 @@ def test_defaults_validate_to_the_r1_rig(model_dir) -> None:
         ("odometry.topic", " ", "is empty"),
         ("frame_lookahead_s", 0.05, "out of range"),
         ("normalization_constants", "weights", "one of auto, config_bf16, config"),
+        ("plausibility.max_speed_mps", 0.0, "out of range"),
+        ("plausibility.max_pose_jump_m", float("inf"), "finite"),
+        ("max_image_bytes", 10, "out of range"),
+        ("max_camera_lag_s", -1.0, "out of range"),
     ],
 )
 def test_each_bad_value_names_the_parameter_and_the_fix(model_dir, name, value, fragment) -> None:
@@ -71,6 +75,22 @@ def test_frame_lookahead_and_normalization_reach_the_planner_config(model_dir) -
     raw.update({"frame_lookahead_s": 0.0, "normalization_constants": "config"})
     cfg = planner_config(validate(raw))
     assert (cfg.frame_lookahead_s, cfg.normalization_constants) == (0.0, "config")
+
+
+def test_plausibility_limits_reach_the_core_gates(model_dir) -> None:
+    from alpamayo_ros.ros.params import planner_config
+
+    raw = default_raw(model_dir)
+    raw["plausibility.max_speed_mps"] = 40.0
+    raw["plausibility.max_lateral_accel_mps2"] = 6.0
+    raw["plausibility.max_pose_jump_m"] = 0.5
+    raw["plausibility.max_heading_jump_rad"] = 0.2
+    cfg = planner_config(validate(raw))
+    assert cfg.input_gate.limits == cfg.output_gate.limits
+    assert (cfg.output_gate.limits.max_speed_mps, cfg.output_gate.limits.max_lateral_accel_mps2) == (40.0, 6.0)
+    assert (cfg.input_gate.continuity.max_jump_m, cfg.input_gate.continuity.max_heading_jump_rad) == (0.5, 0.2)
+    defaults = validate(default_raw(model_dir))
+    assert defaults.max_image_bytes == 64 * 1024 * 1024 and defaults.plausibility.max_speed_mps == 70.0
 
 
 def test_crop_is_parsed(model_dir) -> None:
@@ -162,5 +182,105 @@ def test_out_of_range_startup_value_fails_configure_by_name_then_can_be_fixed(ro
         from alpamayo_ros.ros.params import read_parameters
 
         assert read_parameters(node).rate_hz == 20.0
+    finally:
+        node.destroy_node()
+
+
+@pytest.mark.ros
+@pytest.mark.parametrize(("name", "topic", "why"), [
+    ("cameras.front_wide_120fov.topic", "not a topic!", "characters other than alphanumerics"),
+    ("odometry.topic", "/cam 2", "characters other than alphanumerics"),
+    ("cameras.cross_left_120fov.topic", "/a//b", "repeated '/'"),
+    ("cameras.front_tele_30fov.topic", "/camera/6tele", "must not start with a number"),
+])
+def test_invalid_topic_names_fail_configure_naming_the_parameter(ros_context, model_dir, name, topic, why) -> None:
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from rclpy.parameter import Parameter
+
+    from alpamayo_ros.ros.node import PlannerNode
+
+    node = PlannerNode(context=ros_context, parameter_overrides=[
+        Parameter("model_dir", value=model_dir), Parameter(name, value=topic)])
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+        err = node.last_configure_error
+        assert f"parameter '{name}'" in err and "not a valid ROS topic name" in err and why in err, err
+        assert "Fix:" in err
+    finally:
+        node.destroy_node()
+
+
+@pytest.mark.ros
+def test_a_failing_transition_logs_its_cause(ros_context, tiny_model_dir, capfd) -> None:
+    from lifecycle_msgs.msg import State
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from rclpy.parameter import Parameter
+
+    from alpamayo_ros.ros.node import PlannerNode
+
+    class BrokenSubscriptions(PlannerNode):
+        def _input_group(self, name):  # fault injection: creating the subscriptions fails
+            raise RuntimeError(f"cannot subscribe input '{name}'")
+
+    node = BrokenSubscriptions(context=ros_context, parameter_overrides=[
+        Parameter("model_dir", value=tiny_model_dir), Parameter("backend", value="kinematic"),
+        Parameter("warmup", value=False)])
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_activate() == TransitionCallbackReturn.ERROR
+        assert "activate failed: RuntimeError: cannot subscribe input" in node.last_transition_error
+        assert node._state_machine.current_state[0] == State.PRIMARY_STATE_UNCONFIGURED  # resources released
+        err = capfd.readouterr().err
+        assert "activate failed: RuntimeError: cannot subscribe input" in err
+        assert "error in state" in err and "after: activate failed" in err
+    finally:
+        node.destroy_node()
+
+
+@pytest.mark.ros
+def test_max_generation_length_beyond_the_graphs_decode_capacity_fails_configure(ros_context, tiny_model_dir) -> None:
+    pytest.importorskip("torch")
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from rclpy.parameter import Parameter
+
+    from alpamayo_ros.ros.node import PlannerNode
+
+    # the tiny model's graphs hold 256 suffix tokens: 257 generated tokens at most
+    node = PlannerNode(context=ros_context, parameter_overrides=[
+        Parameter("model_dir", value=tiny_model_dir), Parameter("backend", value="torch"),
+        Parameter("warmup", value=False), Parameter("num_candidates", value=2),
+        Parameter("max_generation_length", value=300)])
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+        err = node.last_configure_error
+        assert "parameter 'max_generation_length'" in err and "decode capacity" in err and "257" in err, err
+        assert "Fix: set max_generation_length <= 257" in err
+        assert node.set_parameters([Parameter("max_generation_length", value=257)])[0].successful
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    finally:
+        node.destroy_node()
+
+
+@pytest.mark.ros
+@pytest.mark.parametrize(("override", "name", "wanted"), [
+    ("rate_hz:=abc", "rate_hz", "a floating-point number"),
+    ("rate_hz:=20", "rate_hz", "a floating-point number"),
+    ("num_candidates:=many", "num_candidates", "an integer"),
+    ("warmup:=3", "warmup", "a boolean"),
+])
+def test_a_startup_value_of_the_wrong_type_is_named_a_type_error(ros_context, model_dir, capfd, override, name,
+                                                                 wanted) -> None:
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    from alpamayo_ros.ros.node import PlannerNode
+
+    node = PlannerNode(context=ros_context, cli_args=["--ros-args", "-p", override, "-p", f"model_dir:={model_dir}"])
+    try:
+        said = capfd.readouterr().err  # said at startup, not only when configure runs
+        assert f"parameter '{name}': wrong type" in said, said
+        assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+        err = node.last_configure_error
+        assert f"parameter '{name}': wrong type" in err and f"is not {wanted}" in err, err
+        assert f"Fix: give {wanted}" in err and f"-p {name}:=" in err
     finally:
         node.destroy_node()
