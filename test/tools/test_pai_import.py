@@ -26,6 +26,7 @@ from alpamayo_ros.tools.pai.convert import (
 from alpamayo_ros.tools.pai.dataset import MODEL_CAMERA_FEATURES, PaiDataset, PaiFormatError
 from alpamayo_ros.tools.pai.ftheta import fit_equidistant
 from alpamayo_ros.tools.protocol import bag_custom_data, clip_time_origin_s
+from alpamayo_ros.tools.topics import DEFAULT_CAMERAS
 
 pytest.importorskip("av")
 pytest.importorskip("pandas")
@@ -97,9 +98,9 @@ def test_body_twist_rotates_the_anchor_velocity() -> None:
 
 
 def test_camera_stamps_are_the_frame_timestamps_plus_the_origin_and_every_frame_is_there(arc_bag: Path) -> None:
-    for cam_id, feature in MODEL_CAMERA_FEATURES.items():
-        topic = f"/camera/{feature.removeprefix('camera_')}/image_raw/compressed"
-        msgs = _messages(arc_bag, topic)
+    for cam in DEFAULT_CAMERAS:  # the topics of config/planner.yaml: replay needs no remapping
+        feature = MODEL_CAMERA_FEATURES[cam.camera_id]
+        msgs = _messages(arc_bag, cam.topic)
         expected = PAI_TIME_ORIGIN_NS + ARC.frame_us[feature] * 1000
         assert [_stamp_ns(m.header) for _, m in msgs] == expected.tolist(), feature
         assert all(raw.log_time_ns == _stamp_ns(m.header) for raw, m in msgs)
