@@ -118,7 +118,7 @@ def protocol_samples(bag: str, records: Sequence[TickRecord], scores: Sequence[T
     by_t0 = {s.t0: s for s in scores}
     out = []
     for rec, off in zip(records, t0_offsets_s, strict=False):
-        s = by_t0.get(rec.t0) if rec.t0 is not None else None
+        s = by_t0.get(rec.t0) if rec.xyz is not None else None  # a skipped tick has no plan of its own
         status = "scored" if s is not None else (rec.status if rec.status != "planned" else "no_ground_truth")
         out.append(ProtocolSample(bag, off, status, rec.t0, s.min_ade if s else None,
                                   {k: m.min_ade for k, m in s.baselines.items()} if s else {}, rec.reason))

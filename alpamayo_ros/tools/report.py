@@ -115,7 +115,7 @@ def build_report(results: ReplayResult | Sequence[ReplayResult], protocol: Proto
     for run in runs:
         run_scores = score_records(run.records, run.gt, bag_name(run))
         by_t0 = {s.t0: s for s in run_scores}
-        ticks += [_tick_row(bag_name(run), r, by_t0.get(r.t0) if r.t0 is not None else None) for r in run.records]
+        ticks += [_tick_row(bag_name(run), r, by_t0.get(r.t0) if r.xyz is not None else None) for r in run.records]
         records += run.records
         scores += run_scores
         if protocol is not None:

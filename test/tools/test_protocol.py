@@ -118,6 +118,24 @@ def test_protocol_metric_matches_the_hand_computed_value(bags: Path, tmp_path: P
     assert list(plans["bag"]) == sorted(b.name for b in paths) and plans["xyz"].shape == (4, 3, 64, 3)
 
 
+def test_a_skipped_protocol_tick_is_a_failed_sample_not_a_second_copy() -> None:
+    """Two clip times that give the node the same input: the second tick is `no_new_input` and
+    must not count the first tick's score again."""
+    from alpamayo_ros.core.metrics import trajectory_metrics
+    from alpamayo_ros.tools.protocol import protocol_samples, protocol_summary
+    from alpamayo_ros.tools.scoring import TickRecord, TickScore
+
+    plan = np.zeros((2, 64, 3), np.float32)
+    records = [TickRecord(10.0, "planned", t0=9.98, xyz=plan, scores=np.ones(2)),
+               TickRecord(10.02, "no_new_input", t0=9.98, reason="no_new_input")]
+    m = trajectory_metrics(plan, np.ones((64, 3)))
+    score = TickScore(9.98, "straight", m.min_ade, m.min_fde, m.best_index, {}, m.min_ade, m.min_fde, {}, {})
+    samples = protocol_samples("bag", records, [score], [2.0, 2.02])
+    assert [s.status for s in samples] == ["scored", "no_new_input"]
+    summary = protocol_summary(REFERENCE, samples)
+    assert summary["samples_scored"] == 1 and summary["value"] == pytest.approx(np.sqrt(2))
+
+
 def test_protocol_settings_reach_the_planner() -> None:
     from alpamayo_ros.ros.params import planner_config
     from alpamayo_ros.runtime.tiny_model import default_tiny_model_dir
