@@ -110,14 +110,15 @@ def cmd_bag_info(args: argparse.Namespace) -> int:
 
 def _print_clip_metadata(bag: str) -> None:
     """What import-pai recorded about the clip (nothing for other bags)."""
-    from alpamayo_ros.tools.protocol import bag_custom_data, clip_time_origin_s
+    from alpamayo_ros.tools.protocol import META_CLIP_ID, META_PREFIX, bag_custom_data, clip_time_origin_s
 
     meta = bag_custom_data(bag)
-    if "alpamayo_ros.clip_id" in meta:
-        origin = clip_time_origin_s(bag)
-        print(f"  clip {meta['alpamayo_ros.clip_id']} of {meta.get('alpamayo_ros.source', '?')} (chunk "
-              f"{meta.get('alpamayo_ros.chunk', '?')}), cameras at {meta.get('alpamayo_ros.camera_rate_hz', '?')} Hz; "
-              f"clip time 0 = bag time {origin:.3f} s" if origin is not None else "")
+    if META_CLIP_ID not in meta:
+        return
+    origin = clip_time_origin_s(bag)
+    print(f"  clip {meta[META_CLIP_ID]} of {meta.get(META_PREFIX + 'source', '?')} (chunk "
+          f"{meta.get(META_PREFIX + 'chunk', '?')}), cameras at {meta.get(META_PREFIX + 'camera_rate_hz', '?')} Hz"
+          + (f"; clip time 0 = bag time {origin:.3f} s" if origin is not None else ""))
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -278,12 +279,12 @@ def _options_per_bag(opts: Any, table: dict[str, tuple[float, ...]]) -> Any:
     """opts with the bag's own t0 list when --t0-file names the bag (directory name or clip id)."""
     from dataclasses import replace
 
-    from alpamayo_ros.tools.protocol import bag_custom_data
+    from alpamayo_ros.tools.protocol import META_CLIP_ID, bag_custom_data
 
     def opts_for(bag: Path) -> Any:
         if not table:
             return opts
-        key = bag.name if bag.name in table else bag_custom_data(bag).get("alpamayo_ros.clip_id", bag.name)
+        key = bag.name if bag.name in table else bag_custom_data(bag).get(META_CLIP_ID, bag.name)
         if key in table:
             return replace(opts, t0_offsets_s=table[key])
         return opts if opts.t0_offsets_s is not None else replace(opts, t0_offsets_s=_protocol_default_t0s())

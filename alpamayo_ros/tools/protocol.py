@@ -29,7 +29,10 @@ from typing import Any
 
 from alpamayo_ros.tools.scoring import HORIZON_STEPS, TickRecord, TickScore
 
-META_TIME_ORIGIN = "alpamayo_ros.clip_time_origin_ns"  # written by tools.pai.convert
+# Bag metadata (rosbag2 custom_data) that import-pai writes and replay reads.
+META_PREFIX = "alpamayo_ros."
+META_TIME_ORIGIN = META_PREFIX + "clip_time_origin_ns"  # bag time (ns) of clip time 0
+META_CLIP_ID = META_PREFIX + "clip_id"
 T0_POLICIES = ("exact", "node")
 
 

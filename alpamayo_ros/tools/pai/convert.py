@@ -50,13 +50,12 @@ from alpamayo_ros.tools.pai.dataset import (
     SensorPose,
 )
 from alpamayo_ros.tools.pai.ftheta import EquidistantFit, camera_info_fields, fit_equidistant
+from alpamayo_ros.tools.protocol import META_CLIP_ID, META_PREFIX, META_TIME_ORIGIN
 from alpamayo_ros.tools.topics import DEFAULT_CAMERAS, DEFAULT_ODOM_TOPIC, CameraTopic
 
 log = logging.getLogger(__name__)
 
 PAI_TIME_ORIGIN_NS = 1_700_000_000 * 1_000_000_000  # bag time of clip time 0 (as the demo bag's epoch)
-META_PREFIX = "alpamayo_ros."
-META_TIME_ORIGIN = META_PREFIX + "clip_time_origin_ns"
 IMPORTER_VERSION = 1
 ODOM_FRAME, RIG_FRAME = "odom", "base_link"
 TF_TOPIC, TF_STATIC_TOPIC = "/tf", "/tf_static"
@@ -199,7 +198,7 @@ def iter_video_frames(video: bytes, keep: np.ndarray, where: str) -> Iterator[tu
     try:
         with av.open(io.BytesIO(video)) as container:
             stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
+            stream.codec_context.thread_type = "AUTO"  # frame + slice threads
             for frame in container.decode(stream):
                 index += 1
                 if index in wanted:
@@ -380,9 +379,7 @@ def _camera_events(cam: _Camera, order: int, opts: ImportOptions, msgs: _Message
 def _metadata(clip_id: str, chunk: int, cams: list[_Camera], opts: ImportOptions) -> dict[str, str]:
     meta = {
         "source": "nvidia/PhysicalAI-Autonomous-Vehicles",
-        "clip_id": clip_id,
         "chunk": str(chunk),
-        "clip_time_origin_ns": str(opts.time_origin_ns),
         "camera_rate_hz": str(opts.camera_rate_hz),
         "image_format": opts.image_format,
         "importer_version": str(IMPORTER_VERSION),
@@ -397,7 +394,7 @@ def _metadata(clip_id: str, chunk: int, cams: list[_Camera], opts: ImportOptions
                                                     "max_error_px": f.max_error_px}}
     if intr:
         meta["camera_intrinsics"] = json.dumps(intr, sort_keys=True)
-    return {META_PREFIX + k: v for k, v in meta.items()}
+    return {META_CLIP_ID: clip_id, META_TIME_ORIGIN: str(opts.time_origin_ns)} | {META_PREFIX + k: v for k, v in meta.items()}
 
 
 def import_clip(dataset: PaiDataset, clip_id: str, out_dir: str | Path, opts: ImportOptions | None = None,
