@@ -92,7 +92,6 @@ def tick_schedule(start_s: float, end_s: float, opts: ReplayOptions) -> list[flo
     return [round((first + k * opts.period_s) * 1e9) / 1e9 + opts.cut_margin_s for k in range(max(n, 0))]
 
 
-
 @dataclass(frozen=True)
 class Schedule:
     """Cut times (a tick sees every message with log time <= its cut) and, per tick, the t0 to
@@ -111,13 +110,14 @@ def replay_schedule(bag: str | Path, start_s: float, end_s: float, opts: ReplayO
         return Schedule(cuts, [None] * len(cuts), [None] * len(cuts))
     origin = clip_time_origin_s(bag)
     base = origin if origin is not None else start_s
-    offsets = sorted(opts.t0_offsets_s)
+    offsets = sorted(opts.t0_offsets_s)[: opts.max_ticks]
     t0s = [round((base + off) * 1e9) / 1e9 for off in offsets]
     if opts.t0_policy == "exact":
         # The odometry must reach past t0 (the history ends at t0, nothing is extrapolated); the
         # frames are the planner's choice at t0 (at or before it).
         return Schedule([t + opts.cut_margin_s for t in t0s], list(t0s), list(offsets), origin)
     return Schedule(list(t0s), [None] * len(t0s), list(offsets), origin)
+
 
 @dataclass
 class ReplayResult:
