@@ -32,6 +32,8 @@ setup(
         "onnx": ["onnx>=1.17", "onnxruntime>=1.20", "onnxscript>=0.2"],
         "tensorrt": ["tensorrt>=10.13", "cuda-python>=12.6"],
         "replay": ["rosbags>=0.10", "mcap>=1.2", "mcap-ros2-support>=0.5", "matplotlib>=3.7", "tqdm>=4.60"],
+        # `alpamayo-ros import-pai`: PhysicalAI-AV clips -> bags (with the replay extra)
+        "pai": ["av>=14", "pyarrow>=14"],
     },
     entry_points={
         "console_scripts": [

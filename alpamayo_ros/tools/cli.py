@@ -2,7 +2,9 @@
 
     alpamayo-ros demo                         # the README's main job (bag + tiny model + lockstep replay)
     alpamayo-ros make-demo-bag artifacts/demo_bag
-    alpamayo-ros replay BAG --model-dir DIR [--online] [--backend onnxruntime] [--out DIR]
+    alpamayo-ros replay BAG [BAG ...] --model-dir DIR [--online] [--backend onnxruntime] [--out DIR]
+    alpamayo-ros replay BAGS_DIR --protocol reference    # NVIDIA's open-loop protocol (minADE, t0 = 5.1 s)
+    alpamayo-ros import-pai DATASET_DIR --chunk 0 --out BAGS_DIR   # PhysicalAI-AV clips -> one bag each
     alpamayo-ros bag-info BAG
     alpamayo-ros make-tiny-model DIR | export-onnx ... | prepare-tokenizer ... | build-engines ...
 
@@ -94,6 +96,7 @@ def cmd_bag_info(args: argparse.Namespace) -> int:
     print(f"{info.path}: {info.storage}, {info.duration_s or 0:.2f} s" + (f"  [DAMAGED: {info.damaged}]" if info.damaged else ""))
     for topic, t in sorted(info.topics.items()):
         print(f"  {topic:55s} {t.msgtype:40s} {t.count if t.count is not None else '?'}")
+    _print_clip_metadata(args.bag)
     from alpamayo_ros.tools.planner_setup import raw_params
 
     raw = raw_params(args.params_file, _overrides(args), args.node_name, args.namespace)
@@ -103,6 +106,19 @@ def cmd_bag_info(args: argparse.Namespace) -> int:
         print(f"  problem: {p}")
     print("  usable for replay" if rep.ok else "  NOT fully usable for replay")
     return 0 if rep.ok else 1
+
+
+def _print_clip_metadata(bag: str) -> None:
+    """What import-pai recorded about the clip (nothing for other bags)."""
+    from alpamayo_ros.tools.protocol import META_CLIP_ID, META_PREFIX, bag_custom_data, clip_time_origin_s
+
+    meta = bag_custom_data(bag)
+    if META_CLIP_ID not in meta:
+        return
+    origin = clip_time_origin_s(bag)
+    print(f"  clip {meta[META_CLIP_ID]} of {meta.get(META_PREFIX + 'source', '?')} (chunk "
+          f"{meta.get(META_PREFIX + 'chunk', '?')}), cameras at {meta.get(META_PREFIX + 'camera_rate_hz', '?')} Hz"
+          + (f"; clip time 0 = bag time {origin:.3f} s" if origin is not None else ""))
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -130,12 +146,13 @@ def _camera_override(args: argparse.Namespace, cid: int, topic: str) -> dict[str
     return {f"cameras.{names[cid]}.topic": topic}
 
 
-def _params(args: argparse.Namespace) -> Any:
+def _params(args: argparse.Namespace, base: dict[str, Any] | None = None) -> Any:
+    """The node's parameters: params file < `base` (a protocol's settings) < command-line overrides."""
     from alpamayo_ros.ros.params import ParameterError
     from alpamayo_ros.tools.planner_setup import node_params
 
     try:
-        return node_params(args.params_file, _overrides(args), args.node_name, args.namespace)
+        return node_params(args.params_file, dict(base or {}) | _overrides(args), args.node_name, args.namespace)
     except ParameterError as exc:
         raise SystemExit(f"error: {exc}") from exc
 
@@ -144,58 +161,162 @@ def _replay_options(args: argparse.Namespace, params: Any) -> Any:
     from alpamayo_ros.tools.planner_setup import camera_topics
     from alpamayo_ros.tools.replay import ReplayOptions
 
+    offsets = tuple(args.t0) if args.t0 else (_protocol(args).t0_offsets_s if args.protocol else None)
+    policy = args.t0_policy or ("node" if args.online else "exact")
+    if args.online and policy == "exact":
+        raise SystemExit("error: --t0-policy exact is offline only: online, the node plans at its own t0 "
+                         "(use --t0-policy node, or replay offline)")
     return ReplayOptions(
         cameras=camera_topics(params), odom_topic=params.odometry_topic, period_s=args.period,
-        include_tail=args.include_tail, max_ticks=args.max_ticks,
+        include_tail=args.include_tail, max_ticks=args.max_ticks, t0_offsets_s=offsets, t0_policy=policy,
     )
 
 
-def run_replay(args: argparse.Namespace) -> tuple[int, dict[str, Any] | None]:
-    """Replay + report; returns (exit code, report)."""
-    from alpamayo_ros.tools.bag_io import BagReadError, BagSource, validate_bag
-    from alpamayo_ros.tools.report import segment_table, summary_table, write_report
+def _protocol(args: argparse.Namespace) -> Any:
+    from alpamayo_ros.tools.protocol import REFERENCE
 
-    params = _params(args)
-    opts = _replay_options(args, params)
+    return REFERENCE if args.protocol == "reference" else None
+
+
+def _t0_table(path: str | None) -> dict[str, tuple[float, ...]]:
+    """--t0-file: YAML/JSON {bag name or clip id: [clip times in s]}."""
+    if not path:
+        return {}
+    import yaml
+
     try:
-        check = validate_bag(BagSource(args.bag), [c.topic for c in opts.cameras], opts.odom_topic)
-    except BagReadError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2, None
-    if check.errors:
-        print("error: the bag cannot feed the planner:\n  " + "\n  ".join(check.errors), file=sys.stderr)
-        return 2, None
-    for w in check.warnings:
-        print(f"warning: {w}", file=sys.stderr)
-    out = Path(args.out)
-    quiet = args.quiet
-    if args.online:
-        result = _run_online(args, params, opts, out, quiet, _transports(params, check.info))
-    else:
-        from alpamayo_ros.tools.planner_setup import build_planner_from_params
-        from alpamayo_ros.tools.replay import run_offline
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        table = {str(k): tuple(float(t) for t in (v if isinstance(v, list | tuple) else [v])) for k, v in data.items()}
+    except (OSError, ValueError, TypeError, AttributeError, yaml.YAMLError) as exc:
+        raise SystemExit(f"error: --t0-file {path}: expected a mapping bag-or-clip-id -> [t0 seconds, ...] ({exc})") from exc
+    empty = [k for k, v in table.items() if not v]
+    if empty:
+        raise SystemExit(f"error: --t0-file {path}: no t0 for {empty}")
+    return table
 
-        backend, planner = build_planner_from_params(params)
+
+def expand_bags(paths: list[str]) -> list[Path]:
+    """The bags named: a directory that is not itself a bag (no metadata.yaml, no .mcap) stands for
+    the bags directly inside it (import-pai's output directory), in name order."""
+    bags: list[Path] = []
+    for name in paths:
+        p = Path(name)
+        if p.is_dir() and not (p / "metadata.yaml").exists() and not any(p.glob("*.mcap")):
+            inner = sorted(d for d in p.iterdir() if d.is_dir() and (d / "metadata.yaml").exists())
+            if not inner:
+                raise SystemExit(f"error: {p} is neither a bag nor a directory of bags")
+            bags += inner
+        else:
+            bags.append(p)
+    return bags
+
+
+def _check_bags(bags: list[Path], opts: Any) -> tuple[list[Path], dict[Path, str]]:
+    """(bags that can feed the planner, {bag: why not}); warnings are printed."""
+    from alpamayo_ros.tools.bag_io import BagReadError, BagSource, validate_bag
+
+    good, bad = [], {}
+    for bag in bags:
         try:
-            bar = _progress("offline replay", 0, quiet)
-            result = run_offline(args.bag, planner, opts, progress=_bar_update(bar))
-            bar.close()
-        finally:
-            close = getattr(backend, "close", None)
-            if close is not None:
-                close()
-    result.meta.update({"backend": params.backend, "model_dir": params.model_dir, "K": params.num_candidates,
-                        "seed": params.seed, "seed_policy": params.seed_policy})
-    paths, report = write_report(result, out, figures=not args.no_figures)
-    if not quiet:
+            check = validate_bag(BagSource(bag), [c.topic for c in opts.cameras], opts.odom_topic)
+        except BagReadError as exc:
+            bad[bag] = str(exc)
+            continue
+        if check.errors:
+            bad[bag] = "the bag cannot feed the planner:\n  " + "\n  ".join(check.errors)
+            continue
+        for w in check.warnings:
+            print(f"warning: {bag.name}: {w}" if len(bags) > 1 else f"warning: {w}", file=sys.stderr)
+        good.append(bag)
+    return good, bad
+
+
+def run_replay(args: argparse.Namespace) -> tuple[int, dict[str, Any] | None]:
+    """Replay (one bag or many) + report; returns (exit code, report)."""
+    from alpamayo_ros.tools.replay import ReplayResult
+    from alpamayo_ros.tools.report import protocol_table, segment_table, summary_table, write_report
+    from alpamayo_ros.tools.scoring import GroundTruth
+
+    protocol = _protocol(args)
+    params = _params(args, protocol.node_overrides() if protocol else None)
+    opts = _replay_options(args, params)
+    bags = expand_bags(args.bag)
+    good, bad = _check_bags(bags, opts)
+    for bag, why in bad.items():
+        print(f"error: {why}" if len(bags) == 1 else f"error: {bag}: {why}", file=sys.stderr)
+    if not good:
+        return 2, None
+    table = _t0_table(args.t0_file)
+    opts_for = _options_per_bag(opts, table)
+    out = Path(args.out)
+    if args.online:
+        results = [_run_online(args, params, opts_for(bag), bag, out / "runs" / bag.name if len(good) > 1 else out,
+                               _transports(params, bag), f"[{i + 1}/{len(good)}] " if len(good) > 1 else "")
+                   for i, bag in enumerate(good)]
+    else:
+        results = _run_offline(args, params, good, opts_for)
+    results += [ReplayResult("online" if args.online else "offline", bag, [], GroundTruth(), error=why)
+                for bag, why in bad.items()]
+    for result in results:
+        result.meta.update({"backend": params.backend, "model_dir": params.model_dir, "K": params.num_candidates,
+                            "seed": params.seed, "seed_policy": params.seed_policy})
+    deviations = protocol.deviations(params) if protocol else []
+    paths, report = write_report(results, out, figures=not args.no_figures, protocol=protocol, deviations=deviations)
+    if not args.quiet:
+        if protocol:
+            print("\n" + protocol_table(report))
         print()
         print(summary_table(report))
         print()
         print(segment_table(report))
-        if result.error:
-            print(f"\nWARNING: {result.error}\n  the report covers only the ticks before the damage.")
+        if report["error"]:
+            print(f"\nWARNING: {report['error']}\n  the report covers only what could be read.")
         print(f"\nreport: {paths.markdown}\n        {paths.json}" + (f"\nfigures: {paths.out_dir / 'figures'}" if paths.figures else ""))
-    return (3 if result.error else 0), report
+    return (3 if report["error"] else 0), report
+
+
+def _options_per_bag(opts: Any, table: dict[str, tuple[float, ...]]) -> Any:
+    """opts with the bag's own t0 list when --t0-file names the bag (directory name or clip id)."""
+    from dataclasses import replace
+
+    from alpamayo_ros.tools.protocol import META_CLIP_ID, bag_custom_data
+
+    def opts_for(bag: Path) -> Any:
+        if not table:
+            return opts
+        key = bag.name if bag.name in table else bag_custom_data(bag).get(META_CLIP_ID, bag.name)
+        if key in table:
+            return replace(opts, t0_offsets_s=table[key])
+        return opts if opts.t0_offsets_s is not None else replace(opts, t0_offsets_s=_protocol_default_t0s())
+
+    return opts_for
+
+
+def _protocol_default_t0s() -> tuple[float, ...]:
+    from alpamayo_ros.tools.protocol import REFERENCE
+
+    return REFERENCE.t0_offsets_s
+
+
+def _run_offline(args: argparse.Namespace, params: Any, bags: list[Path], opts_for: Any) -> list[Any]:
+    from alpamayo_ros.tools.planner_setup import build_planner_from_params
+    from alpamayo_ros.tools.replay import run_offline_many
+
+    backend, planner = build_planner_from_params(params)
+    bar = _progress("offline replay", 0, args.quiet)
+
+    def on_bag(i: int, bag: Path) -> None:
+        if len(bags) > 1:
+            bar.set_description(f"offline replay [{i + 1}/{len(bags)}] {bag.name}")
+            bar.reset()
+
+    try:
+        return run_offline_many(bags, planner, opts_for, progress=_bar_update(bar), on_bag=on_bag)
+    finally:
+        bar.close()
+        close = getattr(backend, "close", None)
+        if close is not None:
+            close()
 
 
 def _bar_update(bar: Any) -> Any:
@@ -208,9 +329,12 @@ def _bar_update(bar: Any) -> Any:
     return update
 
 
-def _transports(params: Any, info: Any) -> dict[str, str]:
+def _transports(params: Any, bag: Path) -> dict[str, str]:
     """Each camera's transport as the bag has it (Image = raw), so the node subscribes with the
     bag's message type whatever the params file says."""
+    from alpamayo_ros.tools.bag_io import BagSource
+
+    info = BagSource(bag).info
     out = {}
     for cam in params.cameras:
         t = info.topics.get(cam.topic)
@@ -219,11 +343,14 @@ def _transports(params: Any, info: Any) -> dict[str, str]:
     return out
 
 
-def _run_online(args: argparse.Namespace, params: Any, opts: Any, out: Path, quiet: bool,
-                transports: dict[str, str]) -> Any:
+def _run_online(args: argparse.Namespace, params: Any, opts: Any, bag: Path, out: Path,
+                transports: dict[str, str], label: str = "") -> Any:
+    """One bag into a node started for it (outputs and node.log under `out`)."""
     from alpamayo_ros.tools.replay_online import OnlineOptions, OnlineReplayError, run_online
 
     overrides = transports | _overrides(args)
+    if args.protocol:  # the node gets the protocol's settings (command-line overrides still win)
+        overrides = _protocol(args).node_overrides() | overrides
     if args.lockstep:
         from alpamayo_ros.tools.replay_online import lockstep_overrides
 
@@ -242,9 +369,9 @@ def _run_online(args: argparse.Namespace, params: Any, opts: Any, out: Path, qui
         from alpamayo_ros.tools.planner_setup import build_planner_from_params
 
         shadow_backend, shadow = build_planner_from_params(replace(params, backend="kinematic"))
-    bar = _progress("online replay" + (" (lockstep)" if args.lockstep else ""), 0, quiet)
+    bar = _progress(f"{label}online replay" + (" (lockstep)" if args.lockstep else ""), 0, args.quiet)
     try:
-        result = run_online(args.bag, opts, online, progress=_bar_update(bar), ego_frame_id=params.ego_frame_id,
+        result = run_online(bag, opts, online, progress=_bar_update(bar), ego_frame_id=params.ego_frame_id,
                             shadow=shadow)
     except OnlineReplayError as exc:
         raise SystemExit(f"error: {exc}") from exc
@@ -287,6 +414,75 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 3 if result.error else 0
 
 
+def _pai_selection(args: argparse.Namespace, dataset: Any) -> list[str]:
+    from alpamayo_ros.tools.pai.dataset import read_clip_list
+
+    ids: list[str] = list(args.clip or [])
+    if args.clips:
+        ids += read_clip_list(args.clips)
+    if args.chunk:
+        ids += dataset.clips_in_chunks(args.chunk, valid_only=not args.include_invalid)
+    if not (args.clip or args.clips or args.chunk):
+        chunks = dataset.downloaded_chunks()
+        ids = dataset.clips_in_chunks(chunks, valid_only=not args.include_invalid)
+        print(f"no --clip/--clips/--chunk: every clip of the {len(chunks)} fully downloaded chunk(s) {chunks[:10]}"
+              + (" …" if len(chunks) > 10 else ""))
+    return list(dict.fromkeys(ids))
+
+
+def cmd_import_pai(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from alpamayo_ros.tools.pai.convert import ImportOptions, import_clips
+    from alpamayo_ros.tools.pai.dataset import PaiDataset, PaiFormatError
+
+    try:
+        dataset = PaiDataset(args.dataset)
+        clip_ids = _pai_selection(args, dataset)
+        opts = ImportOptions(camera_rate_hz=args.camera_rate, image_format=args.image_format,
+                             jpeg_quality=args.jpeg_quality, write_tf=not args.no_tf,
+                             calibration=not args.no_calibration, overwrite=args.overwrite)
+        if args.time_origin_ns is not None:
+            opts = replace(opts, time_origin_ns=args.time_origin_ns)
+    except (PaiFormatError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not clip_ids:
+        print("error: no clips selected (nothing downloaded, or the chunks hold no valid clips)", file=sys.stderr)
+        return 2
+    from tqdm import tqdm
+
+    clips_bar = tqdm(total=len(clip_ids), desc="clips", unit="clip", disable=args.quiet, dynamic_ncols=True)
+    frames_bar = tqdm(total=0, desc="frames", unit="frame", disable=args.quiet, dynamic_ncols=True, leave=False)
+
+    def on_clip(clip_id: str, i: int, n: int) -> None:
+        clips_bar.n = i
+        clips_bar.set_postfix_str(clip_id)
+        frames_bar.reset()
+
+    def on_frame(done: int, total: int) -> None:
+        if frames_bar.total != total:
+            frames_bar.total = total
+        frames_bar.update(done - frames_bar.n)
+
+    try:
+        summary = import_clips(dataset, clip_ids, args.out, opts, on_clip=on_clip, on_frame=on_frame)
+    finally:
+        clips_bar.n = len(clip_ids)
+        clips_bar.close()
+        frames_bar.close()
+    for bag in summary.bags:
+        print(f"wrote {bag.path} ({bag.size_bytes / 1e6:.1f} MB, {bag.duration_s:.1f} s)")
+        for w in bag.warnings:
+            print(f"  warning: {w}")
+    if summary.skipped:
+        print(f"kept {len(summary.skipped)} existing bag(s) (--overwrite replaces them)")
+    for clip_id, err in summary.failed.items():
+        print(f"error: {clip_id}: {err}", file=sys.stderr)
+    print(f"{len(summary.bags)} converted, {len(summary.skipped)} kept, {len(summary.failed)} failed -> {args.out}")
+    return 1 if summary.failed else 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from alpamayo_ros.tools.demo import run_demo
 
@@ -313,6 +509,17 @@ def _add_replay_args(p: argparse.ArgumentParser, online_default: bool = False) -
     p.add_argument("--out", default="artifacts/replay", help="report directory (default artifacts/replay)")
     p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
     p.add_argument("--quiet", action="store_true", help="no progress bar or table")
+    g = p.add_argument_group("evaluation protocol (one tick per clip time instead of the periodic schedule)")
+    g.add_argument("--protocol", choices=("reference",), default=None,
+                   help="NVIDIA's open-loop protocol (alpamayo-recipes eval.py): t0 = 5.1 s into each clip, K=6, "
+                        "T=0.6, top-p 0.98, seed 42 before every clip, gates off; reports its minADE")
+    g.add_argument("--t0", type=float, action="append", metavar="SECONDS",
+                   help="plan at this clip time (repeatable; s from the clip's time origin, else the bag start)")
+    g.add_argument("--t0-file", default=None, metavar="FILE",
+                   help="YAML/JSON {bag name or clip id: [t0, ...]}: each bag's own clip times")
+    g.add_argument("--t0-policy", choices=("exact", "node"), default=None,
+                   help="exact: plan at exactly t0 (the reference; offline default) | node: the node's own t0 "
+                        "after the messages up to t0 (online; offline too, to match an online run)")
     g = p.add_argument_group("online mode (over DDS into the node)")
     g.add_argument("--online", action=argparse.BooleanOptionalAction, default=online_default,
                    help="play the bag into the running node instead of driving the planner in-process")
@@ -350,8 +557,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--height", type=int, default=320)
     p.set_defaults(func=cmd_make_demo_bag)
 
-    p = sub.add_parser("replay", help="replay a bag through the planner and score it against its odometry")
-    p.add_argument("bag")
+    p = sub.add_parser("replay", help="replay bags through the planner and score them against their odometry")
+    p.add_argument("bag", nargs="+", help="bag(s); a directory of bags (import-pai's output) stands for all of them")
     _add_replay_args(p)
     p.set_defaults(func=cmd_replay)
 
@@ -364,6 +571,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="artifacts/score")
     p.add_argument("--no-figures", action="store_true")
     p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("import-pai", help="convert PhysicalAI-AV clips (NVIDIA's dataset) to rosbag2 MCAP, one per clip")
+    p.add_argument("dataset", help="the downloaded dataset directory (features.csv, clip_index.parquet, camera/, "
+                                   "labels/egomotion/, calibration/)")
+    p.add_argument("--clip", action="append", metavar="ID", help="a clip id (repeatable)")
+    p.add_argument("--clips", metavar="FILE", help="clip ids: a text file (one per line) or a parquet with a key or "
+                                                   "clip_id column (e.g. alpamayo-recipes' eval list)")
+    p.add_argument("--chunk", type=int, action="append", metavar="N", help="every valid clip of chunk N (repeatable)")
+    p.add_argument("--out", default="artifacts/pai_bags", help="one bag directory per clip goes here")
+    p.add_argument("--camera-rate", type=int, choices=(10, 30), default=30,
+                   help="30: every frame (native); 10: the latest frame at or before each 0.1 s of clip time")
+    p.add_argument("--image-format", choices=("jpeg", "png"), default="jpeg", help="png: lossless (pixel parity)")
+    p.add_argument("--jpeg-quality", type=int, default=90)
+    p.add_argument("--time-origin-ns", type=int, default=None, help="bag time of clip time 0 (default 1.7e18)")
+    p.add_argument("--no-tf", action="store_true", help="no /tf and /tf_static")
+    p.add_argument("--no-calibration", action="store_true", help="no CameraInfo or /tf_static (calibration not downloaded)")
+    p.add_argument("--include-invalid", action="store_true", help="with --chunk/all: also clips with clip_is_valid false")
+    p.add_argument("--overwrite", action="store_true", help="replace existing bags (default: keep them, resume)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_import_pai)
 
     p = sub.add_parser("bag-info", help="topics, counts and whether a bag can feed the planner")
     p.add_argument("bag")

@@ -5,6 +5,12 @@ Both replay modes share one schedule: tick k is taken once every bag message wit
 node's code) and calls `plan()`; online mode (replay_online.py) publishes them over DDS, advances
 /clock to the tick time and waits for the node's plan. Because the planner's t0, seed and buffers
 depend only on the messages delivered, both modes produce the same plans for the same bag.
+
+The schedule is periodic (one tick per `period_s` of bag time), or, for the reference protocol
+(tools/protocol.py), one tick per given clip time (`t0_offsets_s` from the clip's time origin).
+A protocol tick plans either at the node's own t0 after the messages up to that time
+(`t0_policy="node"`, what the online node does) or at exactly that time (`"exact"`, the
+reference's definition; offline only).
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from alpamayo_ros.tools.bag_io import (
     decode_odometry,
     deserialize,
 )
+from alpamayo_ros.tools.protocol import T0_POLICIES, clip_time_origin_s
 from alpamayo_ros.tools.scoring import GroundTruth, TickRecord
 from alpamayo_ros.tools.topics import DEFAULT_CAMERAS, DEFAULT_ODOM_TOPIC, DEFAULT_SEGMENT_TOPIC, CameraTopic
 
@@ -58,6 +65,16 @@ class ReplayOptions:
     start_offset_s: float | None = None  # first tick after bag start; default: history + 0.1 s
     include_tail: bool = False  # also tick in the last 6.4 s (no full ground truth there)
     max_ticks: int | None = None
+    # Protocol ticks instead of the periodic schedule: one tick per clip time (s from the clip's
+    # time origin: import-pai metadata, else the bag start), planned by `t0_policy`.
+    t0_offsets_s: tuple[float, ...] | None = None
+    t0_policy: str = "node"  # node: the planner's t0 after the messages up to the time | exact: that time
+
+    def __post_init__(self) -> None:
+        if self.t0_policy not in T0_POLICIES:
+            raise ValueError(f"t0_policy must be one of {T0_POLICIES}, got {self.t0_policy!r}")
+        if self.t0_offsets_s is not None and not self.t0_offsets_s:
+            raise ValueError("t0_offsets_s needs at least one clip time (or None for the periodic schedule)")
 
     @property
     def topics(self) -> list[str]:
@@ -73,6 +90,33 @@ def tick_schedule(start_s: float, end_s: float, opts: ReplayOptions) -> list[flo
         n = min(n, opts.max_ticks)
     # Round to whole nanoseconds: /clock carries integer ns, so both modes must use the same times.
     return [round((first + k * opts.period_s) * 1e9) / 1e9 + opts.cut_margin_s for k in range(max(n, 0))]
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Cut times (a tick sees every message with log time <= its cut) and, per tick, the t0 to
+    plan at (None: the planner's own choice) and the protocol clip time it stands for."""
+
+    cuts: list[float]
+    forced_t0: list[float | None]
+    t0_offsets_s: list[float | None]
+    clip_origin_s: float | None = None
+
+
+def replay_schedule(bag: str | Path, start_s: float, end_s: float, opts: ReplayOptions) -> Schedule:
+    """The bag's ticks: periodic, or one per protocol clip time (in time order)."""
+    if opts.t0_offsets_s is None:
+        cuts = tick_schedule(start_s, end_s, opts)
+        return Schedule(cuts, [None] * len(cuts), [None] * len(cuts))
+    origin = clip_time_origin_s(bag)
+    base = origin if origin is not None else start_s
+    offsets = sorted(opts.t0_offsets_s)[: opts.max_ticks]
+    t0s = [round((base + off) * 1e9) / 1e9 for off in offsets]
+    if opts.t0_policy == "exact":
+        # The odometry must reach past t0 (the history ends at t0, nothing is extrapolated); the
+        # frames are the planner's choice at t0 (at or before it).
+        return Schedule([t + opts.cut_margin_s for t in t0s], list(t0s), list(offsets), origin)
+    return Schedule(list(t0s), [None] * len(t0s), list(offsets), origin)
 
 
 @dataclass
@@ -180,19 +224,21 @@ def record_from_plan(tick_time: float, result: Any, latency_s: float) -> TickRec
 
 
 class TickRunner:
-    """Plans one tick the way the node's worker does: skip when there is no new t0, else plan."""
+    """Plans one tick the way the node's worker does: skip when there is no new t0, else plan.
+    With a forced t0 (protocol, exact policy) it plans at that t0."""
 
     def __init__(self, planner: PlannerLike) -> None:
         self.planner = planner
         self.last_t0: float | None = None
 
-    def __call__(self, tick_time: float) -> TickRecord:
+    def __call__(self, tick_time: float, t0: float | None = None) -> TickRecord:
         t = time.perf_counter()
         try:
-            ready = getattr(self.planner, "latest_ready_t0", None)
-            t0 = ready() if ready is not None else None
-            if t0 is not None and t0 == self.last_t0:
-                return TickRecord(tick_time, "no_new_input", t0=t0, reason="no_new_input")
+            if t0 is None:
+                ready = getattr(self.planner, "latest_ready_t0", None)
+                t0 = ready() if ready is not None else None
+                if t0 is not None and t0 == self.last_t0:
+                    return TickRecord(tick_time, "no_new_input", t0=t0, reason="no_new_input")
             result = self.planner.plan(t0)
         except Exception as exc:
             code = getattr(exc, "code", None)
@@ -220,15 +266,16 @@ def run_offline(
     if info.start_ns is None or info.end_ns is None:
         result.error = f"bag {bag} holds no readable messages"
         return result
-    ticks = tick_schedule(info.start_ns / 1e9, info.end_ns / 1e9, opts)
-    result.meta.update(bag_meta(info, opts, ticks))
+    schedule = replay_schedule(bag, info.start_ns / 1e9, info.end_ns / 1e9, opts)
+    ticks = schedule.cuts
+    result.meta.update(bag_meta(info, opts, schedule))
     feeder = Feeder(planner, opts)
     tick = TickRunner(planner)
     try:
         for k, tick_time, batch in iter_steps(source, opts, ticks, gt):
             for msg in batch:
                 feeder.feed(msg)
-            result.records.append(tick(tick_time))
+            result.records.append(tick(tick_time, schedule.forced_t0[k]))
             if progress is not None:
                 progress(k + 1, len(ticks))
     except BagReadError as exc:
@@ -239,14 +286,41 @@ def run_offline(
     return result
 
 
-def bag_meta(info, opts: ReplayOptions, ticks: Sequence[float]) -> dict[str, Any]:
-    return {
+def bag_meta(info, opts: ReplayOptions, schedule: Schedule) -> dict[str, Any]:
+    meta = {
         "bag_start_s": info.start_ns / 1e9,
         "bag_duration_s": info.duration_s,
         "bag_damaged": info.damaged,
-        "tick_period_s": opts.period_s,
-        "ticks_in_schedule": len(ticks),
+        "ticks_in_schedule": len(schedule.cuts),
     }
+    if opts.t0_offsets_s is None:
+        meta["tick_period_s"] = opts.period_s
+    else:
+        meta.update({"protocol_t0_offsets_s": schedule.t0_offsets_s, "t0_policy": opts.t0_policy,
+                     "clip_time_origin_s": schedule.clip_origin_s})
+    return meta
+
+
+def run_offline_many(
+    bags: Sequence[str | Path],
+    planner: PlannerLike,
+    opts_for: Callable[[Path], ReplayOptions],
+    progress: Callable[[int, int], None] | None = None,
+    on_bag: Callable[[int, Path], None] | None = None,
+) -> list[ReplayResult]:
+    """run_offline over several bags with one planner (loaded once), reset before each bag so no
+    input crosses from one clip to the next. `opts_for(bag)`: that bag's options (t0 lists)."""
+    results = []
+    for i, bag in enumerate(bags):
+        if on_bag is not None:
+            on_bag(i, Path(bag))
+        planner.reset()
+        try:
+            results.append(run_offline(bag, planner, opts_for(Path(bag)), progress))
+        except BagReadError as exc:  # cannot even be opened: a failed run, the others go on
+            failed = ReplayResult("offline", Path(bag), [], GroundTruth(), error=str(exc))
+            results.append(failed)
+    return results
 
 
 def score_recorded(

@@ -2,7 +2,7 @@
 
 The player publishes the bag's messages (serialized bytes straight from the bag, no decode) and
 /clock; the node runs with use_sim_time. In lockstep mode each tick is one step of the shared
-schedule (replay.tick_schedule): publish the messages up to the tick time, wait until every
+schedule (replay.replay_schedule): publish the messages up to the tick time, wait until every
 subscriber has acknowledged them (RELIABLE), let the node's input threads settle, advance /clock
 to the tick time — which fires the node's planning timer once — and wait for the plan before the
 next step. Results then do not depend on inference speed, and equal the offline replay's.
@@ -34,7 +34,14 @@ from typing import Any
 import numpy as np
 
 from alpamayo_ros.tools.bag_io import BagReadError, BagSource
-from alpamayo_ros.tools.replay import Feeder, ReplayOptions, ReplayResult, bag_meta, iter_steps, tick_schedule
+from alpamayo_ros.tools.replay import (
+    Feeder,
+    ReplayOptions,
+    ReplayResult,
+    bag_meta,
+    iter_steps,
+    replay_schedule,
+)
 from alpamayo_ros.tools.scoring import GroundTruth, TickRecord
 from alpamayo_ros.tools.topics import (
     CLOCK_TOPIC,
@@ -316,6 +323,9 @@ def run_online(
     new plan up to the timeouts."""
     opts = opts or ReplayOptions()
     online = online or OnlineOptions()
+    if opts.t0_offsets_s is not None and opts.t0_policy != "node":
+        raise ValueError("online replay plans where the node does: protocol ticks need t0_policy='node' "
+                         f"(got {opts.t0_policy!r}; 'exact' is offline only)")
     t_wall = time.perf_counter()
     source = BagSource(bag)
     info = source.info
@@ -325,8 +335,9 @@ def run_online(
     if info.start_ns is None or info.end_ns is None:
         result.error = f"bag {bag} holds no readable messages"
         return result
-    ticks = tick_schedule(info.start_ns / 1e9, info.end_ns / 1e9, opts)
-    result.meta.update(bag_meta(info, opts, ticks))
+    schedule = replay_schedule(bag, info.start_ns / 1e9, info.end_ns / 1e9, opts)
+    ticks = schedule.cuts
+    result.meta.update(bag_meta(info, opts, schedule))
     topics = {t: info.topics[t].msgtype for t in opts.topics if t in info.topics and t != opts.segment_topic}
     player = _Player(online, topics)
     node = _NodeProcess(online) if online.node == "subprocess" else None

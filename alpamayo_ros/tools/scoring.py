@@ -4,7 +4,9 @@ Ground truth for a tick at t0 is the recorded odometry at t0+0.1 … t0+6.4 s, i
 timestamp and expressed in the ego frame at t0 (core.egomotion.future_in_ego_frame) — the frame
 the planner's candidates are in. Metrics are core.metrics.trajectory_metrics (spec §7 prefix
 rule: the candidate with the lowest full-horizon ADE is the one whose prefixes are reported).
-Both minimum-over-K and the *selected* candidate (what the vehicle would drive) are scored.
+Both minimum-over-K and the *selected* candidate (what the vehicle would drive) are scored, and
+so are the trivial plans of core.baselines (constant velocity, constant turn rate) made from the
+same ego history at the same t0, so a report shows at once whether the model beats them.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from alpamayo_ros.core.egomotion import EgomotionError, PoseBuffer, future_in_ego_frame
-from alpamayo_ros.core.metrics import PREFIX_HORIZONS_S, trajectory_metrics
+from alpamayo_ros.core.baselines import BASELINES
+from alpamayo_ros.core.egomotion import EgoHistory, EgomotionError, PoseBuffer, future_in_ego_frame
+from alpamayo_ros.core.metrics import PREFIX_HORIZONS_S, TrajectoryMetrics, trajectory_metrics
 
 HORIZON_STEPS = 64
 HORIZON_DT_S = 0.1
@@ -57,6 +60,9 @@ class TickScore:
     selected_fde: float
     prefix_selected_ade: dict[float, float]
     prefix_selected_fde: dict[float, float]
+    # core.baselines name -> its metrics (K = 1) on the same tick; empty without a full history
+    baselines: dict[str, TrajectoryMetrics] = field(default_factory=dict)
+    bag: str = ""  # which bag (clip) the tick belongs to, in multi-bag reports
 
 
 class GroundTruth:
@@ -89,6 +95,21 @@ class GroundTruth:
             return None
         return xyz
 
+    def history(self, t0: float) -> EgoHistory | None:
+        """The model's 16-pose ego history at t0 (ego frame at t0), or None when not covered."""
+        try:
+            return self.poses.history(t0)
+        except EgomotionError:
+            return None
+
+    def baselines(self, t0: float, n: int = HORIZON_STEPS) -> dict[str, np.ndarray]:
+        """core.baselines' plans (n, 3) at t0 from the recorded ego history; {} without one."""
+        hist = self.history(t0)
+        if hist is None:
+            return {}
+        return {name: fn(hist.xyz, hist.rot, n, HORIZON_DT_S, self.poses.history_dt_s)
+                for name, fn in BASELINES.items()}
+
     def segment_at(self, t0: float, future_xyz: np.ndarray | None = None) -> str:
         """The bag's own label if it has a segment topic, else a kinematic class of the future."""
         if self.labels:
@@ -113,8 +134,9 @@ def classify_motion(future_xyz: np.ndarray, dt: float = HORIZON_DT_S) -> str:
     return "straight"
 
 
-def score_tick(record: TickRecord, gt: GroundTruth) -> TickScore | None:
-    """Metrics of one planned tick, or None without a plan or without ground truth."""
+def score_tick(record: TickRecord, gt: GroundTruth, bag: str = "") -> TickScore | None:
+    """Metrics of one planned tick (and of the baselines at its t0), or None without a plan or
+    without ground truth."""
     if record.xyz is None or record.t0 is None:
         return None
     future = gt.future(record.t0)
@@ -125,6 +147,7 @@ def score_tick(record: TickRecord, gt: GroundTruth) -> TickScore | None:
     pred, future = pred[:, :n], future[:n]
     allk = trajectory_metrics(pred, future, dt=HORIZON_DT_S)
     sel = trajectory_metrics(pred[record.selected], future, dt=HORIZON_DT_S)
+    baselines = {name: trajectory_metrics(traj, future, dt=HORIZON_DT_S) for name, traj in gt.baselines(record.t0, n).items()}
     return TickScore(
         t0=record.t0,
         segment=gt.segment_at(record.t0, future),
@@ -136,6 +159,8 @@ def score_tick(record: TickRecord, gt: GroundTruth) -> TickScore | None:
         selected_fde=sel.min_fde,
         prefix_selected_ade=dict(sel.prefix_ade),
         prefix_selected_fde=dict(sel.prefix_fde),
+        baselines=baselines,
+        bag=bag,
     )
 
 
@@ -152,7 +177,8 @@ def _mean(values: Iterable[float]) -> float | None:
 
 
 def aggregate(scores: Sequence[TickScore]) -> dict[str, Any]:
-    """Means over ticks: minADE_K/minFDE_K, selected ADE/FDE, and the per-horizon prefixes."""
+    """Means over ticks: minADE_K/minFDE_K, selected ADE/FDE, the per-horizon prefixes, and the
+    baselines' ADE/FDE (K = 1) over the ticks that have them."""
     out: dict[str, Any] = {
         "ticks": len(scores),
         "min_ade": _mean(s.min_ade for s in scores),
@@ -162,18 +188,40 @@ def aggregate(scores: Sequence[TickScore]) -> dict[str, Any]:
         "min_ade_at": {},
         "selected_ade_at": {},
         "selected_fde_at": {},
+        "baselines": {},
     }
     for h in PREFIX_HORIZONS_S:
         key = f"{h:.1f}"
         out["min_ade_at"][key] = _mean(s.prefix_min_ade.get(h, math.nan) for s in scores)
         out["selected_ade_at"][key] = _mean(s.prefix_selected_ade.get(h, math.nan) for s in scores)
         out["selected_fde_at"][key] = _mean(s.prefix_selected_fde.get(h, math.nan) for s in scores)
+    for name in BASELINES:
+        ms = [s.baselines[name] for s in scores if name in s.baselines]
+        out["baselines"][name] = {
+            "ticks": len(ms),
+            "ade": _mean(m.min_ade for m in ms),
+            "fde": _mean(m.min_fde for m in ms),
+            "ade_at": {f"{h:.1f}": _mean(m.prefix_ade.get(h, math.nan) for m in ms) for h in PREFIX_HORIZONS_S},
+            "fde_at": {f"{h:.1f}": _mean(m.prefix_fde.get(h, math.nan) for m in ms) for h in PREFIX_HORIZONS_S},
+        }
     return out
 
 
+def score_records(records: Sequence[TickRecord], gt: GroundTruth, bag: str = "") -> list[TickScore]:
+    """TickScores of the planned ticks that have ground truth, in record order."""
+    return [s for s in (score_tick(r, gt, bag) for r in records) if s is not None]
+
+
 def summarize(records: Sequence[TickRecord], gt: GroundTruth) -> tuple[dict[str, Any], list[TickScore]]:
-    """The report's numbers: overall and per-segment metrics, latency, drops and gate trips."""
-    scores = [s for s in (score_tick(r, gt) for r in records) if s is not None]
+    """The report's numbers of one bag: see summary_of."""
+    scores = score_records(records, gt)
+    return summary_of(records, scores), scores
+
+
+def summary_of(records: Sequence[TickRecord], scores: Sequence[TickScore]) -> dict[str, Any]:
+    """Overall and per-segment metrics, latency, drops and gate trips from the ticks' records and
+    scores, of one bag or of many (records and scores concatenated): everything is a plain mean
+    or count over ticks, so per-bag results reduce into one summary."""
     planned = [r for r in records if r.xyz is not None]
     status = Counter(r.status for r in records)
     segments = sorted({s.segment for s in scores})
@@ -195,4 +243,4 @@ def summarize(records: Sequence[TickRecord], gt: GroundTruth) -> tuple[dict[str,
     if records:
         t0s = [r.t0 for r in planned if r.t0 is not None]
         summary["t0_range"] = [min(t0s), max(t0s)] if t0s else None
-    return summary, scores
+    return summary
