@@ -24,7 +24,9 @@ pytest.importorskip("pandas")
 # Straight drives at 10 and 5 m/s, an arc, and a clip too short for t0 = 5.1 s (future beyond it).
 FAST = FixtureClip("clip-1-fast", duration_s=11.6, speed_mps=10.0, seed=11)
 SLOW = FixtureClip("clip-2-slow", duration_s=11.6, speed_mps=5.0, seed=12)
-ARC = FixtureClip("clip-3-arc", duration_s=11.6, speed_mps=8.0, yaw_rate=0.2, seed=13)
+# The arc goes through the node too: its frames resize to the model's 320x576 grid (the node refuses
+# images that do not fit the model at the input stage, as the backend would).
+ARC = FixtureClip("clip-3-arc", duration_s=11.6, speed_mps=8.0, yaw_rate=0.2, seed=13, width=640, height=360)
 SHORT = FixtureClip("clip-4-short", duration_s=9.0, speed_mps=7.0, seed=14)
 # The "model": straight candidates at these speeds (m/s).
 CANDIDATE_SPEEDS = (8.0, 9.5, 12.0)
