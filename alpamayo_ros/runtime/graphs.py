@@ -1,9 +1,11 @@
 """The ONNX graph family (docs/runtime.md §3): vision, prefill, decode, expert_step.
 
 These modules are what `export.py` writes to ONNX and what the torch executor runs, so both
-backends execute the same computation. KV buffers come in as inputs and go out as `present_*`
-outputs in which only the indexed slots changed (ScatterND); a TensorRT executor binds them to
-the same device memory, making the update in place.
+backends execute the same computation. KV caches cross the graph boundary one layer at a time and
+read-only: every layer's prefix and suffix K/V is its own input (a contiguous slice of a buffer the
+executor preallocated), and a call returns only the K/V of the tokens it added (prefill: the prompt's;
+decode: one token per row), which the executor writes into its buffers. No graph copies, scatters or
+returns a whole cache.
 """
 
 from __future__ import annotations
@@ -11,25 +13,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from alpamayo_ros.runtime.modeling.attention import causal_mask
+from alpamayo_ros.runtime.modeling.attention import (
+    KVPart,
+    cached_attention,
+    causal_attention,
+    causal_block_masks,
+    head_major,
+)
 from alpamayo_ros.runtime.modeling.model import AlpamayoR1
-
-
-def _write_slots(cache: torch.Tensor, values: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
-    """cache (..., C, D) with leading dims (L, [B,] H); values (..., T, D); slots (T,) -> ScatterND.
-
-    Index tensors cover every leading dim, so ONNX gets one ScatterND on the cache itself (no
-    transposes of the cache, unlike index_copy).
-    """
-    lead = cache.shape[:-2]
-    idx = []
-    for i, n in enumerate(lead):
-        shape = [1] * (len(lead) + 1)
-        shape[i] = n
-        idx.append(torch.arange(n, device=cache.device).view(shape))
-    shape = [1] * len(lead) + [slots.shape[0]]
-    idx.append(slots.view(shape))
-    return torch.ops.aten.index_put(cache, idx, values)
 
 
 class VisionGraph(nn.Module):
@@ -42,12 +33,17 @@ class VisionGraph(nn.Module):
 
 
 class PrefillGraph(nn.Module):
-    """Prompt -> last-position logits; writes prefix KV slots [0, S)."""
+    """Prompt -> logits at `logits_index` and the prompt's K/V (L, Hkv, S, Dh), the prefix cache itself.
+
+    S is a multiple of `config.prefill_query_blocks`: the executor pads the prompt at its end (padding
+    is invisible to the prompt under the causal mask; decode and the expert mask it out).
+    """
 
     def __init__(self, model: AlpamayoR1) -> None:
         super().__init__()
         self.text = model.text
         self.lm_head = model.vlm.lm_head
+        self.blocks = model.config.prefill_query_blocks
 
     def forward(
         self,
@@ -56,33 +52,49 @@ class PrefillGraph(nn.Module):
         image_embeds: torch.Tensor,  # (M, D)
         deepstack_embeds: torch.Tensor,  # (n_ds, M, D)
         image_token_index: torch.Tensor,  # (M,)
-        prefix_key: torch.Tensor,  # (L, Hkv, Cp, Dh)
-        prefix_value: torch.Tensor,
+        logits_index: torch.Tensor,  # (1,): the prompt's last token
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         h = self.text.embed_tokens(input_ids)[0]  # (S, D)
         h = h.index_put((image_token_index,), image_embeds).unsqueeze(0)
         cos, sin = self.text.rotary(position_ids)
-        s = input_ids.shape[1]
-        mask = causal_mask(s, device=h.device)
-        slots = torch.arange(s, device=h.device)
+        masks = causal_block_masks(input_ids.shape[1] // self.blocks, self.blocks, h.dtype, h.device)
         keys, values = [], []
         for i, layer in enumerate(self.text.layers):
             q, k, v = layer.project_qkv(h, cos, sin)
-            h = layer.finish(h, layer.attend(q, [(k, v, mask)]))
+            h = layer.finish(h, causal_attention(q, k, v, layer.self_attn.scaling, masks))
             if i < deepstack_embeds.shape[0]:
                 # gather + add + plain ScatterND (TensorRT rejects ScatterND with reduction="add")
                 added = h[0].index_select(0, image_token_index) + deepstack_embeds[i]
                 h = h[0].index_put((image_token_index,), added).unsqueeze(0)
             keys.append(k[0])
             values.append(v[0])
-        present_key = _write_slots(prefix_key, torch.stack(keys), slots)
-        present_value = _write_slots(prefix_value, torch.stack(values), slots)
-        logits = self.lm_head(self.text.norm(h[:, -1:, :]))[:, 0]
-        return logits, present_key, present_value
+        logits = self.lm_head(self.text.norm(h.index_select(1, logits_index)))[:, 0]
+        return logits, torch.stack(keys), torch.stack(values)
+
+
+def _cache_parts(
+    prefix_key: torch.Tensor,  # (Hkv, P, Dh), shared by all rows
+    prefix_value: torch.Tensor,
+    prefix_mask: torch.Tensor,  # (1, P): 0 on the prompt, large negative on the prefill's padding
+    suffix_key: torch.Tensor,  # (Hkv, B, Cs, Dh)
+    suffix_value: torch.Tensor,
+    suffix_mask: torch.Tensor,  # (B, Cs)
+    own_key: torch.Tensor,  # (B, Hkv, T, Dh) as projected
+    own_value: torch.Tensor,
+) -> list[KVPart]:
+    return [
+        KVPart(prefix_key, prefix_value, prefix_mask),
+        KVPart(suffix_key, suffix_value, suffix_mask),
+        KVPart(head_major(own_key), head_major(own_value)),
+    ]
 
 
 class DecodeGraph(nn.Module):
-    """One token for each of B candidates over the shared prefix + per-candidate suffix."""
+    """One token for each of B candidates over the shared prefix + per-candidate suffix + itself.
+
+    Returns the logits and the new token's K/V (L, Hkv, B, 1, Dh); the executor writes them at suffix
+    slot `write_index` after the call (the suffix inputs hold the slots before it, masked after).
+    """
 
     def __init__(self, model: AlpamayoR1) -> None:
         super().__init__()
@@ -93,33 +105,25 @@ class DecodeGraph(nn.Module):
         self,
         input_ids: torch.Tensor,  # (B, 1)
         position_ids: torch.Tensor,  # (3, B, 1)
-        write_index: torch.Tensor,  # (1,)
-        prefix_key: torch.Tensor,  # (L, Hkv, Cp, Dh)
-        prefix_value: torch.Tensor,
-        prefix_mask: torch.Tensor,  # (1, Cp)
-        suffix_key: torch.Tensor,  # (L, B, Hkv, Cs, Dh)
-        suffix_value: torch.Tensor,
+        prefix_mask: torch.Tensor,  # (1, P)
         suffix_mask: torch.Tensor,  # (B, Cs)
+        prefix_keys: list[torch.Tensor],  # L × (Hkv, P, Dh)
+        prefix_values: list[torch.Tensor],
+        suffix_keys: list[torch.Tensor],  # L × (Hkv, B, Cs, Dh)
+        suffix_values: list[torch.Tensor],
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         h = self.text.embed_tokens(input_ids)  # (B, 1, D)
         cos, sin = self.text.rotary(position_ids)
         new_k, new_v = [], []
         for i, layer in enumerate(self.text.layers):
             q, k, v = layer.project_qkv(h, cos, sin)
-            new_k.append(k)
-            new_v.append(v)
-            # this layer's suffix with the new token written at write_index (not yet the buffer)
-            sk = _write_slots(suffix_key[i], k, write_index)
-            sv = _write_slots(suffix_value[i], v, write_index)
-            parts = [
-                (prefix_key[i].unsqueeze(0), prefix_value[i].unsqueeze(0), prefix_mask),
-                (sk, sv, suffix_mask),
-            ]
-            h = layer.finish(h, layer.attend(q, parts))
-        present_key = _write_slots(suffix_key, torch.stack(new_k), write_index)
-        present_value = _write_slots(suffix_value, torch.stack(new_v), write_index)
+            parts = _cache_parts(prefix_keys[i], prefix_values[i], prefix_mask, suffix_keys[i], suffix_values[i],
+                                 suffix_mask, k, v)
+            h = layer.finish(h, cached_attention(q, parts, layer.self_attn.scaling))
+            new_k.append(parts[2].key)
+            new_v.append(parts[2].value)
         logits = self.lm_head(self.text.norm(h))[:, 0]
-        return logits, present_key, present_value
+        return logits, torch.stack(new_k), torch.stack(new_v)
 
 
 class ExpertStepGraph(nn.Module):
@@ -131,41 +135,27 @@ class ExpertStepGraph(nn.Module):
         self.action_in_proj = model.action_in_proj
         self.action_out_proj = model.action_out_proj
 
-    def velocity(
-        self,
-        x: torch.Tensor,
-        t: torch.Tensor,
-        position_ids: torch.Tensor,
-        parts_for_layer,  # callable(layer_index) -> list of (k, v, mask)
-    ) -> torch.Tensor:
-        h = self.action_in_proj(x, t)  # (K, W, E)
-        cos, sin = self.expert.rotary(position_ids)
-        for i, layer in enumerate(self.expert.layers):
-            q, k, v = layer.project_qkv(h, cos, sin)
-            h = layer.finish(h, layer.attend(q, [*parts_for_layer(i), (k, v, None)]))
-        return self.action_out_proj(self.expert.norm(h))
-
     def forward(
         self,
         x: torch.Tensor,  # (K, W, 2)
         t: torch.Tensor,  # (1,)
         dt: torch.Tensor,  # (1,)
         position_ids: torch.Tensor,  # (3, K, W)
-        prefix_key: torch.Tensor,
-        prefix_value: torch.Tensor,
-        prefix_mask: torch.Tensor,  # (1, Cp)
-        suffix_key: torch.Tensor,  # (L, Bs, Hkv, Cs, Dh)
-        suffix_value: torch.Tensor,
+        prefix_mask: torch.Tensor,  # (1, P)
         suffix_mask: torch.Tensor,  # (K, Cs)
+        prefix_keys: list[torch.Tensor],  # L × (Hkv, P, Dh)
+        prefix_values: list[torch.Tensor],
+        suffix_keys: list[torch.Tensor],  # L × (Hkv, K, Cs, Dh)
+        suffix_values: list[torch.Tensor],
     ) -> torch.Tensor:
-        def parts(i: int):
-            return [
-                (prefix_key[i].unsqueeze(0), prefix_value[i].unsqueeze(0), prefix_mask),
-                (suffix_key[i], suffix_value[i], suffix_mask),
-            ]
-
-        v = self.velocity(x, t, position_ids, parts)
-        return x + dt * v
+        h = self.action_in_proj(x, t)  # (K, W, E)
+        cos, sin = self.expert.rotary(position_ids)
+        for i, layer in enumerate(self.expert.layers):
+            q, k, v = layer.project_qkv(h, cos, sin)
+            parts = _cache_parts(prefix_keys[i], prefix_values[i], prefix_mask, suffix_keys[i], suffix_values[i],
+                                 suffix_mask, k, v)
+            h = layer.finish(h, cached_attention(q, parts, layer.self_attn.scaling))
+        return x + dt * self.action_out_proj(self.expert.norm(h))
 
 
 GRAPH_CLASSES = {

@@ -19,9 +19,7 @@ from alpamayo_ros.core.backend import BackendOutput, SamplingRequest
 from alpamayo_ros.core.flow_matching import FlowMatchingSampler, make_noise
 from alpamayo_ros.core.rope import decode_positions, expert_offsets
 from alpamayo_ros.core.sampling import StopRule, extract_reasoning, mask_traj_tokens, sample_tokens
-from alpamayo_ros.runtime.executor import GraphExecutor, ImageFeatures
-
-MASK_VALUE = -1.0e9  # same value as modeling.attention.MASK_VALUE (no torch import here)
+from alpamayo_ros.runtime.executor import MASK_VALUE, GraphExecutor, ImageFeatures
 
 if TYPE_CHECKING:
     from alpamayo_ros.core.model_config import TokenLayout
@@ -155,18 +153,17 @@ class Orchestrator:
         cfg, lay, ex = self.config, self.config.layout, self.executor
         rule = make_stop_rule(batch, request, lay, cfg.suffix_capacity + 1)
         rng = sampling_rng(request)
-        prefix_mask = np.full((1, cfg.prefix_capacity), MASK_VALUE, dtype=np.float32)
-        prefix_mask[:, :prompt_len] = 0.0
         suffix_mask = np.full((batch, cfg.suffix_capacity), MASK_VALUE, dtype=np.float32)
         ex.start_decode(batch)
         raw = [self._sample(np.broadcast_to(prefill_logits, (batch, prefill_logits.shape[-1])), request, rng)]
         out = [rule.step(raw[-1])]
         t0 = time.perf_counter()
         while not rule.stopped:
-            i = len(out) - 1  # suffix slot of the token being fed
-            suffix_mask[:, i] = 0.0
+            i = len(out) - 1  # suffix slot of the token being fed; slots [0, i) hold the earlier ones
+            if i:
+                suffix_mask[:, i - 1] = 0.0
             pos = decode_positions(prompt_len + i, rope_delta)  # (3, 1, 1)
-            logits = ex.decode(out[-1], np.broadcast_to(pos, (3, batch, 1)).copy(), i, prefix_mask, suffix_mask)
+            logits = ex.decode(out[-1], np.broadcast_to(pos, (3, batch, 1)).copy(), i, suffix_mask)
             stats.add("decode_calls")
             raw.append(self._sample(logits, request, rng))
             out.append(rule.step(raw[-1]))
@@ -175,8 +172,9 @@ class Orchestrator:
         return GenerationResult(np.stack(out, axis=1), np.stack(raw, axis=1), rule.stop_reason)
 
     def expert_inputs(self, gen: GenerationResult, prompt_ids: np.ndarray, rope_delta: int, k: int
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Positions (3, K, W), prefix mask (1, Cp), suffix mask (K, Cs) of spec §5.3 in the split layout."""
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        """Positions (3, K, W) and suffix mask (K, Cs) of spec §5.3 in the split layout (the whole prompt
+        is visible to every candidate, so the prefix needs no mask)."""
         cfg = self.config
         p, n = prompt_ids.shape[0], gen.tokens.shape[1]
         seqs = np.concatenate([np.broadcast_to(prompt_ids, (gen.tokens.shape[0], p)), gen.tokens], axis=1)
@@ -188,11 +186,9 @@ class Orchestrator:
         w = cfg.n_waypoints
         pos = (np.arange(w, dtype=np.int64)[None, :] + (offsets + rope_delta)[:, None])
         positions = np.broadcast_to(pos, (3, k, w)).copy()
-        prefix_mask = np.full((1, cfg.prefix_capacity), MASK_VALUE, dtype=np.float32)
-        prefix_mask[:, :p] = 0.0
         slots = np.arange(cfg.suffix_capacity)[None, :]
         suffix_mask = np.where(slots < visible[:, None], 0.0, MASK_VALUE).astype(np.float32)
-        return positions, prefix_mask, suffix_mask
+        return positions, suffix_mask
 
     # ------------------------------------------------------------------ the tick
     def run(self, inputs: ModelInputs, request: SamplingRequest, noise: np.ndarray | None = None) -> BackendOutput:
@@ -214,11 +210,11 @@ class Orchestrator:
         logits = self._prefill(inputs, feats, stats)
         batch = 1 if self.mode == "shared_reasoning" else k
         gen = self.generate(logits, prompt_ids.shape[0], int(inputs.rope_delta), batch, request, stats)
-        positions, prefix_mask, suffix_mask = self.expert_inputs(gen, prompt_ids, int(inputs.rope_delta), k)
+        positions, suffix_mask = self.expert_inputs(gen, prompt_ids, int(inputs.rope_delta), k)
         x0 = make_noise(k, request.seed, (cfg.n_waypoints, cfg.action_dim)) if noise is None else noise
         steps = FlowMatchingSampler(request.num_diffusion_steps).steps()
         t0 = time.perf_counter()
-        actions = self.executor.run_expert(np.asarray(x0, dtype=np.float32), steps, positions, prefix_mask, suffix_mask)
+        actions = self.executor.run_expert(np.asarray(x0, dtype=np.float32), steps, positions, suffix_mask)
         stats.time("expert", time.perf_counter() - t0)
         stats.add("expert_steps", len(steps))
         stats.counters.update(self.executor.take_counters())

@@ -16,7 +16,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-ONNX_MANIFEST_FORMAT = "alpamayo_ros.onnx/1"
+from alpamayo_ros.runtime.export import check_manifest_format
+
 ENGINE_MANIFEST_FORMAT = "alpamayo_ros.engines/1"
 ENGINE_MANIFEST_NAME = "manifest.json"
 GRAPH_NAMES = ("vision", "prefill", "decode", "expert_step")
@@ -80,8 +81,10 @@ def load_onnx_manifest(onnx_dir: str | Path) -> OnnxManifest:
             f"alpamayo_ros.runtime.export.export_onnx), or pass the model directory that contains onnx/"
         )
     raw = json.loads(path.read_text())
-    if raw.get("format") != ONNX_MANIFEST_FORMAT:
-        raise ManifestError(f"{path}: format {raw.get('format')!r}, expected {ONNX_MANIFEST_FORMAT!r}")
+    try:
+        check_manifest_format(path, raw.get("format"))
+    except ValueError as exc:
+        raise ManifestError(str(exc)) from None
     graphs: dict[str, GraphDecl] = {}
     for name, g in raw["graphs"].items():
         graphs[name] = GraphDecl(
