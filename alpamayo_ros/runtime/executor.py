@@ -87,19 +87,13 @@ class GraphExecutor(ABC):
         counters[name] = counters.get(name, 0) + n
 
     # shared helpers -------------------------------------------------------------------------
-    def padded_prompt(self, input_ids: np.ndarray, position_ids: np.ndarray
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Prefill inputs (1, S), (3, 1, S) and logits_index (1,): the prompt padded at its end to a
-        multiple of the prefill's query blocks (pad tokens repeat the last position; causally invisible)."""
-        p = int(input_ids.shape[0])
-        n = self.config.prefill_query_blocks
-        s = -(-p // n) * n
-        ids = np.full((1, s), self.config.layout.pad, dtype=np.int64)
+    def padded_ids(self, input_ids: np.ndarray) -> np.ndarray:
+        """Prefill `input_ids` (1, S): the prompt padded at its end to a multiple of the prefill's query
+        blocks (the causal mask hides the padding from the prompt; its K/V are not kept)."""
+        p, n = int(input_ids.shape[0]), self.config.prefill_query_blocks
+        ids = np.full((1, -(-p // n) * n), self.config.layout.pad, dtype=np.int64)
         ids[0, :p] = input_ids
-        pos = np.empty((3, 1, s), dtype=np.int64)
-        pos[:, 0, :p] = position_ids
-        pos[:, 0, p:] = position_ids[:, -1:]
-        return ids, pos, np.array([p - 1], dtype=np.int64)
+        return ids
 
     @staticmethod
     def stack_features(features: list[ImageFeatures]) -> tuple[np.ndarray, np.ndarray]:
@@ -122,8 +116,8 @@ class HostKVCache:
 
     Each buffer is one zeroed flat allocation; the current (padded) prompt length P or decode batch B
     selects a view of its head in the graph layout, (L, Hkv, P, Dh) / (L, Hkv, B, Cs, Dh), so every
-    layer's slice `view[i]` is contiguous and goes to a graph as it is (no copy). Masked slots keep
-    finite values (zeros, padding or earlier tokens), so a masked score is finite too.
+    layer's slice `view[i]` is contiguous and goes to a graph as it is (no copy). Masked suffix slots
+    keep finite values (zeros or earlier tokens), so a masked score is finite too.
     """
 
     def __init__(self, config: RuntimeConfig) -> None:
@@ -135,14 +129,13 @@ class HostKVCache:
         per_suffix = self.layers * self.heads * self.max_batch * self.suffix_capacity * self.head_dim
         self._prefix = {kind: np.zeros(per_prefix, dtype=np.float32) for kind in KV_NAMES}
         self._suffix = {kind: np.zeros(per_suffix, dtype=np.float32) for kind in KV_NAMES}
-        self.prefix_len = 0  # prefill length, padding included
-        self.prefix_mask = np.zeros((1, 0), dtype=np.float32)  # (1, prefix_len): 0 on the prompt
+        self.prefix_len = 0
         self.batch = 0
 
     def prefix_view(self, kind: str, length: int | None = None) -> np.ndarray:
         p = self.prefix_len if length is None else length
         if not 0 <= p <= self.prefix_tokens:
-            raise ValueError(f"prefill of {p} tokens exceeds the prefix buffer ({self.prefix_tokens})")
+            raise ValueError(f"prompt of {p} tokens exceeds the prefix buffer ({self.prefix_tokens})")
         n = self.layers * self.heads * p * self.head_dim
         return self._prefix[kind][:n].reshape(self.layers, self.heads, p, self.head_dim)
 
@@ -153,12 +146,10 @@ class HostKVCache:
         n = self.layers * self.heads * b * self.suffix_capacity * self.head_dim
         return self._suffix[kind][:n].reshape(self.layers, self.heads, b, self.suffix_capacity, self.head_dim)
 
-    def set_prefix(self, length: int, prompt_len: int, key: np.ndarray | None = None,
-                   value: np.ndarray | None = None) -> None:
-        """A new prompt: `length` prefill slots, the first `prompt_len` real; its K/V (L, Hkv, length, Dh),
-        or None when the graph wrote them into `prefix_view(kind, length)` itself."""
+    def set_prefix(self, length: int, key: np.ndarray | None = None, value: np.ndarray | None = None) -> None:
+        """A new prompt of `length` tokens: its K/V (L, Hkv, length, Dh), or None when the graph wrote them
+        into `prefix_view(kind, length)` itself."""
         self.prefix_len = length
-        self.prefix_mask = np.where(np.arange(length) < prompt_len, 0.0, MASK_VALUE).astype(np.float32)[None]
         for kind, new in zip(KV_NAMES, (key, value), strict=True):
             if new is not None:
                 self.prefix_view(kind)[...] = new
@@ -171,9 +162,9 @@ class HostKVCache:
             self.suffix_view(kind)[:, :, :, slot] = new[:, :, :, 0]
 
     def feeds(self, rows: int | None = None) -> dict[str, np.ndarray]:
-        """prefix_mask and the per-layer KV inputs of decode / expert_step; `rows` > batch repeats the
-        suffix (shared reasoning: one decoded row for K candidates)."""
-        out: dict[str, np.ndarray] = {"prefix_mask": self.prefix_mask}
+        """Per-layer KV inputs of decode / expert_step; `rows` > batch repeats the suffix (shared
+        reasoning: one decoded row for K candidates)."""
+        out: dict[str, np.ndarray] = {}
         for kind in KV_NAMES:
             prefix, suffix = self.prefix_view(kind), self.suffix_view(kind)
             if rows is not None and rows != self.batch:

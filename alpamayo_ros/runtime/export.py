@@ -54,20 +54,19 @@ def _graph_io(cfg: Any) -> dict[str, dict[str, Any]]:
         },
         "prefill": {
             "inputs": io([
-                ["input_ids", "int64", [1, "S"]], ["position_ids", "int64", [3, 1, "S"]],
+                ["input_ids", "int64", [1, "S"]], ["position_ids", "int64", [3, 1, "P"]],
                 ["image_embeds", "float32", ["M", D]], ["deepstack_embeds", "float32", [nds, "M", D]],
-                ["image_token_index", "int64", ["M"]], ["logits_index", "int64", [1]],
+                ["image_token_index", "int64", ["M"]],
             ]),
             "outputs": io([
                 ["logits", "float32", [1, t.vocab_size]],
-                ["new_key", "float32", [L, H, "S", Dh]], ["new_value", "float32", [L, H, "S", Dh]],
+                ["new_key", "float32", [L, H, "P", Dh]], ["new_value", "float32", [L, H, "P", Dh]],
             ]),
         },
         "decode": {
             "inputs": io([
                 ["input_ids", "int64", ["B", 1]], ["position_ids", "int64", [3, "B", 1]],
-                ["prefix_mask", "float32", [1, "P"]], ["suffix_mask", "float32", ["B", Cs]],
-                *_layer_io(L, H, Dh, Cs, "B"),
+                ["suffix_mask", "float32", ["B", Cs]], *_layer_io(L, H, Dh, Cs, "B"),
             ]),
             "outputs": io([
                 ["logits", "float32", ["B", t.vocab_size]],
@@ -77,8 +76,8 @@ def _graph_io(cfg: Any) -> dict[str, dict[str, Any]]:
         "expert_step": {
             "inputs": io([
                 ["x", "float32", ["K", W, cfg.action_dim]], ["t", "float32", [1]], ["dt", "float32", [1]],
-                ["position_ids", "int64", [3, "K", W]], ["prefix_mask", "float32", [1, "P"]],
-                ["suffix_mask", "float32", ["K", Cs]], *_layer_io(L, H, Dh, Cs, "K"),
+                ["position_ids", "int64", [3, "K", W]], ["suffix_mask", "float32", ["K", Cs]],
+                *_layer_io(L, H, Dh, Cs, "K"),
             ]),
             "outputs": io([["x_next", "float32", ["K", W, cfg.action_dim]]]),
         },
@@ -105,19 +104,19 @@ def _example_inputs(name: str, cfg: Any) -> tuple[Any, ...]:
         return (torch.randn(2, cfg.patches_per_image, cfg.vision.patch_dim),)
     if name == "prefill":
         s, m = 5 * cfg.prefill_query_blocks, 7
+        p = s - 3
         return (
-            torch.randint(0, 100, (1, s)), torch.arange(s).view(1, 1, s).expand(3, 1, s).contiguous(),
-            torch.randn(m, D), torch.randn(nds, m, D), torch.arange(2, 2 + m), torch.tensor([s - 3]),
+            torch.randint(0, 100, (1, s)), torch.arange(p).view(1, 1, p).expand(3, 1, p).contiguous(),
+            torch.randn(m, D), torch.randn(nds, m, D), torch.arange(2, 2 + m),
         )
     p = 21
     if name == "decode":
         b = 3
-        return (torch.randint(0, 100, (b, 1)), torch.full((3, b, 1), 30), torch.zeros(1, p), torch.zeros(b, Cs),
-                *_layer_kv(cfg, p, b))
+        return (torch.randint(0, 100, (b, 1)), torch.full((3, b, 1), 30), torch.zeros(b, Cs), *_layer_kv(cfg, p, b))
     k = 3
     return (
         torch.randn(k, W, cfg.action_dim), torch.tensor([0.1]), torch.tensor([0.1]), torch.full((3, k, W), 40),
-        torch.zeros(1, p), torch.zeros(k, Cs), *_layer_kv(cfg, p, k),
+        torch.zeros(k, Cs), *_layer_kv(cfg, p, k),
     )
 
 
@@ -131,18 +130,17 @@ def _dynamic_shapes(name: str, cfg: Any) -> dict[str, Any]:
         # S = n·block: query blocks of one symbolic size, so every slice bound is linear (no floor division)
         n = cfg.prefill_query_blocks
         s = n * Dim("S_block", min=2, max=(1 << 16) // n)
-        m = Dim("M", min=1, max=1 << 16)
-        return {"input_ids": {1: s}, "position_ids": {2: s}, "image_embeds": {0: m}, "deepstack_embeds": {1: m},
-                "image_token_index": {0: m}, "logits_index": None}
+        p, m = Dim("P", min=2, max=1 << 16), Dim("M", min=1, max=1 << 16)
+        return {"input_ids": {1: s}, "position_ids": {2: p}, "image_embeds": {0: m}, "deepstack_embeds": {1: m},
+                "image_token_index": {0: m}}
     p = Dim("P", min=2, max=1 << 16)
     batch = "B" if name == "decode" else "K"
     b = Dim(batch, min=1, max=64)
     prefix, suffix = [{1: p}] * layers, [{1: b}] * layers
     kv = {"prefix_keys": prefix, "prefix_values": prefix, "suffix_keys": suffix, "suffix_values": suffix}
     if name == "decode":
-        return {"input_ids": {0: b}, "position_ids": {1: b}, "prefix_mask": {1: p}, "suffix_mask": {0: b}, **kv}
-    return {"x": {0: b}, "t": None, "dt": None, "position_ids": {1: b}, "prefix_mask": {1: p}, "suffix_mask": {0: b},
-            **kv}
+        return {"input_ids": {0: b}, "position_ids": {1: b}, "suffix_mask": {0: b}, **kv}
+    return {"x": {0: b}, "t": None, "dt": None, "position_ids": {1: b}, "suffix_mask": {0: b}, **kv}
 
 
 def check_standard_ops(path: str | Path) -> list[str]:

@@ -33,10 +33,12 @@ class VisionGraph(nn.Module):
 
 
 class PrefillGraph(nn.Module):
-    """Prompt -> logits at `logits_index` and the prompt's K/V (L, Hkv, S, Dh), the prefix cache itself.
+    """Prompt -> its last token's logits and its K/V (L, Hkv, P, Dh), the prefix cache itself.
 
-    S is a multiple of `config.prefill_query_blocks`: the executor pads the prompt at its end (padding
-    is invisible to the prompt under the causal mask; decode and the expert mask it out).
+    `input_ids` (1, S) is the prompt padded at its end to a multiple of `config.prefill_query_blocks`
+    (the causal mask hides the padding from the prompt); `position_ids` (3, 1, P) are the prompt's own,
+    so P is the prompt length. The padding's K/V are not returned: decode and the expert see exactly
+    the P prompt tokens, without a mask.
     """
 
     def __init__(self, model: AlpamayoR1) -> None:
@@ -47,17 +49,19 @@ class PrefillGraph(nn.Module):
 
     def forward(
         self,
-        input_ids: torch.Tensor,  # (1, S)
-        position_ids: torch.Tensor,  # (3, 1, S)
+        input_ids: torch.Tensor,  # (1, S), S = n·block ≥ P
+        position_ids: torch.Tensor,  # (3, 1, P)
         image_embeds: torch.Tensor,  # (M, D)
         deepstack_embeds: torch.Tensor,  # (n_ds, M, D)
         image_token_index: torch.Tensor,  # (M,)
-        logits_index: torch.Tensor,  # (1,): the prompt's last token
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        s, prompt = input_ids.shape[1], torch.arange(position_ids.shape[2], device=input_ids.device)
         h = self.text.embed_tokens(input_ids)[0]  # (S, D)
         h = h.index_put((image_token_index,), image_embeds).unsqueeze(0)
-        cos, sin = self.text.rotary(position_ids)
-        masks = causal_block_masks(input_ids.shape[1] // self.blocks, self.blocks, h.dtype, h.device)
+        # the padding repeats the last position (gather with clamped indices: no size relation to export)
+        padded = torch.arange(s, device=input_ids.device).clamp(max=position_ids.shape[2] - 1)
+        cos, sin = self.text.rotary(position_ids.index_select(2, padded))
+        masks = causal_block_masks(s // self.blocks, self.blocks, h.dtype, h.device)
         keys, values = [], []
         for i, layer in enumerate(self.text.layers):
             q, k, v = layer.project_qkv(h, cos, sin)
@@ -66,16 +70,15 @@ class PrefillGraph(nn.Module):
                 # gather + add + plain ScatterND (TensorRT rejects ScatterND with reduction="add")
                 added = h[0].index_select(0, image_token_index) + deepstack_embeds[i]
                 h = h[0].index_put((image_token_index,), added).unsqueeze(0)
-            keys.append(k[0])
-            values.append(v[0])
-        logits = self.lm_head(self.text.norm(h.index_select(1, logits_index)))[:, 0]
+            keys.append(k[0].index_select(1, prompt))
+            values.append(v[0].index_select(1, prompt))
+        logits = self.lm_head(self.text.norm(h.index_select(1, prompt[-1:])))[:, 0]
         return logits, torch.stack(keys), torch.stack(values)
 
 
 def _cache_parts(
     prefix_key: torch.Tensor,  # (Hkv, P, Dh), shared by all rows
     prefix_value: torch.Tensor,
-    prefix_mask: torch.Tensor,  # (1, P): 0 on the prompt, large negative on the prefill's padding
     suffix_key: torch.Tensor,  # (Hkv, B, Cs, Dh)
     suffix_value: torch.Tensor,
     suffix_mask: torch.Tensor,  # (B, Cs)
@@ -83,7 +86,7 @@ def _cache_parts(
     own_value: torch.Tensor,
 ) -> list[KVPart]:
     return [
-        KVPart(prefix_key, prefix_value, prefix_mask),
+        KVPart(prefix_key, prefix_value),  # the whole prompt is visible: no mask
         KVPart(suffix_key, suffix_value, suffix_mask),
         KVPart(head_major(own_key), head_major(own_value)),
     ]
@@ -105,7 +108,6 @@ class DecodeGraph(nn.Module):
         self,
         input_ids: torch.Tensor,  # (B, 1)
         position_ids: torch.Tensor,  # (3, B, 1)
-        prefix_mask: torch.Tensor,  # (1, P)
         suffix_mask: torch.Tensor,  # (B, Cs)
         prefix_keys: list[torch.Tensor],  # L × (Hkv, P, Dh)
         prefix_values: list[torch.Tensor],
@@ -117,8 +119,7 @@ class DecodeGraph(nn.Module):
         new_k, new_v = [], []
         for i, layer in enumerate(self.text.layers):
             q, k, v = layer.project_qkv(h, cos, sin)
-            parts = _cache_parts(prefix_keys[i], prefix_values[i], prefix_mask, suffix_keys[i], suffix_values[i],
-                                 suffix_mask, k, v)
+            parts = _cache_parts(prefix_keys[i], prefix_values[i], suffix_keys[i], suffix_values[i], suffix_mask, k, v)
             h = layer.finish(h, cached_attention(q, parts, layer.self_attn.scaling))
             new_k.append(parts[2].key)
             new_v.append(parts[2].value)
@@ -141,7 +142,6 @@ class ExpertStepGraph(nn.Module):
         t: torch.Tensor,  # (1,)
         dt: torch.Tensor,  # (1,)
         position_ids: torch.Tensor,  # (3, K, W)
-        prefix_mask: torch.Tensor,  # (1, P)
         suffix_mask: torch.Tensor,  # (K, Cs)
         prefix_keys: list[torch.Tensor],  # L × (Hkv, P, Dh)
         prefix_values: list[torch.Tensor],
@@ -152,8 +152,7 @@ class ExpertStepGraph(nn.Module):
         cos, sin = self.expert.rotary(position_ids)
         for i, layer in enumerate(self.expert.layers):
             q, k, v = layer.project_qkv(h, cos, sin)
-            parts = _cache_parts(prefix_keys[i], prefix_values[i], prefix_mask, suffix_keys[i], suffix_values[i],
-                                 suffix_mask, k, v)
+            parts = _cache_parts(prefix_keys[i], prefix_values[i], suffix_keys[i], suffix_values[i], suffix_mask, k, v)
             h = layer.finish(h, cached_attention(q, parts, layer.self_attn.scaling))
         return x + dt * self.action_out_proj(self.expert.norm(h))
 

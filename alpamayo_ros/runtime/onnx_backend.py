@@ -62,19 +62,18 @@ class OnnxRuntimeExecutor(GraphExecutor):
 
     def prefill(self, input_ids, position_ids, features, image_token_index) -> np.ndarray:
         embeds, deepstack = self.stack_features(features)
-        ids, pos, logits_index = self.padded_prompt(input_ids, position_ids)
-        session, s = self.sessions["prefill"], ids.shape[1]
+        session, p = self.sessions["prefill"], int(input_ids.shape[0])
         binding = session.io_binding()
-        inputs = {"input_ids": ids, "position_ids": pos, "image_embeds": embeds, "deepstack_embeds": deepstack,
-                  "image_token_index": image_token_index, "logits_index": logits_index}
+        inputs = {"input_ids": self.padded_ids(input_ids), "position_ids": position_ids[:, None],
+                  "image_embeds": embeds, "deepstack_embeds": deepstack, "image_token_index": image_token_index}
         for name, value in inputs.items():
             binding.bind_cpu_input(name, np.ascontiguousarray(value))
         binding.bind_output("logits")
         for kind in ("key", "value"):  # the prompt's K/V land in the prefix buffer itself
-            view = self.kv.prefix_view(kind, s)
+            view = self.kv.prefix_view(kind, p)
             binding.bind_output(f"new_{kind}", "cpu", 0, np.float32, list(view.shape), view.ctypes.data)
         session.run_with_iobinding(binding)
-        self.kv.set_prefix(s, int(input_ids.shape[0]))
+        self.kv.set_prefix(p)
         return binding.copy_outputs_to_cpu()[0][0]
 
     def start_decode(self, batch: int) -> None:

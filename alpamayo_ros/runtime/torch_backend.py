@@ -27,14 +27,12 @@ class TorchExecutor(GraphExecutor):
         self.expert_graph = ExpertStepGraph(model)
         self.kv = HostKVCache(self.config)
 
-    def _layer_kv(self, rows: int | None = None) -> tuple[torch.Tensor, list[list[torch.Tensor]]]:
-        """prefix_mask and [prefix_keys, prefix_values, suffix_keys, suffix_values] per layer, sharing the
-        buffers' memory."""
+    def _layer_kv(self, rows: int | None = None) -> list[list[torch.Tensor]]:
+        """[prefix_keys, prefix_values, suffix_keys, suffix_values] per layer, sharing the buffers' memory."""
         feeds = self.kv.feeds(rows)
         names = layer_input_names(self.kv.layers)
         n = self.kv.layers
-        return torch.from_numpy(feeds["prefix_mask"]), [
-            [torch.from_numpy(feeds[name]) for name in names[j * n:(j + 1) * n]] for j in range(4)]
+        return [[torch.from_numpy(feeds[name]) for name in names[j * n:(j + 1) * n]] for j in range(4)]
 
     @torch.no_grad()
     def encode_images(self, pixel_rows: np.ndarray) -> list[ImageFeatures]:
@@ -45,12 +43,11 @@ class TorchExecutor(GraphExecutor):
     @torch.no_grad()
     def prefill(self, input_ids, position_ids, features, image_token_index) -> np.ndarray:
         embeds, deepstack = self.stack_features(features)
-        ids, pos, logits_index = self.padded_prompt(input_ids, position_ids)
         logits, key, value = self.prefill_graph(
-            torch.from_numpy(ids), torch.from_numpy(pos), torch.from_numpy(embeds), torch.from_numpy(deepstack),
-            torch.from_numpy(image_token_index), torch.from_numpy(logits_index),
+            torch.from_numpy(self.padded_ids(input_ids)), torch.from_numpy(np.array(position_ids))[:, None],
+            torch.from_numpy(embeds), torch.from_numpy(deepstack), torch.from_numpy(image_token_index),
         )
-        self.kv.set_prefix(ids.shape[1], int(input_ids.shape[0]), key.numpy(), value.numpy())
+        self.kv.set_prefix(int(input_ids.shape[0]), key.numpy(), value.numpy())
         return logits[0].numpy()
 
     def start_decode(self, batch: int) -> None:
@@ -58,10 +55,9 @@ class TorchExecutor(GraphExecutor):
 
     @torch.no_grad()
     def decode(self, token_ids, position_ids, write_index, suffix_mask) -> np.ndarray:
-        prefix_mask, layer_kv = self._layer_kv()
         logits, key, value = self.decode_graph(
             torch.from_numpy(np.asarray(token_ids, dtype=np.int64)).view(-1, 1), torch.from_numpy(position_ids),
-            prefix_mask, torch.from_numpy(suffix_mask), *layer_kv,
+            torch.from_numpy(suffix_mask), *self._layer_kv(),
         )
         self.kv.write_suffix(write_index, key.numpy(), value.numpy())
         return logits.numpy()
@@ -71,11 +67,11 @@ class TorchExecutor(GraphExecutor):
         k = x0.shape[0]
         if self.kv.batch != k:  # shared reasoning: one suffix row for K candidates (the prefix is never copied)
             self.count("suffix_kv_copies", k - 1)
-        prefix_mask, layer_kv = self._layer_kv(k)
+        layer_kv = self._layer_kv(k)
         x = torch.from_numpy(x0)
         pos, sm = torch.from_numpy(position_ids), torch.from_numpy(suffix_mask)
         for t, dt in steps:
-            x = self.expert_graph(x, torch.tensor([t]), torch.tensor([dt]), pos, prefix_mask, sm, *layer_kv)
+            x = self.expert_graph(x, torch.tensor([t]), torch.tensor([dt]), pos, sm, *layer_kv)
         return x.numpy()
 
 
