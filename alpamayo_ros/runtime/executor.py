@@ -104,11 +104,22 @@ class GraphExecutor(ABC):
 
 
 KV_NAMES = ("key", "value")
+KV_TENSOR_PREFIXES = ("prefix_key", "prefix_value", "suffix_key", "suffix_value", "new_key", "new_value")
 
 
 def layer_input_names(layers: int) -> list[str]:
     """Per-layer KV inputs of decode / expert_step, in graph input order."""
     return [f"{part}_{kind}_{i}" for part in ("prefix", "suffix") for kind in KV_NAMES for i in range(layers)]
+
+
+def prefill_kv_output_names(layers: int) -> list[str]:
+    """Per-layer K/V outputs of the prefill, in graph output order (after `logits`)."""
+    return [f"new_{kind}_{i}" for kind in KV_NAMES for i in range(layers)]
+
+
+def is_kv_tensor(name: str) -> bool:
+    """A graph tensor holding KV cache entries (their dtype is the KV precision of an engine build)."""
+    return name.startswith(KV_TENSOR_PREFIXES)
 
 
 class HostKVCache:
@@ -146,13 +157,14 @@ class HostKVCache:
         n = self.layers * self.heads * b * self.suffix_capacity * self.head_dim
         return self._suffix[kind][:n].reshape(self.layers, self.heads, b, self.suffix_capacity, self.head_dim)
 
-    def set_prefix(self, length: int, key: np.ndarray | None = None, value: np.ndarray | None = None) -> None:
-        """A new prompt of `length` tokens: its K/V (L, Hkv, length, Dh), or None when the graph wrote them
-        into `prefix_view(kind, length)` itself."""
+    def set_prefix(self, length: int, keys: list[np.ndarray] | None = None,
+                   values: list[np.ndarray] | None = None) -> None:
+        """A new prompt of `length` tokens: its per-layer K/V (Hkv, length, Dh), or None when the graph wrote
+        them into `prefix_view(kind, length)` itself."""
         self.prefix_len = length
-        for kind, new in zip(KV_NAMES, (key, value), strict=True):
+        for kind, new in zip(KV_NAMES, (keys, values), strict=True):
             if new is not None:
-                self.prefix_view(kind)[...] = new
+                self.prefix_view(kind)[...] = np.stack(new)
 
     def write_suffix(self, slot: int, key: np.ndarray, value: np.ndarray) -> None:
         """New tokens' K/V (L, Hkv, B, 1, Dh) into suffix slot `slot` of every row."""
@@ -162,8 +174,8 @@ class HostKVCache:
             self.suffix_view(kind)[:, :, :, slot] = new[:, :, :, 0]
 
     def feeds(self, rows: int | None = None) -> dict[str, np.ndarray]:
-        """Per-layer KV inputs of decode / expert_step; `rows` > batch repeats the suffix (shared
-        reasoning: one decoded row for K candidates)."""
+        """Per-layer KV inputs of decode / expert_step. `rows` > batch (shared reasoning: one decoded row
+        for K candidates) repeats the suffix rows: the graphs tie the suffix batch to the queries' K."""
         out: dict[str, np.ndarray] = {}
         for kind in KV_NAMES:
             prefix, suffix = self.prefix_view(kind), self.suffix_view(kind)

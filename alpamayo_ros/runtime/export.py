@@ -39,6 +39,7 @@ def _layer_io(layers: int, heads: int, head_dim: int, suffix_capacity: int, batc
 
 def _graph_io(cfg: Any) -> dict[str, dict[str, Any]]:
     """Symbolic I/O table per graph (names, dtypes, shapes) — the manifest's contract."""
+    from alpamayo_ros.runtime.executor import prefill_kv_output_names
     t, v = cfg.text, cfg.vision
     L, H, Dh, D = t.num_hidden_layers, t.num_key_value_heads, t.head_dim, t.hidden_size
     Cs, W, nds = cfg.suffix_capacity, cfg.n_waypoints, cfg.num_deepstack
@@ -60,7 +61,7 @@ def _graph_io(cfg: Any) -> dict[str, dict[str, Any]]:
             ]),
             "outputs": io([
                 ["logits", "float32", [1, t.vocab_size]],
-                ["new_key", "float32", [L, H, "P", Dh]], ["new_value", "float32", [L, H, "P", Dh]],
+                *[[name, "float32", [H, "P", Dh]] for name in prefill_kv_output_names(L)],
             ]),
         },
         "decode": {
@@ -172,9 +173,23 @@ def export_graph(model: Any, name: str, path: Path) -> None:
         )
     assert program is not None
     program.save(str(path), external_data=_needs_external_data(model))
+    _name_dynamic_dims(path, io)
     bad = check_standard_ops(path)
     if bad:
         raise RuntimeError(f"{path.name} contains non-standard or unexpected ops {bad}; TensorRT could not build it")
+
+
+def _name_dynamic_dims(path: Path, io: dict[str, Any]) -> None:
+    """Give graph inputs the manifest's dim names (the exporter names a derived dim e.g. "7*S_block")."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    declared = {t["name"]: t["shape"] for t in io["inputs"]}
+    for value in model.graph.input:
+        for dim, want in zip(value.type.tensor_type.shape.dim, declared[value.name], strict=True):
+            if isinstance(want, str) and dim.dim_param != want:
+                dim.dim_param = want
+    onnx.save(model, str(path))
 
 
 def _needs_external_data(model: Any) -> bool:

@@ -3,9 +3,9 @@
 These modules are what `export.py` writes to ONNX and what the torch executor runs, so both
 backends execute the same computation. KV caches cross the graph boundary one layer at a time and
 read-only: every layer's prefix and suffix K/V is its own input (a contiguous slice of a buffer the
-executor preallocated), and a call returns only the K/V of the tokens it added (prefill: the prompt's;
-decode: one token per row), which the executor writes into its buffers. No graph copies, scatters or
-returns a whole cache.
+executor preallocated), and a call returns only the K/V of the tokens it added (prefill: the prompt's,
+per layer; decode: one token per row), which the executor writes into its buffers or has written
+there directly. No graph copies, scatters or returns a whole cache.
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ class VisionGraph(nn.Module):
 
 
 class PrefillGraph(nn.Module):
-    """Prompt -> its last token's logits and its K/V (L, Hkv, P, Dh), the prefix cache itself.
+    """Prompt -> its last token's logits and its K/V, one (Hkv, P, Dh) output per layer and kind (the
+    prefix cache itself: executors bind them to their KV buffers).
 
     `input_ids` (1, S) is the prompt padded at its end to a multiple of `config.prefill_query_blocks`
     (the causal mask hides the padding from the prompt); `position_ids` (3, 1, P) are the prompt's own,
@@ -54,7 +55,7 @@ class PrefillGraph(nn.Module):
         image_embeds: torch.Tensor,  # (M, D)
         deepstack_embeds: torch.Tensor,  # (n_ds, M, D)
         image_token_index: torch.Tensor,  # (M,)
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
         s, prompt = input_ids.shape[1], torch.arange(position_ids.shape[2], device=input_ids.device)
         h = self.text.embed_tokens(input_ids)[0]  # (S, D)
         h = h.index_put((image_token_index,), image_embeds).unsqueeze(0)
@@ -73,7 +74,7 @@ class PrefillGraph(nn.Module):
             keys.append(k[0].index_select(1, prompt))
             values.append(v[0].index_select(1, prompt))
         logits = self.lm_head(self.text.norm(h.index_select(1, prompt[-1:])))[:, 0]
-        return logits, torch.stack(keys), torch.stack(values)
+        return logits, keys, values
 
 
 def _cache_parts(

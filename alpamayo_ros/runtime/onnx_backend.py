@@ -70,8 +70,8 @@ class OnnxRuntimeExecutor(GraphExecutor):
             binding.bind_cpu_input(name, np.ascontiguousarray(value))
         binding.bind_output("logits")
         for kind in ("key", "value"):  # the prompt's K/V land in the prefix buffer itself
-            view = self.kv.prefix_view(kind, p)
-            binding.bind_output(f"new_{kind}", "cpu", 0, np.float32, list(view.shape), view.ctypes.data)
+            for i, layer in enumerate(self.kv.prefix_view(kind, p)):
+                binding.bind_output(f"new_{kind}_{i}", "cpu", 0, np.float32, list(layer.shape), layer.ctypes.data)
         session.run_with_iobinding(binding)
         self.kv.set_prefix(p)
         return binding.copy_outputs_to_cpu()[0][0]

@@ -43,11 +43,11 @@ class TorchExecutor(GraphExecutor):
     @torch.no_grad()
     def prefill(self, input_ids, position_ids, features, image_token_index) -> np.ndarray:
         embeds, deepstack = self.stack_features(features)
-        logits, key, value = self.prefill_graph(
+        logits, keys, values = self.prefill_graph(
             torch.from_numpy(self.padded_ids(input_ids)), torch.from_numpy(np.array(position_ids))[:, None],
             torch.from_numpy(embeds), torch.from_numpy(deepstack), torch.from_numpy(image_token_index),
         )
-        self.kv.set_prefix(int(input_ids.shape[0]), key.numpy(), value.numpy())
+        self.kv.set_prefix(int(input_ids.shape[0]), [k.numpy() for k in keys], [v.numpy() for v in values])
         return logits[0].numpy()
 
     def start_decode(self, batch: int) -> None:
