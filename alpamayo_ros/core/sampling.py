@@ -54,13 +54,14 @@ def _top_p_keep(p: np.ndarray, top_p: float) -> np.ndarray:
     """Indices kept by top-p: token i stays if the mass strictly above it (descending) is < top_p.
 
     That equals HF's rule (remove where the ascending inclusive cumsum ≤ 1 − top_p, keep the top
-    token). Only the head is sorted when it already holds ≥ top_p of the mass.
+    token); equal probabilities are ordered by token id. Only the head is sorted when it already
+    holds ≥ top_p of the mass.
     """
     n = p.shape[0]
     m = min(n, 256)
     while True:
         head = np.argpartition(-p, m - 1)[:m] if m < n else np.arange(n)
-        head = head[np.argsort(-p[head], kind="stable")]
+        head = head[np.lexsort((head, -p[head]))]
         before = np.concatenate([[0.0], np.cumsum(p[head])[:-1]])
         if m == n or before[-1] + p[head[-1]] >= top_p:
             keep = head[before < top_p]
