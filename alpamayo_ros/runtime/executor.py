@@ -74,6 +74,27 @@ class GraphExecutor(ABC):
         """`expert_step` graph len(steps) times over the read-only KV (the whole prompt + the suffix
         slots `suffix_mask` shows); returns x at t = 1."""
 
+    # device sampling (docs/runtime.md §4.1): executors with a `sample` graph on the device set this
+    device_sampling = False
+
+    def decode_sampled(
+        self,
+        token_ids: np.ndarray,
+        position_ids: np.ndarray,
+        write_index: int,
+        suffix_mask: np.ndarray,
+        uniforms: np.ndarray,  # (B,) the host's draws for this step
+        temperature: float,
+        top_p: float,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """`decode` + `sample` on the device: (B,) token ids and (B,) `covered`; a row not covered needs
+        the host sampler on `last_logits()`. Only where `device_sampling` is True."""
+        raise NotImplementedError(f"{self.name} samples on the host")
+
+    def last_logits(self) -> np.ndarray:
+        """(B, V) logits of the last `decode_sampled` step (downloaded only when a row needs them)."""
+        raise NotImplementedError(f"{self.name} samples on the host")
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release buffers/sessions."""
 

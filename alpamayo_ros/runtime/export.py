@@ -15,6 +15,7 @@ from typing import Any
 
 # 2: per-layer KV inputs, calls return only the new tokens' K/V (1: whole caches in and out).
 MANIFEST_FORMAT = "alpamayo_ros.onnx/2"
+GRAPH_NAMES = ("vision", "prefill", "decode", "expert_step", "sample")
 OPSET = 18
 # Ops the graphs may contain (TensorRT-buildable standard ONNX); anything else fails the export.
 ALLOWED_OPS = {
@@ -23,7 +24,7 @@ ALLOWED_OPS = {
     "Concat", "Split", "Slice", "Gather", "GatherElements", "ScatterND", "Unsqueeze", "Squeeze", "Expand",
     "Shape", "Constant", "ConstantOfShape", "Cast", "Range", "Where", "Equal", "Less", "LessOrEqual",
     "Greater", "GreaterOrEqual", "And", "Or", "Not", "Max", "Min", "Identity", "Flatten", "LayerNormalization",
-    "Tile", "Clip", "Relu", "CastLike", "Size", "Mod", "Floor", "Trilu",
+    "Tile", "Clip", "Relu", "CastLike", "Size", "Mod", "Floor", "Trilu", "TopK", "CumSum", "ArgMax",
 }  # fmt: skip
 
 
@@ -82,6 +83,13 @@ def _graph_io(cfg: Any) -> dict[str, dict[str, Any]]:
             ]),
             "outputs": io([["x_next", "float32", ["K", W, cfg.action_dim]]]),
         },
+        "sample": {
+            "inputs": io([
+                ["logits", "float32", ["B", t.vocab_size]], ["uniforms", "float32", ["B"]],
+                ["temperature", "float32", [1]], ["top_p", "float32", [1]],
+            ]),
+            "outputs": io([["token_ids", "int64", ["B"]], ["covered", "bool", ["B"]]]),
+        },
     }
 
 
@@ -110,6 +118,9 @@ def _example_inputs(name: str, cfg: Any) -> tuple[Any, ...]:
             torch.randint(0, 100, (1, s)), torch.arange(p).view(1, 1, p).expand(3, 1, p).contiguous(),
             torch.randn(m, D), torch.randn(nds, m, D), torch.arange(2, 2 + m),
         )
+    if name == "sample":
+        b = 3
+        return (torch.randn(b, cfg.text.vocab_size), torch.rand(b), torch.tensor([0.6]), torch.tensor([0.98]))
     p = 21
     if name == "decode":
         b = 3
@@ -134,6 +145,9 @@ def _dynamic_shapes(name: str, cfg: Any) -> dict[str, Any]:
         p, m = Dim("P", min=2, max=1 << 16), Dim("M", min=1, max=1 << 16)
         return {"input_ids": {1: s}, "position_ids": {2: p}, "image_embeds": {0: m}, "deepstack_embeds": {1: m},
                 "image_token_index": {0: m}}
+    if name == "sample":
+        b = Dim("B", min=1, max=64)
+        return {"logits": {0: b}, "uniforms": {0: b}, "temperature": None, "top_p": None}
     p = Dim("P", min=2, max=1 << 16)
     batch = "B" if name == "decode" else "K"
     b = Dim(batch, min=1, max=64)
@@ -209,7 +223,7 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path | None = None, graphs
     out.mkdir(parents=True, exist_ok=True)
     model = load_model(root)
     cfg = model.config
-    names = graphs or ("vision", "prefill", "decode", "expert_step")
+    names = graphs or GRAPH_NAMES
     io = _graph_io(cfg)
     manifest: dict[str, Any] = {
         "format": MANIFEST_FORMAT, "opset": OPSET, "config_hash": cfg.config_hash,

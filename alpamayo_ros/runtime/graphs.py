@@ -158,9 +158,60 @@ class ExpertStepGraph(nn.Module):
         return x + dt * self.action_out_proj(self.expert.norm(h))
 
 
+SAMPLE_WINDOW = 2048  # top-k window of the sampling graph (TensorRT's TopK allows k ≤ 3840)
+
+
+class SampleGraph(nn.Module):
+    """Token ids from decode logits on the device (docs/runtime.md §4.1): the host sampler's distribution.
+
+    `<i*>` masked, temperature, top-p over the `SAMPLE_WINDOW` most likely tokens, then the inverse-CDF
+    draw in token-id order with the host's uniform u (pre-drawn from the same PCG64 stream), so tokens
+    match the host sampler (float32 here, float64 sums there: up to draws within rounding of a
+    boundary). `covered` is False for a row whose window holds less than top_p of the mass (flat logits):
+    its token is not valid and the executor samples that row on the host from its logits. Temperature 0
+    is greedy (argmax).
+    """
+
+    def __init__(self, model: AlpamayoR1) -> None:
+        super().__init__()
+        cfg = model.config
+        vocab = cfg.text.vocab_size
+        hidden = torch.zeros(vocab, dtype=torch.bool)
+        hidden[cfg.layout.traj_token_start_idx : cfg.layout.traj_token_end_idx] = True
+        self.register_buffer("hidden", hidden, persistent=False)
+        self.window = min(vocab, SAMPLE_WINDOW)
+        self.whole_vocabulary = self.window == vocab
+
+    def forward(
+        self,
+        logits: torch.Tensor,  # (B, V)
+        uniforms: torch.Tensor,  # (B,)
+        temperature: torch.Tensor,  # (1,)
+        top_p: torch.Tensor,  # (1,)
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        masked = torch.where(self.hidden, float("-inf"), logits)
+        z = masked / torch.clamp(temperature, min=1e-6)
+        top = z.amax(-1, keepdim=True)
+        total = torch.exp(z - top).sum(-1, keepdim=True)
+        values, index = z.topk(self.window, dim=-1)  # descending, ties by lower id (ONNX TopK)
+        p = torch.exp(values - top) / total
+        before = torch.cumsum(p, dim=-1) - p  # mass strictly above each window token
+        weight = torch.where(before < top_p, p, 0.0)
+        covered = (before[:, -1] >= top_p) | (temperature <= 0)  # the window's last token is removed
+        if self.whole_vocabulary:
+            covered = covered | True
+        _, by_id = (-index.to(torch.float32)).topk(self.window, dim=-1)  # window positions by token id
+        ids = index.gather(-1, by_id)
+        cdf = torch.cumsum(weight.gather(-1, by_id), dim=-1)
+        first = (cdf > uniforms[:, None] * cdf[:, -1:]).to(torch.float32).argmax(-1, keepdim=True)
+        sampled = ids.gather(-1, first)[:, 0]
+        return torch.where(temperature > 0, sampled, masked.argmax(-1)), covered
+
+
 GRAPH_CLASSES = {
     "vision": VisionGraph,
     "prefill": PrefillGraph,
     "decode": DecodeGraph,
     "expert_step": ExpertStepGraph,
+    "sample": SampleGraph,
 }

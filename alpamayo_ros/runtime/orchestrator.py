@@ -18,7 +18,13 @@ import numpy as np
 from alpamayo_ros.core.backend import BackendOutput, SamplingRequest
 from alpamayo_ros.core.flow_matching import FlowMatchingSampler, make_noise
 from alpamayo_ros.core.rope import decode_positions, expert_offsets
-from alpamayo_ros.core.sampling import StopRule, extract_reasoning, mask_traj_tokens, sample_tokens
+from alpamayo_ros.core.sampling import (
+    StopRule,
+    extract_reasoning,
+    mask_traj_tokens,
+    sample_tokens,
+    sample_with_uniforms,
+)
 from alpamayo_ros.runtime.executor import MASK_VALUE, GraphExecutor, ImageFeatures
 
 if TYPE_CHECKING:
@@ -147,6 +153,25 @@ class Orchestrator:
     def _sample(self, logits: np.ndarray, request: SamplingRequest, rng: np.random.Generator) -> np.ndarray:
         return sample_next(logits, request, self.config.layout, rng)
 
+    def _sample_on_device(self, tokens: np.ndarray, positions: np.ndarray, slot: int, suffix_mask: np.ndarray,
+                          request: SamplingRequest, rng: np.random.Generator, stats: TickStats) -> np.ndarray:
+        """decode + sampling graph on the device with this step's uniforms from the same PCG64 stream as
+        the host sampler (one per row, none when greedy), so the tokens are the host sampler's; rows whose
+        top-p set the device window does not cover are sampled here from their logits, same uniforms."""
+        greedy = request.temperature == 0.0
+        u = np.zeros(len(tokens)) if greedy else rng.random(len(tokens))
+        ids, covered = self.executor.decode_sampled(tokens, positions, slot, suffix_mask, u, request.temperature,
+                                                    request.top_p)
+        ids = np.asarray(ids, dtype=np.int64).copy()
+        if not covered.all():
+            lay = self.config.layout
+            rows = ~np.asarray(covered, dtype=bool)
+            ids[rows] = sample_with_uniforms(self.executor.last_logits()[rows], u[rows], request.temperature,
+                                             request.top_p, (lay.traj_token_start_idx, lay.traj_token_end_idx))
+        stats.add("device_sampled_rows", int(np.count_nonzero(covered)))
+        stats.add("host_sampled_rows", int(np.count_nonzero(~np.asarray(covered, dtype=bool))))
+        return ids
+
     def generate(self, prefill_logits: np.ndarray, prompt_len: int, rope_delta: int, batch: int,
                  request: SamplingRequest, stats: TickStats) -> GenerationResult:
         """Batched decode over the shared prefix; the last sampled token is never fed (spec §4)."""
@@ -162,10 +187,12 @@ class Orchestrator:
             i = len(out) - 1  # suffix slot of the token being fed; slots [0, i) hold the earlier ones
             if i:
                 suffix_mask[:, i - 1] = 0.0
-            pos = decode_positions(prompt_len + i, rope_delta)  # (3, 1, 1)
-            logits = ex.decode(out[-1], np.broadcast_to(pos, (3, batch, 1)).copy(), i, suffix_mask)
+            pos = np.broadcast_to(decode_positions(prompt_len + i, rope_delta), (3, batch, 1)).copy()
             stats.add("decode_calls")
-            raw.append(self._sample(logits, request, rng))
+            if ex.device_sampling:
+                raw.append(self._sample_on_device(out[-1], pos, i, suffix_mask, request, rng, stats))
+            else:
+                raw.append(self._sample(ex.decode(out[-1], pos, i, suffix_mask), request, rng))
             out.append(rule.step(raw[-1]))
         stats.time("decode", time.perf_counter() - t0)
         stats.add("generated_tokens", len(out) * batch)

@@ -37,12 +37,12 @@ from alpamayo_ros.runtime.tensorrt.executor import (
     TensorRTExecutor,
     TensorRTExecutorError,
 )
-from alpamayo_ros.runtime.tensorrt.manifest import EngineEntry, EngineManifest, ManifestError
+from alpamayo_ros.runtime.tensorrt.manifest import GRAPH_NAMES, EngineEntry, EngineManifest, ManifestError
 from alpamayo_ros.runtime.tensorrt.trt_module import from_bf16_bits, to_bf16_bits
 
 # tiny dims: layers, kv heads, head dim, prefix/suffix capacity, vocab, hidden, tokens/image, ...
 L, H, DH, CP, CS, V, D, MV, TV, PD, NDS, W, A, KMAX = 2, 1, 2, 8, 4, 5, 3, 2, 4, 3, 2, 3, 2, 3
-NP_OF = {"FLOAT": np.float32, "HALF": np.float16, "INT64": np.int64, "INT32": np.int32}
+NP_OF = {"FLOAT": np.float32, "HALF": np.float16, "INT64": np.int64, "INT32": np.int32, "BOOL": np.bool_}
 VERSION = "10.13.0.35"
 
 
@@ -321,6 +321,12 @@ def expert_fn(i: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {"x_next": i["x"] + i["dt"][0] * v}
 
 
+def sample_fn(i: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Fake sampler: the argmax shifted by the uniform's first digit; rows with u >= 0.9 not covered."""
+    u = i["uniforms"]
+    return {"token_ids": i["logits"].argmax(axis=1) + np.floor(u * 10).astype(np.int64), "covered": u < 0.9}
+
+
 def make_engines(
     cuda: FakeCuda, kv_dtype: str = "FLOAT", logits_dtype: str = "FLOAT"
 ) -> dict[str, FakeEngine]:
@@ -358,6 +364,18 @@ def make_engines(
         "x_next": _out(f, (-1, W, A)),
     }
 
+    sample = {
+        "logits": _dyn((0, V), {0: (1, KMAX)}, logits_dtype),
+        "uniforms": _dyn((0,), {0: (1, KMAX)}),
+        "temperature": Spec(f, (1,)),
+        "top_p": Spec(f, (1,)),
+        "token_ids": _out("INT64", (-1,)),
+        "covered": _out("BOOL", (-1,)),
+    }
+
+    def sample_shapes(s: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
+        return {"token_ids": s["uniforms"], "covered": s["uniforms"]}
+
     def vision_shapes(s: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
         n = s["pixel_rows"][0]
         return {"image_embeds": (n, MV, D), "deepstack_embeds": (NDS, n, MV, D)}
@@ -379,6 +397,7 @@ def make_engines(
         "prefill": FakeEngine("prefill", prefill, prefill_shapes, prefill_fn, cuda),
         "decode": FakeEngine("decode", decode, decode_shapes, decode_fn, cuda),
         "expert_step": FakeEngine("expert_step", expert, expert_shapes, expert_fn, cuda),
+        "sample": FakeEngine("sample", sample, sample_shapes, sample_fn, cuda),
     }
 
 
@@ -400,7 +419,7 @@ CONFIG = RuntimeConfig(
 
 def write_engine_dir(path: Path, config_hash: str = CONFIG.config_hash, version: str = VERSION) -> Path:
     entries = {}
-    for graph in ("vision", "prefill", "decode", "expert_step"):
+    for graph in GRAPH_NAMES:
         data = f"fake-engine:{graph}".encode()
         (path / f"{graph}.engine").write_bytes(data)
         sha = hashlib.sha256(data).hexdigest()
@@ -502,13 +521,14 @@ def test_configure_sizes_every_buffer_from_the_engines(tmp_path: Path) -> None:
     assert plan["expert_step.x.0"].nbytes == plan["expert_step.x.1"].nbytes == KMAX * W * A * 4
     assert plan["expert_step.t"].nbytes == MAX_EULER_STEPS * 256  # one 256-byte-aligned slot per step
     assert not any("_key_" in k or "_value_" in k or k.endswith("x_next") for k in plan)  # bound into kv.*
+    assert "sample.logits" not in plan and plan["sample.token_ids"].nbytes == KMAX * 8  # reads decode.logits
     assert cuda.mallocs == len(plan)
     ptr = ex._alloc["kv.prefix_key"].device  # KV zeroed at configure: masked slots are finite, never NaN
     assert not host_view(ptr, plan["kv.prefix_key"].nbytes).any()
     device, pinned = ex.memory_bytes()
     assert device == sum(s.nbytes for s in plan.values()) and pinned < device
     decisions = {g: d.capture for g, d in ex.decisions.items()}
-    assert decisions == {"vision": False, "prefill": False, "decode": True, "expert_step": True}
+    assert decisions == {"vision": False, "prefill": False, "decode": True, "expert_step": True, "sample": False}
 
 
 def test_a_tick_moves_the_right_bytes_through_the_engines(tmp_path: Path) -> None:
@@ -545,6 +565,27 @@ def test_kv_is_read_in_place_and_only_new_tokens_are_written(tmp_path: Path) -> 
     suffix_key = host_view(ex._alloc["kv.suffix_key"].device, ex.plan["kv.suffix_key"].nbytes).view(np.float32)
     layer1 = suffix_key[-(-H * 2 * CS * DH * 4 // 256) * 64:][: H * 2 * CS * DH].reshape(H, 2, CS, DH)
     assert (layer1[:, :, 3] == np.array([5, 6])[None, :, None] + 10).all()  # layer 1's slot 3 of both rows
+
+
+def test_device_sampling_returns_token_ids_and_the_logits_only_on_demand(tmp_path: Path) -> None:
+    ex, cuda = make_executor(tmp_path)
+    assert ex.device_sampling
+    run_tick(ex, seed=12)  # a prompt and three suffix slots
+    ex.start_decode(2)
+    mask = np.where(np.arange(CS) < 3, 0.0, -1e9).astype(np.float32)[None].repeat(2, 0)
+    logits = None
+    for _replay in range(2):  # eager + capture, then the replayed CUDA graph
+        before = cuda.copied["dtoh"]
+        ids, covered = ex.decode_sampled(np.array([5, 6]), np.full((3, 2, 1), 9), 3, mask,
+                                         np.array([0.25, 0.95]), 0.6, 0.98)
+        assert cuda.copied["dtoh"] - before == 2 * 8 + 2  # token ids and flags; no logits
+        logits = ex.last_logits()
+        np.testing.assert_array_equal(ids, logits.argmax(axis=1) + np.array([2, 9]))
+        np.testing.assert_array_equal(covered, [True, False])
+        assert ex.runners["sample"].context.addresses["logits"] == ex._alloc["decode.logits"].device
+    assert ex.stats.graph_captures["decode_sampled"] == 1 and ex.stats.graph_launches["decode_sampled"] == 1
+    assert logits is not None and logits.shape == (2, V)
+    np.testing.assert_allclose(logits[:, 3], [5, 6])  # the fed tokens: decode ran before sampling
 
 
 def test_cuda_graphs_capture_once_and_replay_with_identical_results(tmp_path: Path) -> None:
@@ -668,7 +709,7 @@ def ort_engines(onnx_dir: Path, cuda: FakeCuda) -> dict[str, FakeEngine]:
 
     manifest = load_onnx_manifest(onnx_dir)
     ranges = default_dim_ranges(manifest)
-    dtypes = {"float32": "FLOAT", "int64": "INT64"}
+    dtypes = {"float32": "FLOAT", "int64": "INT64", "bool": "BOOL"}
     engines = {}
     for graph, decl in manifest.graphs.items():
         opts = ort.SessionOptions()
@@ -717,7 +758,7 @@ def test_orchestrator_over_tensorrt_executor_matches_onnxruntime(tiny_onnx_dir: 
     config = load_config(model_dir)
     onnx_manifest = json.loads((tiny_onnx_dir / "manifest.json").read_text())
     entries = {}
-    for graph in ("vision", "prefill", "decode", "expert_step"):
+    for graph in GRAPH_NAMES:
         data = f"fake-engine:{graph}".encode()
         (tmp_path / f"{graph}.engine").write_bytes(data)
         entries[graph] = EngineEntry(
@@ -745,7 +786,9 @@ def test_orchestrator_over_tensorrt_executor_matches_onnxruntime(tiny_onnx_dir: 
             assert got.reasoning == want.reasoning
             np.testing.assert_allclose(got.actions, want.actions, atol=1e-4)
             assert got.counters["prefix_kv_copies"] == 0
-        assert executor.stats.graph_launches.get("decode", 0) > 0  # decode steps were replayed graphs
+        # decode steps sampled on the device (same tokens as ORT's host sampler) and replayed as CUDA graphs
+        assert got.counters["device_sampled_rows"] > 0 and got.counters.get("host_sampled_rows", 0) == 0
+        assert executor.stats.graph_launches.get("decode_sampled", 0) > 0
         assert executor.stats.graph_captures["expert_step"] >= 1
     finally:
         trt_backend.close()
@@ -761,7 +804,7 @@ def _trt_over_ort(
     config = load_config(model_dir)
     onnx_manifest = json.loads((onnx_dir / "manifest.json").read_text())
     entries = {}
-    for graph in ("vision", "prefill", "decode", "expert_step"):
+    for graph in GRAPH_NAMES:
         data = f"fake-engine:{graph}".encode()
         (engine_dir / f"{graph}.engine").write_bytes(data)
         entries[graph] = EngineEntry(

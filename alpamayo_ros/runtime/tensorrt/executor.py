@@ -16,8 +16,11 @@ Bookkeeping, all decided at configure (construction):
   written in place, aliased); a decode step's new K/V (one token per row) goes to a small buffer
   and one 2-D device copy per kind puts it into suffix slot `write_index`. No call reads or writes a
   whole cache besides attending to it, so there is no ping-pong and no whole-KV traffic;
-* CUDA graphs: `decode` (per batch size, write slot and prompt length: the slot copy and the
-  per-layer addresses are baked in) and the whole Euler loop of `expert_step` (per K, step count and
+* sampling on the device: `decode_sampled` enqueues the `sample` engine on decode's logits buffer
+  (no copy) with the host's pre-drawn uniforms, and downloads only the token ids (and a `covered`
+  flag per row; an uncovered row's logits are downloaded for the host sampler);
+* CUDA graphs: `decode` and `decode_sampled` (per batch size, write slot and prompt length: the slot
+  copy and the per-layer addresses are baked in) and the whole Euler loop of `expert_step` (per K, step count and
   prompt length) are captured after their first eager run and replayed afterwards, uploads from
   pinned staging and the logits/x download included. `vision` and `prefill` change shape every
   tick and run once per tick, so they run eagerly.
@@ -255,6 +258,11 @@ def plan_buffers(runners: dict[str, GraphRunner], max_steps: int = MAX_EULER_STE
                     layer_bytes["prefix"] = max(layer_bytes["prefix"], nbytes)
                 else:  # decode's new_key / new_value: one token per row, copied into the suffix slot
                     specs[f"{graph}.{name}"] = BufferSpec(f"{graph}.{name}", nbytes, False, info.dtype)
+            elif graph == "sample" and name == "logits":  # reads decode's logits where they are
+                if info.dtype != runners["decode"].tensors["logits"].dtype:
+                    raise TensorRTExecutorError(
+                        f"sample.logits is {info.dtype} but decode.logits is {runners['decode'].tensors['logits'].dtype}"
+                    )
             elif graph == "expert_step" and name in ("x", "x_next"):
                 for parity in (0, 1):
                     key = f"expert_step.x.{parity}"
@@ -299,6 +307,8 @@ class CaptureDecision:
 def capture_decision(graph: str, runner: GraphRunner, enabled: bool) -> CaptureDecision:
     if not enabled:
         return CaptureDecision(False, "CUDA graphs disabled")
+    if graph == "sample":
+        return CaptureDecision(False, "enqueued inside decode's CUDA graph (decode_sampled)")
     if graph not in CAPTURABLE_GRAPHS:
         return CaptureDecision(False, "shapes change every tick and it runs once per tick")
     dynamic_outputs = [n for n in runner.outputs if any(d < 0 for d in runner.max_shapes[n])]
@@ -621,6 +631,49 @@ class TensorRTExecutor(GraphExecutor):
         self.prefix_len = p
         return read()[0]
 
+    device_sampling = True
+
+    def decode_sampled(
+        self,
+        token_ids: np.ndarray,
+        position_ids: np.ndarray,
+        write_index: int,
+        suffix_mask: np.ndarray,
+        uniforms: np.ndarray,
+        temperature: float,
+        top_p: float,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """decode, the slot copy and the sampling engine in one stream (one CUDA graph per key): only
+        the token ids and `covered` flags come back, B × 9 bytes instead of B × V logits."""
+        b = int(token_ids.shape[0])
+        sampler = self.runners["sample"]
+        staged = [
+            self._stage("sample", "uniforms", np.asarray(uniforms, dtype=np.float32).reshape(b)),
+            self._stage("sample", "temperature", np.array([temperature], dtype=np.float32)),
+            self._stage("sample", "top_p", np.array([top_p], dtype=np.float32)),
+        ]
+
+        def sample() -> None:
+            sampler.set_input_shapes({"logits": (b, sampler.max_shapes["logits"][1]), "uniforms": (b,),
+                                      "temperature": (1,), "top_p": (1,)})
+            addresses = {n: self._own("sample", n) for n in ("uniforms", "temperature", "top_p", "token_ids", "covered")}
+            sampler.bind({**addresses, "logits": self._own("decode", "logits")})
+            self._upload(staged)
+            self._enqueue(sampler)
+            self._download("sample", "token_ids", (b,))
+            self._download("sample", "covered", (b,))
+
+        self._decode(token_ids, position_ids, write_index, suffix_mask, sample, "decode_sampled")
+        self.count("device_sampled_steps")
+        ids = self._reader("sample", "token_ids", (b,))()
+        return ids.astype(np.int64), self._reader("sample", "covered", (b,))().astype(bool)
+
+    def last_logits(self) -> np.ndarray:
+        runner = self.runners["decode"]
+        read = self._download("decode", "logits", (self.batch, runner.max_shapes["logits"][1]))
+        self.cuda.stream_synchronize(self.stream)
+        return read()
+
     def start_decode(self, batch: int) -> None:
         hi = self.runners["decode"].max_shapes["input_ids"][0]
         if not 1 <= batch <= hi:
@@ -638,6 +691,16 @@ class TensorRTExecutor(GraphExecutor):
     ) -> np.ndarray:
         runner = self.runners["decode"]
         b = int(token_ids.shape[0])
+        self._decode(token_ids, position_ids, write_index, suffix_mask,
+                     lambda: self._download("decode", "logits", (b, runner.max_shapes["logits"][1])), "decode")
+        return self._reader("decode", "logits", (b, runner.max_shapes["logits"][1]))()
+
+    def _decode(self, token_ids: np.ndarray, position_ids: np.ndarray, write_index: int, suffix_mask: np.ndarray,
+                tail: Callable[[], object], kind: str) -> None:
+        """Enqueue decode + the new K/V's slot copy + `tail` (download the logits, or sample on the device),
+        replaying the CUDA graph of (kind, batch, slot, prompt length) when there is one."""
+        runner = self.runners["decode"]
+        b = int(token_ids.shape[0])
         if b != self.batch:
             raise TensorRTExecutorError(f"decode got {b} rows after start_decode({self.batch})")
         if not 0 <= write_index < self.kv.suffix_capacity:
@@ -648,22 +711,18 @@ class TensorRTExecutor(GraphExecutor):
             "suffix_mask": suffix_mask.reshape(b, -1),
         }
         staged = [self._stage("decode", n, a) for n, a in host.items()]  # staging is read at replay too
-        reader: list[Callable[[], np.ndarray]] = []
 
         def issue() -> None:
             kv_shapes, kv_addresses = self._kv_bindings(b)
-            out = runner.set_input_shapes({**{n: tuple(a.shape) for n, a in host.items()}, **kv_shapes})
+            runner.set_input_shapes({**{n: tuple(a.shape) for n, a in host.items()}, **kv_shapes})
             addresses = {n: self._own("decode", n) for n in (*host, "logits", "new_key", "new_value")}
             runner.bind({**addresses, **kv_addresses})
             self._upload(staged)
             self._enqueue(runner)
             self._write_suffix_slot(write_index, b)
-            reader[:] = [self._download("decode", "logits", out["logits"])]
+            tail()
 
-        self._run("decode", ("decode", b, write_index, self.prefix_len), issue, self.decisions["decode"].capture)
-        if not reader:  # replayed: the graph already downloaded into staging
-            reader.append(self._reader("decode", "logits", (b, runner.max_shapes["logits"][1])))
-        return reader[0]()
+        self._run(kind, (kind, b, write_index, self.prefix_len), issue, self.decisions["decode"].capture)
 
     def _reader(
         self, graph: str, name: str, shape: Sequence[int], key: str | None = None

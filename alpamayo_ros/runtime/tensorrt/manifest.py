@@ -16,11 +16,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from alpamayo_ros.runtime.export import check_manifest_format
+from alpamayo_ros.runtime.export import GRAPH_NAMES, check_manifest_format
 
 ENGINE_MANIFEST_FORMAT = "alpamayo_ros.engines/1"
 ENGINE_MANIFEST_NAME = "manifest.json"
-GRAPH_NAMES = ("vision", "prefill", "decode", "expert_step")
 DEFAULT_MAX_IMAGES = 16  # 4 cameras x 4 frames (DESIGN.md §3): the most a vision call ever gets
 
 
