@@ -21,7 +21,8 @@ def create_backend(name: str, model_dir: str | Path, **options: Any) -> Any:
     options: mode ("per_candidate" | "shared_reasoning"), num_threads, prefix_capacity,
     suffix_capacity, max_candidates, onnx_dir (onnxruntime; default MODEL_DIR/onnx), auto_export
     (onnxruntime: export once into ~/.cache/alpamayo_ros/onnx when MODEL_DIR/onnx is missing),
-    cpu_mem_arena (onnxruntime; default False: halves peak RSS at no measurable cost here).
+    cpu_mem_arena (onnxruntime; default False: on a mid-size model it saves ~2 % of a tick for +41 % peak RSS;
+    on the tiny model it saves ~35 %, docs/benchmarks.md).
     """
     mode = options.pop("mode", "per_candidate")
     if name == "kinematic":

@@ -43,6 +43,8 @@ class OnnxRuntimeExecutor(GraphExecutor):
         if num_threads:
             opts.intra_op_num_threads = num_threads
         opts.inter_op_num_threads = 1
+        # Off by default (docs/benchmarks.md, bench_runtime_floor.py): on the mid model the arena saves ~2 % of
+        # a tick but keeps the largest transient tensors for the process lifetime (peak RSS +41 %).
         opts.enable_cpu_mem_arena = cpu_mem_arena
         self.sessions = {}
         for name in GRAPHS:
