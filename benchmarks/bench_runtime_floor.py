@@ -5,15 +5,16 @@ frames slide by one (4 new images), K candidates, seeded sampling, 10 Euler step
 prints the median (and min) steady time, the roofline floor max(bytes / copy rate, FLOPs / GEMM rate) computed
 from the model dims with runtime/tensorrt/budget.py's formulas (fp32, the prompt length and decode
 steps of the run) and this machine's measured rates (fp32 GEMM through ONNX Runtime's MatMul, large-copy bandwidth
-counting bytes read + written; best of 7 runs), and the ratio median / floor. Also: peak RSS, and digests of
+counting bytes read + written; best of 25 runs, at the start and at the end), and the ratio median / floor. Also: peak RSS, and digests of
 the tokens (seeded and greedy) so two runs (code versions, arena settings) can be checked for
 identical tokens (`--baseline`). Each run is a fresh subprocess; the load average is recorded.
 
-    python benchmarks/bench_runtime_floor.py [--quick] [--ticks 4] [--threads 2] [--arena off|on|both]
+    python benchmarks/bench_runtime_floor.py [--quick] [--ticks 4] [--threads 2] [--memory heap,arena,none]
         [--code-root DIR] [--baseline previous.json] [--out artifacts/bench/runtime_floor.json]
 
 `--code-root DIR` runs the workers (export + ticks) on another checkout of the package, e.g. the
-previous version (`git archive main | tar -x -C DIR`), for before/after pairs on the same models.
+previous version (`git archive main | tar -x -C DIR` and `--memory none`: it knows no `retain_heap`),
+for before/after pairs on the same models.
 """
 
 from __future__ import annotations
@@ -45,18 +46,26 @@ def _digest(values: list) -> str:
     return hashlib.sha256(json.dumps(values).encode()).hexdigest()[:16]
 
 
-def worker(model_dir: str, ticks: int, max_gen: int, threads: int, k: int, arena: bool) -> dict:
+MEMORY = {"heap": {}, "arena": {"cpu_mem_arena": True, "retain_heap": False},
+          "none": {"cpu_mem_arena": False, "retain_heap": False}}  # heap: the default (heap retention)
+
+
+def worker(model_dir: str, ticks: int, max_gen: int, threads: int, k: int, memory: str) -> dict:
     from alpamayo_ros.core.backend import SamplingRequest
     from alpamayo_ros.runtime import create_backend
     from alpamayo_ros.runtime.export import export_onnx
     from alpamayo_ros.runtime.synthetic_inputs import SyntheticInputs
 
-    t0 = time.perf_counter()
-    if not (Path(model_dir) / "onnx" / "manifest.json").is_file():
+    if memory == "export":  # a process of its own, so the workers' peak RSS is inference only
+        t0 = time.perf_counter()
         export_onnx(model_dir)
-    export_s = time.perf_counter() - t0
+        return {"export_s": round(time.perf_counter() - t0, 1)}
     src = SyntheticInputs(model_dir)
-    backend = create_backend("onnxruntime", model_dir, num_threads=threads, cpu_mem_arena=arena)
+    from alpamayo_ros import runtime
+
+    known = getattr(runtime, "_GRAPH_OPTIONS", ())  # an older --code-root may not know every option
+    options = {k: v for k, v in MEMORY[memory].items() if k in known}
+    backend = create_backend("onnxruntime", model_dir, num_threads=threads, **options)
     seeded = SamplingRequest(num_candidates=k, seed=7, max_generation_length=max_gen)
     greedy = SamplingRequest(num_candidates=k, temperature=0.0, max_generation_length=max_gen)
     runs = []
@@ -69,18 +78,18 @@ def worker(model_dir: str, ticks: int, max_gen: int, threads: int, k: int, arena
                      "tokens": out.generated_ids, "actions": np.asarray(out.actions).round(5).tolist()})
     greedy_out = backend.infer(src.tick(3 + ticks).inputs, greedy)
     backend.close()
-    return {"export_s": round(export_s, 1), "prompt_tokens": len(src.tick(3).inputs.input_ids), "runs": runs,
+    return {"prompt_tokens": len(src.tick(3).inputs.input_ids), "runs": runs,
             "tokens_digest": _digest([r["tokens"] for r in runs]),
             "greedy_tokens_digest": _digest(greedy_out.generated_ids),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)}
 
 
-def _run_worker(model_dir: Path, args: argparse.Namespace, arena: bool) -> dict:
+def _run_worker(model_dir: Path, args: argparse.Namespace, memory: str) -> dict:
     env = dict(os.environ)
     if args.code_root:
         env["PYTHONPATH"] = os.pathsep.join([str(Path(args.code_root).resolve()), env.get("PYTHONPATH", "")])
     cmd = [sys.executable, __file__, "--worker", str(model_dir), "--ticks", str(args.ticks), "--max-gen",
-           str(args.max_gen), "--threads", str(args.threads), "--k", str(args.k), "--arena", "on" if arena else "off"]
+           str(args.max_gen), "--threads", str(args.threads), "--k", str(args.k), "--memory", memory]
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
     if res.returncode != 0:
         raise RuntimeError(f"worker failed:\n{res.stderr[-3000:]}")
@@ -108,7 +117,7 @@ def measure_rates(threads: int) -> dict:
     feeds = {"a": a, "b": a}
     sess.run(None, feeds)
     times = []
-    for _ in range(7):
+    for _ in range(25):
         t = time.perf_counter()
         sess.run(None, feeds)
         times.append(time.perf_counter() - t)
@@ -120,7 +129,7 @@ def measure_rates(threads: int) -> dict:
     with ThreadPoolExecutor(threads) as pool:
         list(pool.map(np.copyto, dst, src))
         times = []
-        for _ in range(7):
+        for _ in range(25):
             t = time.perf_counter()
             list(pool.map(np.copyto, dst, src))
             times.append(time.perf_counter() - t)
@@ -166,7 +175,7 @@ def print_table(title: str, summary: dict, run: dict) -> None:
 
 def compare(results: dict, baseline: dict) -> None:
     for model, entry in results["models"].items():
-        for arena, run in entry["runs"].items():
+        for memory, run in entry["runs"].items():
             base = next(iter(baseline.get("models", {}).get(model, {}).get("runs", {}).values()), None)
             if base is None:
                 continue
@@ -174,7 +183,7 @@ def compare(results: dict, baseline: dict) -> None:
                                                                          base["greedy_tokens_digest"])
             diff = max(float(np.max(np.abs(np.asarray(a["actions"]) - np.asarray(b["actions"]))))
                        for a, b in zip(run["runs"], base["runs"], strict=False))
-            print(f"{model} arena={arena}: tokens identical to the baseline: {same}; actions max |diff| {diff:.2e}")
+            print(f"{model} memory={memory}: tokens identical to the baseline: {same}; actions max |diff| {diff:.2e}")
 
 
 def main() -> int:
@@ -184,20 +193,22 @@ def main() -> int:
     ap.add_argument("--max-gen", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--k", type=int, default=6)
-    ap.add_argument("--arena", choices=("off", "on", "both"), default="both")
+    ap.add_argument("--memory", default="heap,arena,none",
+                    help="comma-separated ONNX Runtime memory settings to run: heap (the default: glibc heap "
+                         "retention), arena (ORT's CPU arena), none (neither; what --code-root of an older version gets)")
     ap.add_argument("--code-root", default=None, help="run the workers on this checkout of the package")
     ap.add_argument("--baseline", default=None, help="a previous JSON output: report whether tokens are identical")
     ap.add_argument("--out", default=str(ROOT / "artifacts" / "bench" / "runtime_floor.json"))
     ap.add_argument("--worker", metavar="MODEL_DIR", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker, args.ticks, args.max_gen, args.threads, args.k, args.arena == "on")))
+        print(json.dumps(worker(args.worker, args.ticks, args.max_gen, args.threads, args.k, args.memory)))
         return 0
 
     from alpamayo_ros.runtime.tiny_model import make_tiny_model
 
     load_start = list(os.getloadavg())
-    rates = measure_rates(args.threads)
+    rates = measure_rates(args.threads)  # measured again at the end: the floors use the better of the two
     print(f"load average {load_start}; this machine: fp32 GEMM {rates['gemm_flops'] / 1e9:.0f} GFLOP/s, "
           f"copy {rates['copy_bytes_per_s'] / 1e9:.1f} GB/s (read + write), {args.threads} threads")
     results: dict = {"machine": {"python": platform.python_version(), "cpu": platform.processor() or platform.machine(),
@@ -205,23 +216,33 @@ def main() -> int:
                      "settings": {"k": args.k, "ticks": args.ticks, "max_generation_length": args.max_gen,
                                   "diffusion_steps": 10, "code_root": args.code_root}, "models": {}}
     models = {"tiny": {}} if args.quick else {"tiny": {}, "mid": MID_OVERRIDES}
-    arenas = {"off": [False], "on": [True], "both": [False, True]}[args.arena]
+    memories = [m for m in args.memory.split(",") if m]
+    if bad := set(memories) - set(MEMORY):
+        raise SystemExit(f"--memory: unknown {sorted(bad)}; choose from {sorted(MEMORY)}")
+    model_dirs: dict[str, Path] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, overrides in models.items():
-            model_dir = make_tiny_model(Path(tmp) / name, seed=0, **overrides)
+            model_dir = model_dirs[name] = make_tiny_model(Path(tmp) / name, seed=0, **overrides)
             n_params = sum(f.stat().st_size for f in model_dir.glob("*.safetensors")) // 4
             entry: dict = {"params_millions": round(n_params / 1e6, 2), "runs": {}, "summary": {}}
-            for arena in arenas:
-                run = _run_worker(model_dir, args, arena)
+            entry["export_s"] = _run_worker(model_dir, args, "export")["export_s"]
+            for memory in memories:
+                run = _run_worker(model_dir, args, memory)
                 run["load_avg_after"] = list(os.getloadavg())
-                steady = run["runs"][1:] or run["runs"]
-                floors = floors_ms(model_dir, rates, run["prompt_tokens"], steady[-1]["decode_calls"], args.k)
-                key = "arena_on" if arena else "arena_off"
-                entry["runs"][key] = run
-                entry["summary"][key] = summarize(name, run, floors)
-                print_table(f"{name} ({entry['params_millions']} M params), ONNX Runtime, cpu_mem_arena={arena}, "
-                            f"load {run['load_avg_after'][0]:.1f}", entry["summary"][key], run)
+                entry["runs"][memory] = run
             results["models"][name] = entry
+        end = measure_rates(args.threads)
+        rates = {k: max(v, end[k]) for k, v in rates.items()}
+        results["machine"].update(rates, load_avg_at_end=list(os.getloadavg()))
+        print(f"\nthis machine (best of start and end): fp32 GEMM {rates['gemm_flops'] / 1e9:.0f} GFLOP/s, "
+              f"copy {rates['copy_bytes_per_s'] / 1e9:.1f} GB/s (read + write), {args.threads} threads")
+        for name, entry in results["models"].items():
+            for memory, run in entry["runs"].items():
+                steady = run["runs"][1:] or run["runs"]
+                floors = floors_ms(model_dirs[name], rates, run["prompt_tokens"], steady[-1]["decode_calls"], args.k)
+                entry["summary"][memory] = summarize(name, run, floors)
+                print_table(f"{name} ({entry['params_millions']} M params), ONNX Runtime, memory={memory}, "
+                            f"load {run['load_avg_after'][0]:.1f}", entry["summary"][memory], run)
     if args.baseline:
         compare(results, json.loads(Path(args.baseline).read_text()))
     out = Path(args.out)

@@ -12,7 +12,7 @@ from typing import Any
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt", "kinematic")
 _GRAPH_OPTIONS = ("prefix_capacity", "suffix_capacity", "max_candidates", "num_threads", "onnx_dir", "auto_export",
-                  "cpu_mem_arena")
+                  "cpu_mem_arena", "retain_heap")
 
 
 def create_backend(name: str, model_dir: str | Path, **options: Any) -> Any:
@@ -21,8 +21,9 @@ def create_backend(name: str, model_dir: str | Path, **options: Any) -> Any:
     options: mode ("per_candidate" | "shared_reasoning"), num_threads, prefix_capacity,
     suffix_capacity, max_candidates, onnx_dir (onnxruntime; default MODEL_DIR/onnx), auto_export
     (onnxruntime: export once into ~/.cache/alpamayo_ros/onnx when MODEL_DIR/onnx is missing),
-    cpu_mem_arena (onnxruntime; default False: on a mid-size model it saves ~2 % of a tick for +41 % peak RSS;
-    on the tiny model it saves ~35 %, docs/benchmarks.md).
+    cpu_mem_arena (onnxruntime; default False: on a mid-size model it saves ~2 % of a tick for +41 % peak RSS),
+    retain_heap (onnxruntime; default True: glibc keeps large freed blocks on the heap instead of unmapping
+    them, ~20 % of a mid-size tick for ~+4 % peak RSS; see onnx_backend.retain_freed_memory, docs/benchmarks.md).
     """
     mode = options.pop("mode", "per_candidate")
     if name == "kinematic":

@@ -8,6 +8,8 @@ into its suffix slot by the executor.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,28 @@ import numpy as np
 from alpamayo_ros.runtime.config import RuntimeConfig, load_config
 from alpamayo_ros.runtime.executor import GraphExecutor, HostKVCache, ImageFeatures
 
-GRAPHS = ("vision", "prefill", "decode", "expert_step")
+GRAPHS = ("vision", "prefill", "decode", "expert_step")  # `sample` is for device backends: ORT samples on the host
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
+HEAP_RETAIN_BYTES = 512 << 20
+
+
+def retain_freed_memory(limit: int = HEAP_RETAIN_BYTES) -> bool:
+    """glibc only: serve allocations up to `limit` bytes from the heap and keep freed heap memory.
+
+    A tick allocates and frees tens of MB of temporaries per graph call (attention scores); above
+    glibc's 32 MB mmap ceiling each one is a fresh mapping whose every page faults on first touch (the
+    page faults were 40 % of the mid model's expert time). Kept on the heap they reuse warm pages. Peak
+    RSS stays the true peak of live tensors, unlike ONNX Runtime's CPU arena, which doubles its chunks
+    and holds them (docs/benchmarks.md). Process-wide; False where there is no glibc `mallopt`.
+    """
+    name = ctypes.util.find_library("c")
+    try:
+        mallopt = ctypes.CDLL(name).mallopt if name else None
+    except (OSError, AttributeError):
+        mallopt = None
+    if mallopt is None:
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, limit)) and bool(mallopt(_M_TRIM_THRESHOLD, 2 * limit))
 
 
 class OnnxRuntimeExecutor(GraphExecutor):
@@ -25,7 +48,7 @@ class OnnxRuntimeExecutor(GraphExecutor):
 
     def __init__(self, config: RuntimeConfig, onnx_dir: str | Path, num_threads: int | None = None,
                  providers: list[str] | None = None, weights_hash: str | None = None,
-                 cpu_mem_arena: bool = False) -> None:
+                 cpu_mem_arena: bool = False, retain_heap: bool = True) -> None:
         import onnxruntime as ort
 
         from alpamayo_ros.runtime.export import read_manifest
@@ -43,9 +66,10 @@ class OnnxRuntimeExecutor(GraphExecutor):
         if num_threads:
             opts.intra_op_num_threads = num_threads
         opts.inter_op_num_threads = 1
-        # Off by default (docs/benchmarks.md, bench_runtime_floor.py): on the mid model the arena saves ~2 % of
-        # a tick but keeps the largest transient tensors for the process lifetime (peak RSS +41 %).
+        # Arena off, heap retention on by default (docs/benchmarks.md, bench_runtime_floor.py): on the mid model
+        # the arena saves 2 % of a tick for +41 % peak RSS; retention saves 20 % for +4 %.
         opts.enable_cpu_mem_arena = cpu_mem_arena
+        self.heap_retained = retain_heap and retain_freed_memory()
         self.sessions = {}
         for name in GRAPHS:
             if name not in manifest["graphs"]:
@@ -138,4 +162,5 @@ def build_onnx_executor(model_dir: str | Path, **options: Any) -> OnnxRuntimeExe
 
     return OnnxRuntimeExecutor(cfg, onnx_dir, num_threads=options.get("num_threads"),
                                weights_hash=weights_fingerprint(model_dir),
-                               cpu_mem_arena=bool(options.get("cpu_mem_arena", False)))
+                               cpu_mem_arena=bool(options.get("cpu_mem_arena", False)),
+                               retain_heap=bool(options.get("retain_heap", True)))
