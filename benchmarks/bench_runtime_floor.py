@@ -9,7 +9,7 @@ counting bytes read + written; best of 25 runs, at the start and at the end), an
 the tokens (seeded and greedy) so two runs (code versions, arena settings) can be checked for
 identical tokens (`--baseline`). Each run is a fresh subprocess; the load average is recorded.
 
-    python benchmarks/bench_runtime_floor.py [--quick] [--ticks 4] [--threads 2] [--memory heap,arena,none]
+    python benchmarks/bench_runtime_floor.py [--quick | --models tiny,mid] [--ticks 4] [--threads 2] [--memory heap,arena,none]
         [--code-root DIR] [--baseline previous.json] [--out artifacts/bench/runtime_floor.json]
 
 `--code-root DIR` runs the workers (export + ticks) on another checkout of the package, e.g. the
@@ -189,6 +189,7 @@ def compare(results: dict, baseline: dict) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="tiny model only")
+    ap.add_argument("--models", default="tiny,mid", help="comma-separated subset of tiny,mid")
     ap.add_argument("--ticks", type=int, default=4)
     ap.add_argument("--max-gen", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)
@@ -215,7 +216,8 @@ def main() -> int:
                                  "load_avg_at_start": load_start, **rates},
                      "settings": {"k": args.k, "ticks": args.ticks, "max_generation_length": args.max_gen,
                                   "diffusion_steps": 10, "code_root": args.code_root}, "models": {}}
-    models = {"tiny": {}} if args.quick else {"tiny": {}, "mid": MID_OVERRIDES}
+    models = {name: o for name, o in (("tiny", {}), ("mid", MID_OVERRIDES))
+              if name in args.models.split(",") and not (args.quick and name != "tiny")}
     memories = [m for m in args.memory.split(",") if m]
     if bad := set(memories) - set(MEMORY):
         raise SystemExit(f"--memory: unknown {sorted(bad)}; choose from {sorted(MEMORY)}")

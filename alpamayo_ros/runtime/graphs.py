@@ -128,6 +128,21 @@ class DecodeGraph(nn.Module):
         return logits, torch.stack(new_k), torch.stack(new_v)
 
 
+SCORE_BLOCK_BYTES = 16 << 20  # fp32 score tensor of one expert query block at full capacity and batch
+
+
+def expert_query_block(cfg) -> int:
+    """Expert tokens per attention block: the largest power-of-two divisor of W whose score tensor
+    (Hq × K_max × block × (Cp + Cs + W) fp32) stays under SCORE_BLOCK_BYTES. Bounded temporaries are
+    reused by the allocator instead of mapped fresh (page faults) every call."""
+    e, w = cfg.expert, cfg.n_waypoints
+    per_token = 4 * e.num_attention_heads * cfg.max_candidates * (cfg.prefix_capacity + cfg.suffix_capacity + w)
+    block = w
+    while block > 1 and (block * per_token > SCORE_BLOCK_BYTES or w % block):
+        block //= 2
+    return block
+
+
 class ExpertStepGraph(nn.Module):
     """x_next = x + dt · v(x, t) for K candidates, reading prefix + suffix KV (read only)."""
 
@@ -136,6 +151,7 @@ class ExpertStepGraph(nn.Module):
         self.expert = model.expert
         self.action_in_proj = model.action_in_proj
         self.action_out_proj = model.action_out_proj
+        self.query_block = expert_query_block(model.config)
 
     def forward(
         self,
@@ -154,7 +170,9 @@ class ExpertStepGraph(nn.Module):
         for i, layer in enumerate(self.expert.layers):
             q, k, v = layer.project_qkv(h, cos, sin)
             parts = _cache_parts(prefix_keys[i], prefix_values[i], suffix_keys[i], suffix_values[i], suffix_mask, k, v)
-            h = layer.finish(h, cached_attention(q, parts, layer.self_attn.scaling))
+            blocks = [cached_attention(q[:, :, j:j + self.query_block], parts, layer.self_attn.scaling)
+                      for j in range(0, q.shape[2], self.query_block)]  # rows are independent: W/block blocks
+            h = layer.finish(h, blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=1))
         return x + dt * self.action_out_proj(self.expert.norm(h))
 
 

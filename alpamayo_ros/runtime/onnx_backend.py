@@ -21,7 +21,7 @@ from alpamayo_ros.runtime.executor import GraphExecutor, HostKVCache, ImageFeatu
 
 GRAPHS = ("vision", "prefill", "decode", "expert_step")  # `sample` is for device backends: ORT samples on the host
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
-HEAP_RETAIN_BYTES = 512 << 20
+HEAP_RETAIN_BYTES = int(os.environ.get("ALPAMAYO_HEAP_RETAIN_MB", "512")) << 20
 
 
 def retain_freed_memory(limit: int = HEAP_RETAIN_BYTES) -> bool:
