@@ -21,9 +21,9 @@ def create_backend(name: str, model_dir: str | Path, **options: Any) -> Any:
     options: mode ("per_candidate" | "shared_reasoning"), num_threads, prefix_capacity,
     suffix_capacity, max_candidates, onnx_dir (onnxruntime; default MODEL_DIR/onnx), auto_export
     (onnxruntime: export once into ~/.cache/alpamayo_ros/onnx when MODEL_DIR/onnx is missing),
-    cpu_mem_arena (onnxruntime; default False: on a mid-size model it saves ~2 % of a tick for +41 % peak RSS),
-    retain_heap (onnxruntime; default True: glibc keeps large freed blocks on the heap instead of unmapping
-    them, ~20 % of a mid-size tick for ~+4 % peak RSS; see onnx_backend.retain_freed_memory, docs/benchmarks.md).
+    cpu_mem_arena (onnxruntime; default False: its chunk doubling costs ~40 % peak RSS on a mid-size model),
+    retain_heap (onnxruntime; default True: glibc keeps the per-call temporaries on the heap instead of mapping
+    them fresh every call; see onnx_backend.retain_freed_memory and docs/benchmarks.md for the measurements).
     """
     mode = options.pop("mode", "per_candidate")
     if name == "kinematic":

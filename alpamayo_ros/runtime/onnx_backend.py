@@ -21,17 +21,18 @@ from alpamayo_ros.runtime.executor import GraphExecutor, HostKVCache, ImageFeatu
 
 GRAPHS = ("vision", "prefill", "decode", "expert_step")  # `sample` is for device backends: ORT samples on the host
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
-HEAP_RETAIN_BYTES = int(os.environ.get("ALPAMAYO_HEAP_RETAIN_MB", "512")) << 20
+HEAP_RETAIN_BYTES = 64 << 20  # above the largest per-call temporary of the graphs (bounded score blocks)
 
 
 def retain_freed_memory(limit: int = HEAP_RETAIN_BYTES) -> bool:
     """glibc only: serve allocations up to `limit` bytes from the heap and keep freed heap memory.
 
-    A tick allocates and frees tens of MB of temporaries per graph call (attention scores); above
-    glibc's 32 MB mmap ceiling each one is a fresh mapping whose every page faults on first touch (the
-    page faults were 40 % of the mid model's expert time). Kept on the heap they reuse warm pages. Peak
-    RSS stays the true peak of live tensors, unlike ONNX Runtime's CPU arena, which doubles its chunks
-    and holds them (docs/benchmarks.md). Process-wide; False where there is no glibc `mallopt`.
+    A tick allocates and frees tens of MB of temporaries per graph call (attention score blocks); glibc
+    maps each block above its mmap threshold fresh and unmaps it on free, so every page faults on first
+    touch, every call (half of the tiny model's prefill and expert time). Served from the heap and kept
+    there (up to 2 × `limit` of free heap) they reuse warm pages. Unlike ONNX Runtime's CPU arena, which
+    doubles its chunks and holds them (+40 % peak RSS on the mid model), this keeps peak RSS near the
+    live peak (docs/benchmarks.md). Process-wide; False where there is no glibc `mallopt`.
     """
     name = ctypes.util.find_library("c")
     try:
@@ -66,8 +67,7 @@ class OnnxRuntimeExecutor(GraphExecutor):
         if num_threads:
             opts.intra_op_num_threads = num_threads
         opts.inter_op_num_threads = 1
-        # Arena off, heap retention on by default (docs/benchmarks.md, bench_runtime_floor.py): on the mid model
-        # the arena saves 2 % of a tick for +41 % peak RSS; retention saves 20 % for +4 %.
+        # Arena off, heap retention on by default: measured with benchmarks/bench_runtime_floor.py, docs/benchmarks.md.
         opts.enable_cpu_mem_arena = cpu_mem_arena
         self.heap_retained = retain_heap and retain_freed_memory()
         self.sessions = {}
