@@ -26,7 +26,7 @@ def sampler(tiny_model_dir, tmp_path_factory: pytest.TempPathFactory):
     tiny = load_config(tiny_model_dir)
     cfg = dataclasses.replace(tiny, text=dataclasses.replace(tiny.text, vocab_size=20_000))
     model = type("Model", (), {"config": cfg})()
-    module = SampleGraph(model)  # type: ignore[arg-type]
+    module = SampleGraph(model).eval()  # type: ignore[arg-type]
     assert module.window == SAMPLE_WINDOW < 20_000
     io = _graph_io(cfg)["sample"]
     path = tmp_path_factory.mktemp("sample") / "sample.onnx"
