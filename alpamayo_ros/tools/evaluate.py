@@ -306,6 +306,8 @@ class Evaluation:
         """(bags to run, bags already done). A bag is done when its results file has this run's
         settings, the bag is unchanged (where it can be read here), and it did not fail (or failed
         and `retry_failed` is off)."""
+        for tmp in self.results_dir.glob(".*.tmp") if self.results_dir.is_dir() else []:
+            tmp.unlink(missing_ok=True)  # a file a killed run was writing (one evaluate per OUT at a time)
         todo, done = [], []
         for bag in bags:
             try:

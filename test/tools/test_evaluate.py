@@ -128,6 +128,7 @@ def test_a_killed_run_resumes_to_the_same_report(in_process: Path, eval_bags: li
     assert main(kinematic_args(eval_bags, out)) == 1
     assert numbers(out) == numbers(in_process)
     assert all(results.joinpath(n).stat().st_mtime_ns == t for n, t in first.items())  # kept, not redone
+    assert not list(results.glob(".*.tmp"))  # what the killed run was writing is gone
     runs = json.loads((out / "evaluation.json").read_text())["runs"]
     assert runs[0]["finished"] is None and runs[1]["skipped"] == len(first) and runs[1]["to_run"] == 7 - len(first)
     # a third run has nothing to do and writes the same report
