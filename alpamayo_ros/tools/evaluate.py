@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from alpamayo_ros.tools.protocol import REFERENCE
+from alpamayo_ros.tools.protocol import META_CLIP_ID, REFERENCE, bag_custom_data
 from alpamayo_ros.tools.replay import ReplayOptions, ReplayResult, failed_result, replay_bag
 from alpamayo_ros.tools.results import (
     ResultsFileError,
@@ -73,8 +73,6 @@ class EvalSpec:
         clip id from import-pai's metadata)."""
         if not self.t0_table:
             return self.options
-        from alpamayo_ros.tools.protocol import META_CLIP_ID, bag_custom_data
-
         key = bag.name if bag.name in self.t0_table else bag_custom_data(bag).get(META_CLIP_ID, bag.name)
         if key in self.t0_table:
             return replace(self.options, t0_offsets_s=self.t0_table[key])
