@@ -189,7 +189,8 @@ class HostKVCache:
         self.prefix_len = length
         for kind, new in zip(KV_NAMES, (keys, values), strict=True):
             if new is not None:
-                self.prefix_view(kind)[...] = np.stack(new)
+                for layer, part in zip(self.prefix_view(kind), new, strict=True):  # no stacked temporary
+                    layer[...] = part
 
     def write_suffix(self, slot: int, key: np.ndarray, value: np.ndarray) -> None:
         """New tokens' K/V (L, Hkv, B, 1, Dh) into suffix slot `slot` of every row."""

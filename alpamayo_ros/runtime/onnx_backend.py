@@ -101,7 +101,7 @@ class OnnxRuntimeExecutor(GraphExecutor):
                 binding.bind_output(f"new_{kind}_{i}", "cpu", 0, np.float32, list(layer.shape), layer.ctypes.data)
         session.run_with_iobinding(binding)
         self.kv.set_prefix(p)
-        return binding.copy_outputs_to_cpu()[0][0]
+        return binding.get_outputs()[0].numpy()[0]  # the logits only (copy_outputs_to_cpu would copy the K/V too)
 
     def start_decode(self, batch: int) -> None:
         self.kv.batch = batch
