@@ -261,8 +261,10 @@ def test_time_jump_is_reported_and_reset_recovers(model_dir) -> None:
 
 
 def test_camera_set_must_match_the_model(model_dir) -> None:
-    with pytest.raises(ValueError, match="model's cameras"):
+    with pytest.raises(ValueError, match=r"Alpamayo-R1 was trained on cameras \[0, 1, 2, 6\] only"):
         make(model_dir, camera_ids=(0, 1, 2, 3))
+    with pytest.raises(ValueError, match="takes 4 cameras, got 2"):
+        make(model_dir, camera_ids=(1, 6))
 
 
 def test_missing_tokenizer_names_the_fix(tmp_path) -> None:
