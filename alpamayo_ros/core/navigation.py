@@ -87,7 +87,7 @@ def check_prompt_text(text: str, what: str, max_chars: int = 200) -> str:
 @dataclass(frozen=True)
 class RouteInstruction:
     text: str
-    received_s: float  # when it arrived (node clock, or bag time in replay)
+    received_s: float | None  # when it arrived (node clock, or bag time in replay); None: before the clock ran
 
 
 class RouteState:
@@ -102,8 +102,11 @@ class RouteState:
         self.latest: RouteInstruction | None = None
         self.expired: RouteInstruction | None = None  # the last one dropped for its age (diagnostics)
 
-    def update(self, text: str, received_s: float) -> RouteInstruction | None:
-        """Take a new instruction ("" or only whitespace: clear). Raises PromptTextError (the previous one stays)."""
+    def update(self, text: str, received_s: float | None) -> RouteInstruction | None:
+        """Take a new instruction ("" or only whitespace: clear). Raises PromptTextError (the previous one stays).
+
+        ``received_s`` None: the clock has not started (simulated time before the first /clock); its
+        age then counts from the first ``current`` call."""
         if not text.strip():
             self.latest = None
             return None
@@ -114,7 +117,9 @@ class RouteState:
     def current(self, now_s: float) -> RouteInstruction | None:
         """The instruction in effect at ``now_s`` (received at or before it, not older than max_age_s)."""
         latest = self.latest
-        if latest is None or latest.received_s > now_s:
+        if latest is not None and latest.received_s is None:
+            latest = self.latest = RouteInstruction(latest.text, now_s)
+        if latest is None or latest.received_s is None or latest.received_s > now_s:
             return None
         if now_s - latest.received_s > self.max_age_s:
             self.expired, self.latest = latest, None

@@ -82,3 +82,11 @@ def test_route_state_ages_out_and_clears() -> None:
     assert state.current(14.0) is None and state.expired is None  # "" clears
     with pytest.raises(ValueError):
         RouteState(max_age_s=0.0)
+
+
+def test_route_received_before_the_clock_ran_ages_from_its_first_use() -> None:
+    state = RouteState(max_age_s=2.0)
+    state.update("Turn right in 9m", None)  # simulated time, no /clock yet
+    assert state.current(1000.0).text == "Turn right in 9m"  # 1000 s of sim time is not its age
+    assert state.current(1001.9).text == "Turn right in 9m"
+    assert state.current(1002.1) is None and state.expired.received_s == 1000.0
