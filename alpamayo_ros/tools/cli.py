@@ -166,9 +166,13 @@ def _replay_options(args: argparse.Namespace, params: Any) -> Any:
     if args.online and policy == "exact":
         raise SystemExit("error: --t0-policy exact is offline only: online, the node plans at its own t0 "
                          "(use --t0-policy node, or replay offline)")
+    from alpamayo_ros.tools.topics import resolve_node_topic
+
     return ReplayOptions(
         cameras=camera_topics(params), odom_topic=params.odometry_topic, period_s=args.period,
         include_tail=args.include_tail, max_ticks=args.max_ticks, t0_offsets_s=offsets, t0_policy=policy,
+        route_topic=resolve_node_topic(params.route.topic, args.node_name, args.namespace),
+        route_max_age_s=params.route.max_age_s,
     )
 
 

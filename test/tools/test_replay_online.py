@@ -137,3 +137,40 @@ def test_free_running_replay_records_plans_at_the_nodes_pace(short_bag, tiny_mod
     assert all(r.xyz.shape == (3, 64, 3) for r in planned)
     assert {r.status for r in online.records} <= {"planned", "timeout", "gate_rejected", "fallback"}
     assert online.meta["recorded_messages"] >= len(planned)
+
+
+@pytest.fixture(scope="module")
+def tiny_model_1_5(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    pytest.importorskip("torch")
+    from alpamayo_ros.runtime.tiny_model import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("model") / "tiny15", variant="alpamayo1_5")
+
+
+def test_route_instructions_from_the_bag_reach_the_prompt_in_both_modes(short_bag, tiny_model_1_5: Path,
+                                                                       tmp_path: Path) -> None:
+    """The demo bag's route topic (1 Hz) goes into Alpamayo 1.5's prompt offline and through the node's
+    ~/route_instruction online; with route.max_age_s 0.5 s some ticks find it aged out, the same ones."""
+    from alpamayo_ros.tools.topics import DEFAULT_ROUTE_TOPIC
+
+    ov = _overrides(tiny_model_1_5, 5) | {"route.max_age_s": 0.5}
+    params = node_params(DEFAULT_PARAMS_FILE, ov)
+    opts = ReplayOptions(cameras=camera_topics(params), odom_topic=params.odometry_topic, period_s=0.2,
+                         max_ticks=12, route_topic=DEFAULT_ROUTE_TOPIC, route_max_age_s=params.route.max_age_s)
+    backend, planner = build_planner_from_params(params)
+    try:
+        offline = run_offline(short_bag.path, planner, opts)
+    finally:
+        backend.close()
+    _, shadow = build_planner_from_params(params)
+    online = run_online(short_bag.path, opts, OnlineOptions(
+        params_file=DEFAULT_PARAMS_FILE, param_overrides=lockstep_overrides(params) | ov,
+        log_path=tmp_path / "node.log", startup_timeout_s=60.0, first_plan_timeout_s=60.0, plan_timeout_s=20.0,
+    ), shadow=shadow)
+    assert online.error is None and offline.error is None
+    off = [(r.status, r.route_instruction) for r in offline.records]
+    on = [(r.status, r.route_instruction) for r in online.records]
+    assert on == off, (tmp_path / "node.log").read_text()[-2000:]
+    routes = [route for status, route in off if status == "planned"]
+    assert any(r.startswith("Turn left") for r in routes) and "" in routes, routes
+    assert set(routes) <= {"", "Turn left", "Continue straight"} | {f"Turn left in {d}m" for d in range(100)}
