@@ -548,6 +548,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--period", type=float, default=1.0, help="seconds of bag time between ticks (1 keeps the CPU demo short)")
     p.add_argument("--backend", default="onnxruntime", help="onnxruntime (tiny model) or kinematic")
     p.add_argument("--num-candidates", type=int, default=3, help="K candidates per tick")
+    p.add_argument("--model", default="alpamayo1_5", choices=("alpamayo1_5", "alpamayo_r1"),
+                   help="which tiny model (1.5 reads the bag's route instructions)")
     p.add_argument("--offline", action="store_true", help="drive the planner in-process instead of over DDS")
     p.add_argument("--fresh", action="store_true", help="remake the bag and the model even if present")
     p.add_argument("--quiet", action="store_true")
