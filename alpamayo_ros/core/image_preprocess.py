@@ -11,7 +11,9 @@ pixel, quantised to int16 with a per-axis precision chosen from the largest weig
 to a uint8 buffer, then a vertical pass, each ``(Σ w·x + 2^(p−1)) >> p`` clamped to [0, 255].
 ``resize_method="exact"`` (default) reproduces that integer arithmetic, so the result is bit-identical
 to torchvision (checked in test/core/test_image_preprocess.py against torch and both transformers
-processors). ``resize_method="opencv"`` uses ``cv2.resize(INTER_AREA)``, which is faster but not the
+processors). The exact resize can be injected (``exact_resizer``): ``alpamayo_ros.runtime.image_resize``
+runs torch's own kernel when torch is installed (~20× faster, bit-identical); core itself never imports
+torch, so the NumPy kernel here is the default and the fallback. ``resize_method="opencv"`` uses ``cv2.resize(INTER_AREA)``, which is faster but not the
 reference kernel: on random and natural-like images it differs by several uint8 levels (measured by
 benchmarks/bench_model_inputs.py and reported in docs/model_inputs.md), so it is opt-in only.
 The PIL-backed ``Qwen2VLImageProcessorPil`` uses 22-bit weights and differs from torch by ≤1 level.
@@ -20,6 +22,7 @@ The PIL-backed ``Qwen2VLImageProcessorPil`` uses 22-bit weights and differs from
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 
@@ -29,6 +32,9 @@ import numpy as np
 from .model_config import ProcessorConfig
 
 _DEFAULT = ProcessorConfig()
+
+ExactResizer = Callable[[np.ndarray, int, int], np.ndarray]
+"""(rgb uint8 (H, W, 3), out_h, out_w) -> uint8 (out_h, out_w, 3), bit-identical to ``resize_bicubic_aa_u8``."""
 
 
 class ImageDecodeError(ValueError):
@@ -182,9 +188,12 @@ def resize_bicubic_aa_u8(rgb: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
     return np.ascontiguousarray(img)
 
 
-def resize_rgb(rgb: np.ndarray, out_h: int, out_w: int, method: str = "exact") -> np.ndarray:
+def resize_rgb(rgb: np.ndarray, out_h: int, out_w: int, method: str = "exact",
+               exact_resizer: ExactResizer | None = None) -> np.ndarray:
     if method == "exact":
-        return resize_bicubic_aa_u8(rgb, out_h, out_w)
+        if (out_h, out_w) == rgb.shape[:2]:
+            return rgb
+        return (exact_resizer or resize_bicubic_aa_u8)(rgb, out_h, out_w)
     if method == "opencv":
         if (out_h, out_w) == rgb.shape[:2]:
             return rgb
@@ -223,20 +232,20 @@ def patchify(resized: np.ndarray, cfg: ProcessorConfig = _DEFAULT) -> tuple[np.n
     return rows.reshape(gh * gw, 3 * t * p * p), np.array([1, gh, gw], dtype=np.int64)
 
 
-def preprocess_image(rgb: np.ndarray, cfg: ProcessorConfig = _DEFAULT,
-                     resize_method: str = "exact") -> tuple[np.ndarray, np.ndarray]:
+def preprocess_image(rgb: np.ndarray, cfg: ProcessorConfig = _DEFAULT, resize_method: str = "exact",
+                     exact_resizer: ExactResizer | None = None) -> tuple[np.ndarray, np.ndarray]:
     """RGB uint8 (H, W, 3) → (pixel_rows float32 (N, 1536), grid_thw int64 (3,)), spec §1.2."""
     rgb = _check_rgb(rgb)
     oh, ow = smart_resize(rgb.shape[0], rgb.shape[1], cfg.factor, cfg.min_pixels, cfg.max_pixels)
-    return patchify(resize_rgb(rgb, oh, ow, resize_method), cfg)
+    return patchify(resize_rgb(rgb, oh, ow, resize_method, exact_resizer), cfg)
 
 
 def preprocess_frame(rgb: np.ndarray, camera_id: int, stamp_ns: int, cfg: ProcessorConfig = _DEFAULT,
-                     resize_method: str = "exact") -> PreprocessedFrame:
+                     resize_method: str = "exact", exact_resizer: ExactResizer | None = None) -> PreprocessedFrame:
     """Resize once on arrival; the rows follow lazily (see ``PreprocessedFrame``)."""
     rgb = _check_rgb(rgb)
     oh, ow = smart_resize(rgb.shape[0], rgb.shape[1], cfg.factor, cfg.min_pixels, cfg.max_pixels)
-    resized = resize_rgb(rgb, oh, ow, resize_method)
+    resized = resize_rgb(rgb, oh, ow, resize_method, exact_resizer)
     resized.setflags(write=False)
     return PreprocessedFrame(int(camera_id), int(stamp_ns), resized, (int(rgb.shape[0]), int(rgb.shape[1])), cfg)
 

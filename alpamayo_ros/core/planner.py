@@ -36,7 +36,7 @@ from .frames import MAX_LOOKAHEAD_S, FrameSelectionConfig, FrameSelectionError, 
 from .gates import GateResult, InputGateConfig, OutputGateConfig, check_input, check_output
 from .geometry import yaw_from_rotmat
 from .history_tokens import HistoryTokenizerConfig, history_token_ids
-from .image_preprocess import preprocess_frame
+from .image_preprocess import ExactResizer, preprocess_frame
 from .model_config import ModelInputConfig, load_model_dir_config
 from .model_inputs import build_model_inputs, build_question_inputs
 from .tokenizer import AlpamayoTokenizer
@@ -173,12 +173,14 @@ class Planner:
 
     def __init__(self, backend: TrajectoryBackend, tokenizer: AlpamayoTokenizer, inputs: ModelInputConfig,
                  action_space: ActionSpaceConfig, history_tokens: HistoryTokenizerConfig,
-                 config: PlannerConfig, normalization: Normalization | None = None) -> None:
+                 config: PlannerConfig, normalization: Normalization | None = None,
+                 exact_resizer: ExactResizer | None = None) -> None:
         try:
             inputs = replace(inputs, inputs=inputs.inputs.with_cameras(config.camera_ids))
         except ValueError as exc:
             raise ValueError(f"the configured cameras {list(config.camera_ids)} do not fit the model: {exc}") from exc
         self.backend = backend
+        self.exact_resizer = exact_resizer  # None: core's NumPy kernel (runtime.image_resize has torch's)
         self.tokenizer = tokenizer
         self.inputs = inputs
         self.variant = inputs.inputs.variant
@@ -205,7 +207,8 @@ class Planner:
             raise ValueError(f"camera id {camera_id} is not one of the model's cameras {list(self.config.camera_ids)}")
         if not np.isfinite(stamp_s):
             raise ValueError(f"image stamp must be finite, got {stamp_s}")
-        frame = preprocess_frame(rgb, camera_id, round(stamp_s * NS), self.inputs.processor)
+        frame = preprocess_frame(rgb, camera_id, round(stamp_s * NS), self.inputs.processor,
+                                 exact_resizer=self.exact_resizer)
         with self._frames_lock:
             self.frames.add(frame)
             self.counters["frames_added"] += 1
@@ -384,8 +387,13 @@ class _Stopwatch:
         return time.perf_counter() - self._start
 
 
-def build_planner(backend: TrajectoryBackend, model_dir: str | Path, config: PlannerConfig) -> Planner:
-    """A Planner for the model in ``model_dir`` (config.json + tokenizer.json, as released)."""
+def build_planner(backend: TrajectoryBackend, model_dir: str | Path, config: PlannerConfig,
+                  exact_resizer: ExactResizer | None = None) -> Planner:
+    """A Planner for the model in ``model_dir`` (config.json + tokenizer.json, as released).
+
+    ``exact_resizer``: the bit-exact image resize to use (default core's NumPy kernel; the ROS node and
+    the tools pass ``alpamayo_ros.runtime.image_resize.exact_resizer()``, torch's kernel when installed).
+    """
     model_dir = Path(model_dir)
     cfg = load_model_dir_config(model_dir)
     tokenizer = load_model_tokenizer(model_dir, cfg)
@@ -396,7 +404,8 @@ def build_planner(backend: TrajectoryBackend, model_dir: str | Path, config: Pla
     action_space = ActionSpaceConfig.from_model_config(cfg)
     normalization = choose_normalization(backend.identity, action_space, config.normalization_constants)
     history_tokens = HistoryTokenizerConfig.from_model_config(cfg)
-    return Planner(backend, tokenizer, inputs, action_space, history_tokens, config, normalization)
+    return Planner(backend, tokenizer, inputs, action_space, history_tokens, config, normalization,
+                   exact_resizer)
 
 
 def choose_normalization(identity: BackendIdentity, nominal: ActionSpaceConfig, choice: str) -> Normalization:

@@ -390,12 +390,13 @@ class PlannerNode(LifecycleNode):
     def _load(self, params: NodeParams) -> tuple[Any, Any]:
         from alpamayo_ros.core.planner import build_planner
         from alpamayo_ros.runtime import create_backend
+        from alpamayo_ros.runtime.image_resize import planner_resizer
 
         options = backend_options(params)
         config = planner_config(params)
         backend = create_backend(params.backend, params.model_dir, **options)
         try:
-            planner = build_planner(backend, params.model_dir, config)
+            planner = build_planner(backend, params.model_dir, config, exact_resizer=planner_resizer(params))
         except ValueError as exc:
             self._close_backend(backend)
             if "camera" in str(exc):

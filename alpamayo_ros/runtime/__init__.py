@@ -12,7 +12,7 @@ from typing import Any
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt", "kinematic")
 _GRAPH_OPTIONS = ("prefix_capacity", "suffix_capacity", "max_candidates", "num_threads", "onnx_dir", "auto_export",
-                  "cpu_mem_arena")
+                  "cpu_mem_arena", "retain_heap")
 
 
 def create_backend(name: str, model_dir: str | Path, **options: Any) -> Any:
@@ -21,7 +21,9 @@ def create_backend(name: str, model_dir: str | Path, **options: Any) -> Any:
     options: mode ("per_candidate" | "shared_reasoning"), num_threads, prefix_capacity,
     suffix_capacity, max_candidates, onnx_dir (onnxruntime; default MODEL_DIR/onnx), auto_export
     (onnxruntime: export once into ~/.cache/alpamayo_ros/onnx when MODEL_DIR/onnx is missing),
-    cpu_mem_arena (onnxruntime; default False: halves peak RSS at no measurable cost here).
+    cpu_mem_arena (onnxruntime; default False: its chunk doubling costs ~40 % peak RSS on a mid-size model),
+    retain_heap (onnxruntime; default True: glibc keeps the per-call temporaries on the heap instead of mapping
+    them fresh every call; see onnx_backend.retain_freed_memory and docs/benchmarks.md for the measurements).
     """
     mode = options.pop("mode", "per_candidate")
     if name == "kinematic":

@@ -67,6 +67,9 @@ class ActionInProjConfig:
     max_freq: float = 100.0
 
 
+PREFILL_QUERY_BLOCK = 512  # prefill queries per causal-attention block when the prompt fills the capacity
+
+
 @dataclass(frozen=True)
 class RuntimeConfig:
     """Everything the runtime needs to build the model and size its buffers."""
@@ -99,6 +102,17 @@ class RuntimeConfig:
     @property
     def num_deepstack(self) -> int:
         return len(self.vision.deepstack_visual_indexes)
+
+    @property
+    def prefill_query_blocks(self) -> int:
+        """Causal-attention query blocks of the prefill graph: ≤ PREFILL_QUERY_BLOCK queries each at capacity."""
+        return max(1, -(-self.prefix_capacity // PREFILL_QUERY_BLOCK))
+
+    @property
+    def prefix_buffer_tokens(self) -> int:
+        """Prefix KV slots: the capacity rounded up to whole query blocks (the prefill pads the prompt to them)."""
+        n = self.prefill_query_blocks
+        return -(-self.prefix_capacity // n) * n
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

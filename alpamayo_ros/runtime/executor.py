@@ -1,8 +1,9 @@
 """The executor interface (docs/runtime.md §5): executes graphs and owns buffers, decides nothing.
 
 The orchestrator (backend-agnostic) calls these methods; torch and ONNX Runtime implement them
-here, TensorRT in `tensorrt*.py`. Arrays crossing this interface are numpy on the host, except
-`ImageFeatures`, which an executor may keep wherever it likes (e.g. device memory).
+here, TensorRT in `tensorrt/`. Arrays crossing this interface are numpy on the host, except
+`ImageFeatures`, which an executor may keep wherever it likes (e.g. device memory). `HostKVCache`
+is the KV layout of docs/runtime.md §2 in host memory, shared by the torch and ONNX Runtime executors.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import numpy as np
 
 from alpamayo_ros.core.action_space import Normalization
 from alpamayo_ros.runtime.config import RuntimeConfig
+
+MASK_VALUE = -1.0e9  # additive mask for hidden keys, = modeling.attention.MASK_VALUE (no torch import here)
 
 
 @dataclass
@@ -59,10 +62,10 @@ class GraphExecutor(ABC):
         token_ids: np.ndarray,  # (B,) int64
         position_ids: np.ndarray,  # (3, B, 1) int64
         write_index: int,
-        prefix_mask: np.ndarray,  # (1, Cp) f32
-        suffix_mask: np.ndarray,  # (B, Cs) f32
+        suffix_mask: np.ndarray,  # (B, Cs) f32: 0 on the slots [0, write_index) already written
     ) -> np.ndarray:
-        """`decode` graph; writes suffix slot `write_index`; returns (B, V) logits."""
+        """`decode` graph over the prompt + suffix slots [0, write_index) + the fed token; writes the fed
+        token's K/V at suffix slot `write_index`; returns (B, V) logits."""
 
     @abstractmethod
     def run_expert(
@@ -70,10 +73,31 @@ class GraphExecutor(ABC):
         x0: np.ndarray,  # (K, W, 2) f32
         steps: list[tuple[float, float]],  # (t_i, dt_i)
         position_ids: np.ndarray,  # (3, K, W) int64
-        prefix_mask: np.ndarray,  # (1, Cp)
         suffix_mask: np.ndarray,  # (K, Cs)
     ) -> np.ndarray:
-        """`expert_step` graph len(steps) times over the read-only KV; returns x at t = 1."""
+        """`expert_step` graph len(steps) times over the read-only KV (the whole prompt + the suffix
+        slots `suffix_mask` shows); returns x at t = 1."""
+
+    # device sampling (docs/runtime.md §4.1): executors with a `sample` graph on the device set this
+    device_sampling = False
+
+    def decode_sampled(
+        self,
+        token_ids: np.ndarray,
+        position_ids: np.ndarray,
+        write_index: int,
+        suffix_mask: np.ndarray,
+        uniforms: np.ndarray,  # (B,) the host's draws for this step
+        temperature: float,
+        top_p: float,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """`decode` + `sample` on the device: (B,) token ids and (B,) `covered`; a row not covered needs
+        the host sampler on `last_logits()`. Only where `device_sampling` is True."""
+        raise NotImplementedError(f"{self.name} samples on the host")
+
+    def last_logits(self) -> np.ndarray:
+        """(B, V) logits of the last `decode_sampled` step (downloaded only when a row needs them)."""
+        raise NotImplementedError(f"{self.name} samples on the host")
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release buffers/sessions."""
@@ -88,11 +112,13 @@ class GraphExecutor(ABC):
         counters[name] = counters.get(name, 0) + n
 
     # shared helpers -------------------------------------------------------------------------
-    def kv_shapes(self, batch: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
-        t = self.config.text
-        prefix = (t.num_hidden_layers, t.num_key_value_heads, self.config.prefix_capacity, t.head_dim)
-        suffix = (t.num_hidden_layers, batch, t.num_key_value_heads, self.config.suffix_capacity, t.head_dim)
-        return prefix, suffix
+    def padded_ids(self, input_ids: np.ndarray) -> np.ndarray:
+        """Prefill `input_ids` (1, S): the prompt padded at its end to a multiple of the prefill's query
+        blocks (the causal mask hides the padding from the prompt; its K/V are not kept)."""
+        p, n = int(input_ids.shape[0]), self.config.prefill_query_blocks
+        ids = np.full((1, -(-p // n) * n), self.config.layout.pad, dtype=np.int64)
+        ids[0, :p] = input_ids
+        return ids
 
     @staticmethod
     def stack_features(features: list[ImageFeatures]) -> tuple[np.ndarray, np.ndarray]:
@@ -100,3 +126,87 @@ class GraphExecutor(ABC):
         embeds = np.concatenate([f.embeds for f in features], axis=0)
         deepstack = np.concatenate([f.deepstack for f in features], axis=1)
         return embeds, deepstack
+
+
+KV_NAMES = ("key", "value")
+KV_TENSOR_PREFIXES = ("prefix_key", "prefix_value", "suffix_key", "suffix_value", "new_key", "new_value")
+
+
+def layer_input_names(layers: int) -> list[str]:
+    """Per-layer KV inputs of decode / expert_step, in graph input order."""
+    return [f"{part}_{kind}_{i}" for part in ("prefix", "suffix") for kind in KV_NAMES for i in range(layers)]
+
+
+def prefill_kv_output_names(layers: int) -> list[str]:
+    """Per-layer K/V outputs of the prefill, in graph output order (after `logits`)."""
+    return [f"new_{kind}_{i}" for kind in KV_NAMES for i in range(layers)]
+
+
+def is_kv_tensor(name: str) -> bool:
+    """A graph tensor holding KV cache entries (their dtype is the KV precision of an engine build)."""
+    return name.startswith(KV_TENSOR_PREFIXES)
+
+
+class HostKVCache:
+    """KV buffers of docs/runtime.md §2 in host memory, allocated once at full capacity.
+
+    Each buffer is one zeroed flat allocation; the current (padded) prompt length P or decode batch B
+    selects a view of its head in the graph layout, (L, Hkv, P, Dh) / (L, Hkv, B, Cs, Dh), so every
+    layer's slice `view[i]` is contiguous and goes to a graph as it is (no copy). Masked suffix slots
+    keep finite values (zeros or earlier tokens), so a masked score is finite too.
+    """
+
+    def __init__(self, config: RuntimeConfig) -> None:
+        t = config.text
+        self.layers, self.heads, self.head_dim = t.num_hidden_layers, t.num_key_value_heads, t.head_dim
+        self.prefix_tokens, self.suffix_capacity, self.max_batch = (
+            config.prefix_buffer_tokens, config.suffix_capacity, config.max_candidates)
+        per_prefix = self.layers * self.heads * self.prefix_tokens * self.head_dim
+        per_suffix = self.layers * self.heads * self.max_batch * self.suffix_capacity * self.head_dim
+        self._prefix = {kind: np.zeros(per_prefix, dtype=np.float32) for kind in KV_NAMES}
+        self._suffix = {kind: np.zeros(per_suffix, dtype=np.float32) for kind in KV_NAMES}
+        self.prefix_len = 0
+        self.batch = 0
+
+    def prefix_view(self, kind: str, length: int | None = None) -> np.ndarray:
+        p = self.prefix_len if length is None else length
+        if not 0 <= p <= self.prefix_tokens:
+            raise ValueError(f"prompt of {p} tokens exceeds the prefix buffer ({self.prefix_tokens})")
+        n = self.layers * self.heads * p * self.head_dim
+        return self._prefix[kind][:n].reshape(self.layers, self.heads, p, self.head_dim)
+
+    def suffix_view(self, kind: str, batch: int | None = None) -> np.ndarray:
+        b = self.batch if batch is None else batch
+        if not 0 <= b <= self.max_batch:
+            raise ValueError(f"batch {b} exceeds max_candidates {self.max_batch}")
+        n = self.layers * self.heads * b * self.suffix_capacity * self.head_dim
+        return self._suffix[kind][:n].reshape(self.layers, self.heads, b, self.suffix_capacity, self.head_dim)
+
+    def set_prefix(self, length: int, keys: list[np.ndarray] | None = None,
+                   values: list[np.ndarray] | None = None) -> None:
+        """A new prompt of `length` tokens: its per-layer K/V (Hkv, length, Dh), or None when the graph wrote
+        them into `prefix_view(kind, length)` itself."""
+        self.prefix_len = length
+        for kind, new in zip(KV_NAMES, (keys, values), strict=True):
+            if new is not None:
+                self.prefix_view(kind)[...] = np.stack(new)
+
+    def write_suffix(self, slot: int, key: np.ndarray, value: np.ndarray) -> None:
+        """New tokens' K/V (L, Hkv, B, 1, Dh) into suffix slot `slot` of every row."""
+        if not 0 <= slot < self.suffix_capacity:
+            raise ValueError(f"suffix slot {slot} outside [0, {self.suffix_capacity})")
+        for kind, new in zip(KV_NAMES, (key, value), strict=True):
+            self.suffix_view(kind)[:, :, :, slot] = new[:, :, :, 0]
+
+    def feeds(self, rows: int | None = None) -> dict[str, np.ndarray]:
+        """Per-layer KV inputs of decode / expert_step. `rows` > batch (shared reasoning: one decoded row
+        for K candidates) repeats the suffix rows: the graphs tie the suffix batch to the queries' K."""
+        out: dict[str, np.ndarray] = {}
+        for kind in KV_NAMES:
+            prefix, suffix = self.prefix_view(kind), self.suffix_view(kind)
+            if rows is not None and rows != self.batch:
+                suffix = np.repeat(suffix, rows, axis=2)
+            for i in range(self.layers):
+                out[f"prefix_{kind}_{i}"] = prefix[i]
+                out[f"suffix_{kind}_{i}"] = suffix[i]
+        return out

@@ -16,7 +16,9 @@ from typing import Any
 
 from alpamayo_ros.core.action_space import Normalization
 
-MANIFEST_FORMAT = "alpamayo_ros.onnx/1"
+# 2: per-layer KV inputs, calls return only the new tokens' K/V (1: whole caches in and out).
+MANIFEST_FORMAT = "alpamayo_ros.onnx/2"
+GRAPH_NAMES = ("vision", "prefill", "decode", "expert_step", "sample")
 OPSET = 18
 # Ops the graphs may contain (TensorRT-buildable standard ONNX); anything else fails the export.
 ALLOWED_OPS = {
@@ -25,18 +27,27 @@ ALLOWED_OPS = {
     "Concat", "Split", "Slice", "Gather", "GatherElements", "ScatterND", "Unsqueeze", "Squeeze", "Expand",
     "Shape", "Constant", "ConstantOfShape", "Cast", "Range", "Where", "Equal", "Less", "LessOrEqual",
     "Greater", "GreaterOrEqual", "And", "Or", "Not", "Max", "Min", "Identity", "Flatten", "LayerNormalization",
-    "Tile", "Clip", "Relu", "CastLike", "Size", "Mod", "Floor", "Trilu",
+    "Tile", "Clip", "Relu", "CastLike", "Size", "Mod", "Floor", "Trilu", "TopK", "CumSum", "ArgMax",
 }  # fmt: skip
+
+
+def _layer_io(layers: int, heads: int, head_dim: int, suffix_capacity: int, batch: str) -> list[list[Any]]:
+    """Per-layer KV inputs in graph order (executor.layer_input_names): prefix (Hkv, P, Dh), suffix (Hkv, B, Cs, Dh)."""
+    from alpamayo_ros.runtime.executor import layer_input_names
+
+    return [
+        [name, "float32", [heads, "P", head_dim] if name.startswith("prefix") else [heads, batch, suffix_capacity, head_dim]]
+        for name in layer_input_names(layers)
+    ]
 
 
 def _graph_io(cfg: Any) -> dict[str, dict[str, Any]]:
     """Symbolic I/O table per graph (names, dtypes, shapes) — the manifest's contract."""
+    from alpamayo_ros.runtime.executor import prefill_kv_output_names
     t, v = cfg.text, cfg.vision
     L, H, Dh, D = t.num_hidden_layers, t.num_key_value_heads, t.head_dim, t.hidden_size
-    Cp, Cs, W, nds = cfg.prefix_capacity, cfg.suffix_capacity, cfg.n_waypoints, cfg.num_deepstack
+    Cs, W, nds = cfg.suffix_capacity, cfg.n_waypoints, cfg.num_deepstack
     Tv, Mv = cfg.patches_per_image, cfg.tokens_per_image
-    pk = ["prefix_key", "float32", [L, H, Cp, Dh]]
-    pv = ["prefix_value", "float32", [L, H, Cp, Dh]]
 
     def io(rows: list[list[Any]]) -> list[dict[str, Any]]:
         return [{"name": n, "dtype": d, "shape": s} for n, d, s in rows]
@@ -48,93 +59,106 @@ def _graph_io(cfg: Any) -> dict[str, dict[str, Any]]:
         },
         "prefill": {
             "inputs": io([
-                ["input_ids", "int64", [1, "S"]], ["position_ids", "int64", [3, 1, "S"]],
+                ["input_ids", "int64", [1, "S"]], ["position_ids", "int64", [3, 1, "P"]],
                 ["image_embeds", "float32", ["M", D]], ["deepstack_embeds", "float32", [nds, "M", D]],
-                ["image_token_index", "int64", ["M"]], pk, pv,
+                ["image_token_index", "int64", ["M"]],
             ]),
             "outputs": io([
                 ["logits", "float32", [1, t.vocab_size]],
-                ["present_prefix_key", "float32", [L, H, Cp, Dh]], ["present_prefix_value", "float32", [L, H, Cp, Dh]],
+                *[[name, "float32", [H, "P", Dh]] for name in prefill_kv_output_names(L)],
             ]),
         },
         "decode": {
             "inputs": io([
-                ["input_ids", "int64", ["B", 1]], ["position_ids", "int64", [3, "B", 1]], ["write_index", "int64", [1]],
-                pk, pv, ["prefix_mask", "float32", [1, Cp]],
-                ["suffix_key", "float32", [L, "B", H, Cs, Dh]], ["suffix_value", "float32", [L, "B", H, Cs, Dh]],
-                ["suffix_mask", "float32", ["B", Cs]],
+                ["input_ids", "int64", ["B", 1]], ["position_ids", "int64", [3, "B", 1]],
+                ["suffix_mask", "float32", ["B", Cs]], *_layer_io(L, H, Dh, Cs, "B"),
             ]),
             "outputs": io([
                 ["logits", "float32", ["B", t.vocab_size]],
-                ["present_suffix_key", "float32", [L, "B", H, Cs, Dh]],
-                ["present_suffix_value", "float32", [L, "B", H, Cs, Dh]],
+                ["new_key", "float32", [L, H, "B", 1, Dh]], ["new_value", "float32", [L, H, "B", 1, Dh]],
             ]),
         },
         "expert_step": {
             "inputs": io([
                 ["x", "float32", ["K", W, cfg.action_dim]], ["t", "float32", [1]], ["dt", "float32", [1]],
-                ["position_ids", "int64", [3, "K", W]], pk, pv, ["prefix_mask", "float32", [1, Cp]],
-                ["suffix_key", "float32", [L, "K", H, Cs, Dh]], ["suffix_value", "float32", [L, "K", H, Cs, Dh]],
-                ["suffix_mask", "float32", ["K", Cs]],
+                ["position_ids", "int64", [3, "K", W]], ["suffix_mask", "float32", ["K", Cs]],
+                *_layer_io(L, H, Dh, Cs, "K"),
             ]),
             "outputs": io([["x_next", "float32", ["K", W, cfg.action_dim]]]),
         },
+        "sample": {
+            "inputs": io([
+                ["logits", "float32", ["B", t.vocab_size]], ["uniforms", "float32", ["B"]],
+                ["temperature", "float32", [1]], ["top_p", "float32", [1]],
+            ]),
+            "outputs": io([["token_ids", "int64", ["B"]], ["covered", "bool", ["B"]]]),
+        },
     }
+
+
+def _layer_kv(cfg: Any, prefix_len: int, batch: int) -> tuple[list[Any], ...]:
+    import torch
+
+    t = cfg.text
+    L, H, Dh, Cs = t.num_hidden_layers, t.num_key_value_heads, t.head_dim, cfg.suffix_capacity
+    gen = torch.Generator().manual_seed(0)
+    prefix = [[torch.randn(H, prefix_len, Dh, generator=gen) for _ in range(L)] for _ in range(2)]
+    suffix = [[torch.randn(H, batch, Cs, Dh, generator=gen) for _ in range(L)] for _ in range(2)]
+    return (*prefix, *suffix)
 
 
 def _example_inputs(name: str, cfg: Any) -> tuple[Any, ...]:
     import torch
 
-    t = cfg.text
-    L, H, Dh, D = t.num_hidden_layers, t.num_key_value_heads, t.head_dim, t.hidden_size
-    Cp, Cs, W, nds = cfg.prefix_capacity, cfg.suffix_capacity, cfg.n_waypoints, cfg.num_deepstack
-    pk = torch.zeros(L, H, Cp, Dh)
+    D, W, nds = cfg.text.hidden_size, cfg.n_waypoints, cfg.num_deepstack
+    Cs = cfg.suffix_capacity
     if name == "vision":
         return (torch.randn(2, cfg.patches_per_image, cfg.vision.patch_dim),)
     if name == "prefill":
-        s, m = 23, 7
+        s, m = 5 * cfg.prefill_query_blocks, 7
+        p = s - 3
         return (
-            torch.randint(0, 100, (1, s)), torch.arange(s).view(1, 1, s).expand(3, 1, s).contiguous(),
-            torch.randn(m, D), torch.randn(nds, m, D), torch.arange(2, 2 + m), pk, pk.clone(),
+            torch.randint(0, 100, (1, s)), torch.arange(p).view(1, 1, p).expand(3, 1, p).contiguous(),
+            torch.randn(m, D), torch.randn(nds, m, D), torch.arange(2, 2 + m),
         )
+    if name == "sample":
+        b = 3
+        return (torch.randn(b, cfg.text.vocab_size), torch.rand(b), torch.tensor([0.6]), torch.tensor([0.98]))
+    p = 21
     if name == "decode":
         b = 3
-        sk = torch.zeros(L, b, H, Cs, Dh)
-        return (
-            torch.randint(0, 100, (b, 1)), torch.full((3, b, 1), 30), torch.tensor([2]), pk, pk.clone(),
-            torch.zeros(1, Cp), sk, sk.clone(), torch.zeros(b, Cs),
-        )
+        return (torch.randint(0, 100, (b, 1)), torch.full((3, b, 1), 30), torch.zeros(b, Cs), *_layer_kv(cfg, p, b))
     k = 3
-    sk = torch.zeros(L, k, H, Cs, Dh)
     return (
         torch.randn(k, W, cfg.action_dim), torch.tensor([0.1]), torch.tensor([0.1]), torch.full((3, k, W), 40),
-        pk, pk.clone(), torch.zeros(1, Cp), sk, sk.clone(), torch.zeros(k, Cs),
+        torch.zeros(k, Cs), *_layer_kv(cfg, p, k),
     )
 
 
-def _dynamic_shapes(name: str) -> dict[str, Any]:
+def _dynamic_shapes(name: str, cfg: Any) -> dict[str, Any]:
     from torch.export import Dim
 
+    layers = cfg.text.num_hidden_layers
     if name == "vision":
         return {"pixel_rows": {0: Dim("N", min=1, max=64)}}
     if name == "prefill":
-        s, m = Dim("S", min=2, max=1 << 16), Dim("M", min=1, max=1 << 16)
-        return {
-            "input_ids": {1: s}, "position_ids": {2: s}, "image_embeds": {0: m}, "deepstack_embeds": {1: m},
-            "image_token_index": {0: m}, "prefix_key": None, "prefix_value": None,
-        }
-    if name == "decode":
+        # S = n·block: query blocks of one symbolic size, so every slice bound is linear (no floor division)
+        n = cfg.prefill_query_blocks
+        s = n * Dim("S_block", min=2, max=(1 << 16) // n)
+        p, m = Dim("P", min=2, max=1 << 16), Dim("M", min=1, max=1 << 16)
+        return {"input_ids": {1: s}, "position_ids": {2: p}, "image_embeds": {0: m}, "deepstack_embeds": {1: m},
+                "image_token_index": {0: m}}
+    if name == "sample":
         b = Dim("B", min=1, max=64)
-        return {
-            "input_ids": {0: b}, "position_ids": {1: b}, "write_index": None, "prefix_key": None,
-            "prefix_value": None, "prefix_mask": None, "suffix_key": {1: b}, "suffix_value": {1: b},
-            "suffix_mask": {0: b},
-        }
-    k = Dim("K", min=1, max=64)
-    return {
-        "x": {0: k}, "t": None, "dt": None, "position_ids": {1: k}, "prefix_key": None, "prefix_value": None,
-        "prefix_mask": None, "suffix_key": {1: k}, "suffix_value": {1: k}, "suffix_mask": {0: k},
-    }
+        return {"logits": {0: b}, "uniforms": {0: b}, "temperature": None, "top_p": None}
+    p = Dim("P", min=2, max=1 << 16)
+    batch = "B" if name == "decode" else "K"
+    b = Dim(batch, min=1, max=64)
+    prefix, suffix = [{1: p}] * layers, [{1: b}] * layers
+    kv = {"prefix_keys": prefix, "prefix_values": prefix, "suffix_keys": suffix, "suffix_values": suffix}
+    if name == "decode":
+        return {"input_ids": {0: b}, "position_ids": {1: b}, "suffix_mask": {0: b}, **kv}
+    return {"x": {0: b}, "t": None, "dt": None, "position_ids": {1: b}, "suffix_mask": {0: b}, **kv}
 
 
 def check_standard_ops(path: str | Path) -> list[str]:
@@ -159,15 +183,30 @@ def export_graph(model: Any, name: str, path: Path) -> None:
     args = _example_inputs(name, model.config)
     with torch.no_grad():
         program = torch.onnx.export(
-            module, args, dynamo=True, opset_version=OPSET, dynamic_shapes=_dynamic_shapes(name),
+            module, args, dynamo=True, opset_version=OPSET,
+            dynamic_shapes=_dynamic_shapes(name, model.config),
             input_names=[i["name"] for i in io["inputs"]], output_names=[o["name"] for o in io["outputs"]],
             verbose=False, optimize=True,
         )
     assert program is not None
     program.save(str(path), external_data=_needs_external_data(model))
+    _name_dynamic_dims(path, io)
     bad = check_standard_ops(path)
     if bad:
         raise RuntimeError(f"{path.name} contains non-standard or unexpected ops {bad}; TensorRT could not build it")
+
+
+def _name_dynamic_dims(path: Path, io: dict[str, Any]) -> None:
+    """Give graph inputs the manifest's dim names (the exporter names a derived dim e.g. "7*S_block")."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    declared = {t["name"]: t["shape"] for t in io["inputs"]}
+    for value in model.graph.input:
+        for dim, want in zip(value.type.tensor_type.shape.dim, declared[value.name], strict=True):
+            if isinstance(want, str) and dim.dim_param != want:
+                dim.dim_param = want
+    onnx.save(model, str(path))
 
 
 def _needs_external_data(model: Any) -> bool:
@@ -187,13 +226,13 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path | None = None, graphs
     out.mkdir(parents=True, exist_ok=True)
     model = load_model(root)
     cfg = model.config
-    names = graphs or ("vision", "prefill", "decode", "expert_step")
+    names = graphs or GRAPH_NAMES
     io = _graph_io(cfg)
     manifest: dict[str, Any] = {
         "format": MANIFEST_FORMAT, "opset": OPSET, "config_hash": cfg.config_hash,
         "weights_hash": weights_fingerprint(root),
         "prefix_capacity": cfg.prefix_capacity, "suffix_capacity": cfg.suffix_capacity, "max_batch": max_batch,
-        "image_grid_thw": list(cfg.image_grid_thw),
+        "image_grid_thw": list(cfg.image_grid_thw), "prefill_query_blocks": cfg.prefill_query_blocks,
         # the action de-normalisation the graphs' outputs need, for engines that travel without the weights
         "normalization": resolve_normalization(root).to_record(),
         "graphs": {}, "export_seconds": {},
@@ -216,6 +255,15 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path | None = None, graphs
     return manifest
 
 
+def check_manifest_format(path: Path, found: Any) -> None:
+    """A manifest of another format (an export by an older version) is a clear error naming the fix."""
+    if found != MANIFEST_FORMAT:
+        raise ValueError(
+            f"{path}: format {found!r}, this version reads {MANIFEST_FORMAT!r} (graphs with per-layer KV inputs "
+            f"that return only the new tokens' K/V); re-export with `alpamayo-ros export-onnx <model_dir>`"
+        )
+
+
 def read_manifest(onnx_dir: str | Path, expected_hash: str | None = None, weights_hash: str | None = None
                   ) -> dict[str, Any]:
     path = Path(onnx_dir) / "manifest.json"
@@ -225,8 +273,7 @@ def read_manifest(onnx_dir: str | Path, expected_hash: str | None = None, weight
             f"(or `python -m alpamayo_ros.runtime.export <model_dir>`)"
         )
     manifest = json.loads(path.read_text())
-    if manifest.get("format") != MANIFEST_FORMAT:
-        raise ValueError(f"{path}: format {manifest.get('format')!r} is not {MANIFEST_FORMAT!r}; re-export")
+    check_manifest_format(path, manifest.get("format"))
     if expected_hash is not None and manifest.get("config_hash") != expected_hash:
         raise ValueError(
             f"{path} was exported from a different config.json (hash {manifest.get('config_hash')} != {expected_hash}); "

@@ -1,12 +1,15 @@
 """ONNX Runtime executor over the exported graph family (`<model_dir>/onnx/`).
 
-KV buffers are numpy arrays owned here. ONNX Runtime returns `present_*` as new arrays (it does
-not alias outputs to inputs on the CPU), so the executor swaps them in as the buffers; TensorRT
-binds both to the same device memory instead.
+KV buffers are a `HostKVCache` owned here: the prefill writes the prompt's K/V straight into the
+prefix buffer (IOBinding of its outputs to that memory), decode and expert_step read every layer's
+slice in place (numpy views, no copy), and a decode step's new K/V (one token per row) is written
+into its suffix slot by the executor.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 from pathlib import Path
 from typing import Any
@@ -14,9 +17,31 @@ from typing import Any
 import numpy as np
 
 from alpamayo_ros.runtime.config import RuntimeConfig, load_config
-from alpamayo_ros.runtime.executor import GraphExecutor, ImageFeatures
+from alpamayo_ros.runtime.executor import GraphExecutor, HostKVCache, ImageFeatures
 
-GRAPHS = ("vision", "prefill", "decode", "expert_step")
+GRAPHS = ("vision", "prefill", "decode", "expert_step")  # `sample` is for device backends: ORT samples on the host
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
+HEAP_RETAIN_BYTES = 64 << 20  # above the largest per-call temporary of the graphs (bounded score blocks)
+
+
+def retain_freed_memory(limit: int = HEAP_RETAIN_BYTES) -> bool:
+    """glibc only: serve allocations up to `limit` bytes from the heap and keep freed heap memory.
+
+    A tick allocates and frees tens of MB of temporaries per graph call (attention score blocks); glibc
+    maps each block above its mmap threshold fresh and unmaps it on free, so every page faults on first
+    touch, every call (half of the tiny model's prefill and expert time). Served from the heap and kept
+    there (up to 2 × `limit` of free heap) they reuse warm pages. Unlike ONNX Runtime's CPU arena, which
+    doubles its chunks and holds them (+40 % peak RSS on the mid model), this keeps peak RSS near the
+    live peak (docs/benchmarks.md). Process-wide; False where there is no glibc `mallopt`.
+    """
+    name = ctypes.util.find_library("c")
+    try:
+        mallopt = ctypes.CDLL(name).mallopt if name else None
+    except (OSError, AttributeError):
+        mallopt = None
+    if mallopt is None:
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, limit)) and bool(mallopt(_M_TRIM_THRESHOLD, 2 * limit))
 
 
 class OnnxRuntimeExecutor(GraphExecutor):
@@ -24,7 +49,7 @@ class OnnxRuntimeExecutor(GraphExecutor):
 
     def __init__(self, config: RuntimeConfig, onnx_dir: str | Path, num_threads: int | None = None,
                  providers: list[str] | None = None, weights_hash: str | None = None,
-                 cpu_mem_arena: bool = False) -> None:
+                 cpu_mem_arena: bool = False, retain_heap: bool = True) -> None:
         import onnxruntime as ort
 
         from alpamayo_ros.runtime.export import manifest_normalization, read_manifest
@@ -43,8 +68,9 @@ class OnnxRuntimeExecutor(GraphExecutor):
         if num_threads:
             opts.intra_op_num_threads = num_threads
         opts.inter_op_num_threads = 1
-        # the arena keeps the prefill's peak (S×S scores) for the process lifetime: off halves peak RSS
+        # Arena off, heap retention on by default: measured with benchmarks/bench_runtime_floor.py, docs/benchmarks.md.
         opts.enable_cpu_mem_arena = cpu_mem_arena
+        self.heap_retained = retain_heap and retain_freed_memory()
         self.sessions = {}
         for name in GRAPHS:
             if name not in manifest["graphs"]:
@@ -55,11 +81,7 @@ class OnnxRuntimeExecutor(GraphExecutor):
             if not path.is_file():
                 raise FileNotFoundError(f"{path} missing; re-export with `alpamayo-ros export-onnx <model_dir>`")
             self.sessions[name] = ort.InferenceSession(str(path), opts, providers=providers or ["CPUExecutionProvider"])
-        pshape, _ = self.kv_shapes(1)
-        self.prefix_key = np.zeros(pshape, dtype=np.float32)
-        self.prefix_value = np.zeros(pshape, dtype=np.float32)
-        self.suffix_key = np.zeros((0,), dtype=np.float32)
-        self.suffix_value = np.zeros((0,), dtype=np.float32)
+        self.kv = HostKVCache(config)
 
     def encode_images(self, pixel_rows: np.ndarray) -> list[ImageFeatures]:
         emb, ds = self.sessions["vision"].run(None, {"pixel_rows": np.ascontiguousarray(pixel_rows, dtype=np.float32)})
@@ -67,38 +89,38 @@ class OnnxRuntimeExecutor(GraphExecutor):
 
     def prefill(self, input_ids, position_ids, features, image_token_index) -> np.ndarray:
         embeds, deepstack = self.stack_features(features)
-        logits, self.prefix_key, self.prefix_value = self.sessions["prefill"].run(None, {
-            "input_ids": input_ids[None], "position_ids": np.ascontiguousarray(position_ids[:, None]),
-            "image_embeds": embeds, "deepstack_embeds": deepstack, "image_token_index": image_token_index,
-            "prefix_key": self.prefix_key, "prefix_value": self.prefix_value,
-        })
-        return logits[0]
+        session, p = self.sessions["prefill"], int(input_ids.shape[0])
+        binding = session.io_binding()
+        inputs = {"input_ids": self.padded_ids(input_ids), "position_ids": position_ids[:, None],
+                  "image_embeds": embeds, "deepstack_embeds": deepstack, "image_token_index": image_token_index}
+        for name, value in inputs.items():
+            binding.bind_cpu_input(name, np.ascontiguousarray(value))
+        binding.bind_output("logits")
+        for kind in ("key", "value"):  # the prompt's K/V land in the prefix buffer itself
+            for i, layer in enumerate(self.kv.prefix_view(kind, p)):
+                binding.bind_output(f"new_{kind}_{i}", "cpu", 0, np.float32, list(layer.shape), layer.ctypes.data)
+        session.run_with_iobinding(binding)
+        self.kv.set_prefix(p)
+        return binding.copy_outputs_to_cpu()[0][0]
 
     def start_decode(self, batch: int) -> None:
-        _, sshape = self.kv_shapes(batch)
-        if self.suffix_key.shape != sshape:
-            self.suffix_key = np.zeros(sshape, dtype=np.float32)
-            self.suffix_value = np.zeros(sshape, dtype=np.float32)
+        self.kv.batch = batch
 
-    def decode(self, token_ids, position_ids, write_index, prefix_mask, suffix_mask) -> np.ndarray:
-        logits, self.suffix_key, self.suffix_value = self.sessions["decode"].run(None, {
+    def decode(self, token_ids, position_ids, write_index, suffix_mask) -> np.ndarray:
+        logits, new_key, new_value = self.sessions["decode"].run(None, {
             "input_ids": np.asarray(token_ids, dtype=np.int64).reshape(-1, 1), "position_ids": position_ids,
-            "write_index": np.array([write_index], dtype=np.int64), "prefix_key": self.prefix_key,
-            "prefix_value": self.prefix_value, "prefix_mask": prefix_mask, "suffix_key": self.suffix_key,
-            "suffix_value": self.suffix_value, "suffix_mask": suffix_mask,
+            "suffix_mask": suffix_mask, **self.kv.feeds(),
         })
+        self.kv.write_suffix(write_index, new_key, new_value)
         return logits
 
-    def run_expert(self, x0, steps, position_ids, prefix_mask, suffix_mask) -> np.ndarray:
+    def run_expert(self, x0, steps, position_ids, suffix_mask) -> np.ndarray:
         k = x0.shape[0]
-        sk, sv = self.suffix_key, self.suffix_value
-        if sk.shape[1] != k:  # shared reasoning: one suffix row for K candidates (the prefix is never copied)
-            sk, sv = np.repeat(sk, k, axis=1), np.repeat(sv, k, axis=1)
+        if self.kv.batch != k:  # shared reasoning: one suffix row for K candidates (the prefix is never copied)
             self.count("suffix_kv_copies", k - 1)
         x = np.ascontiguousarray(x0, dtype=np.float32)
         sess = self.sessions["expert_step"]
-        feeds = {"position_ids": position_ids, "prefix_key": self.prefix_key, "prefix_value": self.prefix_value,
-                 "prefix_mask": prefix_mask, "suffix_key": sk, "suffix_value": sv, "suffix_mask": suffix_mask}
+        feeds = {"position_ids": position_ids, "suffix_mask": suffix_mask, **self.kv.feeds(k)}
         for t, dt in steps:
             (x,) = sess.run(None, {**feeds, "x": x, "t": np.array([t], dtype=np.float32),
                                    "dt": np.array([dt], dtype=np.float32)})
@@ -142,4 +164,5 @@ def build_onnx_executor(model_dir: str | Path, **options: Any) -> OnnxRuntimeExe
     # A model directory may carry only its ONNX export; with weights present they must be the exported ones.
     return OnnxRuntimeExecutor(cfg, onnx_dir, num_threads=options.get("num_threads"),
                                weights_hash=optional_weights_fingerprint(model_dir),
-                               cpu_mem_arena=bool(options.get("cpu_mem_arena", False)))
+                               cpu_mem_arena=bool(options.get("cpu_mem_arena", False)),
+                               retain_heap=bool(options.get("retain_heap", True)))

@@ -24,10 +24,9 @@ from alpamayo_ros.core.sampling import (
     mask_traj_tokens,
     replace_padding_after_eos,
     sample_tokens,
+    sample_with_uniforms,
 )
-from alpamayo_ros.runtime.executor import GraphExecutor, ImageFeatures
-
-MASK_VALUE = -1.0e9  # same value as modeling.attention.MASK_VALUE (no torch import here)
+from alpamayo_ros.runtime.executor import MASK_VALUE, GraphExecutor, ImageFeatures
 
 if TYPE_CHECKING:
     from alpamayo_ros.core.model_config import TokenLayout
@@ -159,34 +158,55 @@ class Orchestrator:
     def _sample(self, logits: np.ndarray, request: SamplingRequest, rng: np.random.Generator) -> np.ndarray:
         return sample_next(logits, request, self.config.layout, rng)
 
+    def _sample_on_device(self, tokens: np.ndarray, positions: np.ndarray, slot: int, suffix_mask: np.ndarray,
+                          request: SamplingRequest, rng: np.random.Generator, stats: TickStats) -> np.ndarray:
+        """decode + sampling graph on the device with this step's uniforms from the same PCG64 stream as
+        the host sampler (one per row, none when greedy), so the tokens are the host sampler's; rows whose
+        top-p set the device window does not cover are sampled here from their logits, same uniforms."""
+        greedy = request.temperature == 0.0
+        u = np.zeros(len(tokens)) if greedy else rng.random(len(tokens))
+        ids, covered = self.executor.decode_sampled(tokens, positions, slot, suffix_mask, u, request.temperature,
+                                                    request.top_p)
+        ids = np.asarray(ids, dtype=np.int64).copy()
+        if not covered.all():
+            lay = self.config.layout
+            rows = ~np.asarray(covered, dtype=bool)
+            ids[rows] = sample_with_uniforms(self.executor.last_logits()[rows], u[rows], request.temperature,
+                                             request.top_p, (lay.traj_token_start_idx, lay.traj_token_end_idx))
+        stats.add("device_sampled_rows", int(np.count_nonzero(covered)))
+        stats.add("host_sampled_rows", int(np.count_nonzero(~np.asarray(covered, dtype=bool))))
+        return ids
+
     def generate(self, prefill_logits: np.ndarray, prompt_len: int, rope_delta: int, batch: int,
                  request: SamplingRequest, stats: TickStats) -> GenerationResult:
         """Batched decode over the shared prefix; the last sampled token is never fed (spec §4)."""
         cfg, lay, ex = self.config, self.config.layout, self.executor
         rule = make_stop_rule(batch, request, lay, cfg.suffix_capacity + 1)
         rng = sampling_rng(request)
-        prefix_mask = np.full((1, cfg.prefix_capacity), MASK_VALUE, dtype=np.float32)
-        prefix_mask[:, :prompt_len] = 0.0
         suffix_mask = np.full((batch, cfg.suffix_capacity), MASK_VALUE, dtype=np.float32)
         ex.start_decode(batch)
         raw = [self._sample(np.broadcast_to(prefill_logits, (batch, prefill_logits.shape[-1])), request, rng)]
         out = [rule.step(raw[-1])]
         t0 = time.perf_counter()
         while not rule.stopped:
-            i = len(out) - 1  # suffix slot of the token being fed
-            suffix_mask[:, i] = 0.0
-            pos = decode_positions(prompt_len + i, rope_delta)  # (3, 1, 1)
-            logits = ex.decode(out[-1], np.broadcast_to(pos, (3, batch, 1)).copy(), i, prefix_mask, suffix_mask)
+            i = len(out) - 1  # suffix slot of the token being fed; slots [0, i) hold the earlier ones
+            if i:
+                suffix_mask[:, i - 1] = 0.0
+            pos = np.broadcast_to(decode_positions(prompt_len + i, rope_delta), (3, batch, 1)).copy()
             stats.add("decode_calls")
-            raw.append(self._sample(logits, request, rng))
+            if ex.device_sampling:
+                raw.append(self._sample_on_device(out[-1], pos, i, suffix_mask, request, rng, stats))
+            else:
+                raw.append(self._sample(ex.decode(out[-1], pos, i, suffix_mask), request, rng))
             out.append(rule.step(raw[-1]))
         stats.time("decode", time.perf_counter() - t0)
         stats.add("generated_tokens", len(out) * batch)
         return GenerationResult(np.stack(out, axis=1), np.stack(raw, axis=1), rule.stop_reason)
 
     def expert_inputs(self, gen: GenerationResult, prompt_ids: np.ndarray, rope_delta: int, k: int
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Positions (3, K, W), prefix mask (1, Cp), suffix mask (K, Cs) of spec §5.3 in the split layout."""
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        """Positions (3, K, W) and suffix mask (K, Cs) of spec §5.3 in the split layout (the whole prompt
+        is visible to every candidate, so the prefix needs no mask)."""
         cfg = self.config
         p, n = prompt_ids.shape[0], gen.tokens.shape[1]
         seqs = np.concatenate([np.broadcast_to(prompt_ids, (gen.tokens.shape[0], p)), gen.tokens], axis=1)
@@ -198,11 +218,9 @@ class Orchestrator:
         w = cfg.n_waypoints
         pos = (np.arange(w, dtype=np.int64)[None, :] + (offsets + rope_delta)[:, None])
         positions = np.broadcast_to(pos, (3, k, w)).copy()
-        prefix_mask = np.full((1, cfg.prefix_capacity), MASK_VALUE, dtype=np.float32)
-        prefix_mask[:, :p] = 0.0
         slots = np.arange(cfg.suffix_capacity)[None, :]
         suffix_mask = np.where(slots < visible[:, None], 0.0, MASK_VALUE).astype(np.float32)
-        return positions, prefix_mask, suffix_mask
+        return positions, suffix_mask
 
     # ------------------------------------------------------------------ the tick
     def run(self, inputs: ModelInputs, request: SamplingRequest, noise: np.ndarray | None = None) -> BackendOutput:
@@ -224,11 +242,11 @@ class Orchestrator:
         logits = self._prefill(inputs, feats, stats)
         batch = 1 if self.mode == "shared_reasoning" else k
         gen = self.generate(logits, prompt_ids.shape[0], int(inputs.rope_delta), batch, request, stats)
-        positions, prefix_mask, suffix_mask = self.expert_inputs(gen, prompt_ids, int(inputs.rope_delta), k)
+        positions, suffix_mask = self.expert_inputs(gen, prompt_ids, int(inputs.rope_delta), k)
         x0 = make_noise(k, request.seed, (cfg.n_waypoints, cfg.action_dim)) if noise is None else noise
         steps = FlowMatchingSampler(request.num_diffusion_steps).steps()
         t0 = time.perf_counter()
-        actions = self.executor.run_expert(np.asarray(x0, dtype=np.float32), steps, positions, prefix_mask, suffix_mask)
+        actions = self.executor.run_expert(np.asarray(x0, dtype=np.float32), steps, positions, suffix_mask)
         stats.time("expert", time.perf_counter() - t0)
         stats.add("expert_steps", len(steps))
         stats.counters.update(self.executor.take_counters())

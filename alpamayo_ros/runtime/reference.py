@@ -60,7 +60,7 @@ def _prefill(model: AlpamayoR1, inputs: ModelInputs) -> tuple[torch.Tensor, Cach
     cache: Cache = []
     for i, layer in enumerate(text.layers):
         q, k, v = layer.project_qkv(h, cos, sin)
-        h = layer.finish(h, layer.attend(q, [(k, v, mask)]))
+        h = layer.finish(h, layer.attend(q, k, v, mask))
         if i < deepstack.shape[0]:
             h[0, img] = h[0, img] + deepstack[i]
         cache.append((k, v))
@@ -76,7 +76,7 @@ def _decode_step(model: AlpamayoR1, tokens: np.ndarray, position: int, cache: Ca
     for layer, (ck, cv) in zip(text.layers, cache, strict=True):
         q, k, v = layer.project_qkv(h, cos, sin)
         ck, cv = torch.cat([ck, k], dim=2), torch.cat([cv, v], dim=2)  # the cache grows (reference semantics)
-        h = layer.finish(h, layer.attend(q, [(ck, cv, None)]))
+        h = layer.finish(h, layer.attend(q, ck, cv, None))
         new.append((ck, cv))
     return model.vlm.lm_head(text.norm(h[:, -1])), new
 
@@ -89,7 +89,7 @@ def _expert(model: AlpamayoR1, cache: Cache, x: torch.Tensor, t: float, position
     for layer, (ck, cv) in zip(exp.layers, cache, strict=True):
         q, k, v = layer.project_qkv(h, cos, sin)
         keys, values = torch.cat([ck, k], dim=2), torch.cat([cv, v], dim=2)
-        h = layer.finish(h, layer.attend(q, [(keys, values, mask[:, 0])]))
+        h = layer.finish(h, layer.attend(q, keys, values, mask[:, 0]))
     return model.action_out_proj(exp.norm(h))
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from alpamayo_ros.runtime.executor import GraphExecutor, ImageFeatures
+from alpamayo_ros.runtime.executor import GraphExecutor, HostKVCache, ImageFeatures, layer_input_names
 from alpamayo_ros.runtime.graphs import DecodeGraph, ExpertStepGraph, PrefillGraph, VisionGraph
 from alpamayo_ros.runtime.modeling.model import AlpamayoR1
 
@@ -25,11 +25,14 @@ class TorchExecutor(GraphExecutor):
         self.prefill_graph = PrefillGraph(model)
         self.decode_graph = DecodeGraph(model)
         self.expert_graph = ExpertStepGraph(model)
-        pshape, _ = self.kv_shapes(1)
-        self.prefix_key = torch.zeros(pshape)
-        self.prefix_value = torch.zeros(pshape)
-        self.suffix_key = torch.zeros(0)
-        self.suffix_value = torch.zeros(0)
+        self.kv = HostKVCache(self.config)
+
+    def _layer_kv(self, rows: int | None = None) -> list[list[torch.Tensor]]:
+        """[prefix_keys, prefix_values, suffix_keys, suffix_values] per layer, sharing the buffers' memory."""
+        feeds = self.kv.feeds(rows)
+        names = layer_input_names(self.kv.layers)
+        n = self.kv.layers
+        return [[torch.from_numpy(feeds[name]) for name in names[j * n:(j + 1) * n]] for j in range(4)]
 
     @torch.no_grad()
     def encode_images(self, pixel_rows: np.ndarray) -> list[ImageFeatures]:
@@ -40,40 +43,35 @@ class TorchExecutor(GraphExecutor):
     @torch.no_grad()
     def prefill(self, input_ids, position_ids, features, image_token_index) -> np.ndarray:
         embeds, deepstack = self.stack_features(features)
-        logits, self.prefix_key, self.prefix_value = self.prefill_graph(
-            torch.from_numpy(np.array(input_ids, dtype=np.int64))[None], torch.from_numpy(np.array(position_ids))[:, None],
+        logits, keys, values = self.prefill_graph(
+            torch.from_numpy(self.padded_ids(input_ids)), torch.from_numpy(np.array(position_ids))[:, None],
             torch.from_numpy(embeds), torch.from_numpy(deepstack), torch.from_numpy(image_token_index),
-            self.prefix_key, self.prefix_value,
         )
+        self.kv.set_prefix(int(input_ids.shape[0]), [k.numpy() for k in keys], [v.numpy() for v in values])
         return logits[0].numpy()
 
     def start_decode(self, batch: int) -> None:
-        _, sshape = self.kv_shapes(batch)
-        if tuple(self.suffix_key.shape) != sshape:  # allocate once per batch size
-            self.suffix_key = torch.zeros(sshape)
-            self.suffix_value = torch.zeros(sshape)
+        self.kv.batch = batch
 
     @torch.no_grad()
-    def decode(self, token_ids, position_ids, write_index, prefix_mask, suffix_mask) -> np.ndarray:
-        logits, self.suffix_key, self.suffix_value = self.decode_graph(
+    def decode(self, token_ids, position_ids, write_index, suffix_mask) -> np.ndarray:
+        logits, key, value = self.decode_graph(
             torch.from_numpy(np.asarray(token_ids, dtype=np.int64)).view(-1, 1), torch.from_numpy(position_ids),
-            torch.tensor([write_index]), self.prefix_key, self.prefix_value, torch.from_numpy(prefix_mask),
-            self.suffix_key, self.suffix_value, torch.from_numpy(suffix_mask),
+            torch.from_numpy(suffix_mask), *self._layer_kv(),
         )
+        self.kv.write_suffix(write_index, key.numpy(), value.numpy())
         return logits.numpy()
 
     @torch.no_grad()
-    def run_expert(self, x0, steps, position_ids, prefix_mask, suffix_mask) -> np.ndarray:
+    def run_expert(self, x0, steps, position_ids, suffix_mask) -> np.ndarray:
         k = x0.shape[0]
-        sk, sv = self.suffix_key, self.suffix_value
-        if sk.shape[1] != k:  # shared reasoning: one suffix row for K candidates (the prefix is never copied)
-            sk, sv = sk.expand(-1, k, -1, -1, -1).contiguous(), sv.expand(-1, k, -1, -1, -1).contiguous()
+        if self.kv.batch != k:  # shared reasoning: one suffix row for K candidates (the prefix is never copied)
             self.count("suffix_kv_copies", k - 1)
+        layer_kv = self._layer_kv(k)
         x = torch.from_numpy(x0)
-        pos, pm, sm = torch.from_numpy(position_ids), torch.from_numpy(prefix_mask), torch.from_numpy(suffix_mask)
+        pos, sm = torch.from_numpy(position_ids), torch.from_numpy(suffix_mask)
         for t, dt in steps:
-            x = self.expert_graph(x, torch.tensor([t]), torch.tensor([dt]), pos, self.prefix_key, self.prefix_value,
-                                  pm, sk, sv, sm)
+            x = self.expert_graph(x, torch.tensor([t]), torch.tensor([dt]), pos, sm, *layer_kv)
         return x.numpy()
 
 

@@ -92,12 +92,13 @@ def build_planner_from_params(params: Any) -> tuple[Any, Any]:
     from alpamayo_ros.core.planner import build_planner
     from alpamayo_ros.ros.params import backend_options, planner_config
     from alpamayo_ros.runtime import create_backend
+    from alpamayo_ros.runtime.image_resize import planner_resizer
 
     options = backend_options(params)
     config = planner_config(params)
     backend = create_backend(params.backend, params.model_dir, **options)
     try:
-        planner = build_planner(backend, params.model_dir, config)
+        planner = build_planner(backend, params.model_dir, config, exact_resizer=planner_resizer(params))
     except Exception:
         close = getattr(backend, "close", None)
         if close is not None:

@@ -293,3 +293,26 @@ def test_golden_output_without_torch() -> None:
         pytest.skip("this numpy generates a different random image")
     torch_sha = "700ba65be0400cac0c0988384cfcb2820c5eda691ad57554d1080a6d5d9fb2de"
     assert hashlib.sha256(resize_bicubic_aa_u8(img, 320, 576).tobytes()).hexdigest() == torch_sha
+
+
+@pytest.mark.parametrize(("h", "w"), SIZES)
+def test_torch_exact_resizer_is_bit_identical_to_the_numpy_kernel(torch_mod, h: int, w: int) -> None:
+    from alpamayo_ros.runtime.image_resize import exact_resizer, torch_resize_bicubic_aa_u8
+
+    assert exact_resizer() is torch_resize_bicubic_aa_u8  # torch is installed here
+    oh, ow = smart_resize(h, w)
+    for name, img in _images(h, w).items():
+        ours = torch_resize_bicubic_aa_u8(img, oh, ow)
+        assert ours.shape == (oh, ow, 3) and ours.dtype == np.uint8 and ours.flags.c_contiguous
+        assert np.array_equal(ours, resize_bicubic_aa_u8(img, oh, ow)), f"{name} {h}x{w}"
+    assert torch_resize_bicubic_aa_u8(img[::2, ::3], 96, 160).shape == (96, 160, 3)  # a strided view in
+
+
+@pytest.mark.parametrize(("h", "w"), SIZES)
+def test_torch_exact_resizer_matches_transformers_torchvision_processor(torchvision_processor_outputs, h: int,
+                                                                        w: int) -> None:
+    from alpamayo_ros.runtime.image_resize import torch_resize_bicubic_aa_u8
+
+    for name, img in _images(h, w).items():
+        frame = preprocess_frame(img, 0, 0, exact_resizer=torch_resize_bicubic_aa_u8)
+        assert np.array_equal(frame.pixel_rows, torchvision_processor_outputs[f"{h}x{w}-{name}/pv"]), name

@@ -15,6 +15,7 @@ from alpamayo_ros.core.sampling import (
     replace_padding_after_eos,
     sample_step,
     sample_tokens,
+    sample_with_uniforms,
     top_p_probs,
 )
 
@@ -135,3 +136,74 @@ def test_reference_decode_loop_on_synthetic_logits() -> None:
     assert not np.any((gen >= lay.traj_token_start_idx) & (gen < lay.traj_token_end_idx))
     prompt = tok.encode("<|im_start|>assistant\n<|cot_start|>")
     assert reasoning_from_ids(tok, prompt, gen) == ["Stop for the light.", "Go straight now."]
+
+
+# ---------------------------------------------------------------------------------------------------
+# the vectorised top-p sampler against the previous whole-vocabulary sampler
+
+
+def _whole_vocabulary_sampler(logits: np.ndarray, u: np.ndarray, temperature: float, top_p: float,
+                              masked_range: tuple[int, int] | None) -> np.ndarray:
+    """The sampler before issue 14: float64 softmax of the whole vocabulary, per-row top-p, an index-order
+    CDF over the vocabulary and one uniform per row."""
+    z = np.array(logits, dtype=np.float32, copy=True, ndmin=2)
+    if masked_range is not None:
+        mask_traj_tokens(z, *masked_range)
+    p = top_p_probs(z, temperature, top_p)
+    cdf = np.cumsum(p, axis=1)
+    ids = [np.searchsorted(cdf[r], u[r] * cdf[r, -1], side="right") for r in range(p.shape[0])]
+    return np.minimum(np.array(ids, dtype=np.int64), p.shape[1] - 1)
+
+
+def _logit_families(rng: np.random.Generator, v: int) -> dict[str, np.ndarray]:
+    """Flat, peaked, spread and tied rows: each takes a different path through the sampler."""
+    flat = rng.standard_normal((4, v)).astype(np.float32)
+    peaked = (rng.standard_normal((4, v)) * 2).astype(np.float32)
+    peaked[:, rng.integers(0, v, 6)] += 20.0
+    dominant = rng.standard_normal((4, v)).astype(np.float32)
+    dominant[:, 7] = 40.0  # one token above top_p on its own
+    spread = (rng.standard_normal((4, v)) * 3).astype(np.float32)
+    ties = np.round(rng.standard_normal((4, v)) * 2).astype(np.float32)  # many exactly equal logits
+    return {"flat": flat, "peaked": peaked, "dominant": dominant, "spread": spread, "ties": ties}
+
+
+@pytest.mark.parametrize("v", [300, 4310, 40_000])
+def test_same_tokens_as_the_whole_vocabulary_sampler(v: int) -> None:
+    rng = np.random.default_rng(v)
+    masked = (v // 10, v // 10 + v // 5)
+    for name, logits in _logit_families(rng, v).items():
+        logits[:, masked[0]] += 30.0  # a masked token that would dominate
+        for temperature, top_p in ((0.6, 0.98), (1.0, 0.5), (0.6, 1.0)):
+            for draw in range(25):
+                u = np.random.default_rng(draw).random(logits.shape[0])
+                want = _whole_vocabulary_sampler(logits, u, temperature, top_p, masked)
+                got = sample_with_uniforms(logits, u, temperature, top_p, masked)
+                assert np.array_equal(got, want), (name, temperature, top_p, draw)
+
+
+def test_draws_follow_the_top_p_distribution() -> None:
+    """Many draws of one flat row (the histogram path) match `top_p_probs` (a chi-square bound)."""
+    rng = np.random.default_rng(3)
+    logits = rng.standard_normal((1, 6000)).astype(np.float32) * 0.5
+    logits[0, :40] += 4.0  # 40 likely tokens, a long flat tail cut by top-p
+    p = top_p_probs(logits, 0.6, 0.98)[0]
+    heavy = np.flatnonzero(p > 1e-3)
+    u = np.random.default_rng(4).random(6000)
+    ids = np.concatenate([sample_with_uniforms(np.repeat(logits, 200, axis=0), u[i:i + 200], 0.6, 0.98)
+                          for i in range(0, u.size, 200)])
+    assert p[ids].min() > 0  # nothing top-p removed is ever drawn
+    observed = np.array([(ids == h).sum() for h in heavy] + [(~np.isin(ids, heavy)).sum()])
+    expected = np.append(p[heavy], 1.0 - p[heavy].sum()) * ids.size
+    chi2 = ((observed - expected) ** 2 / expected).sum()
+    assert chi2 < heavy.size + 1 + 6 * np.sqrt(2 * (heavy.size + 1))  # mean dof + 6 sigma
+
+
+def test_sample_tokens_draws_one_uniform_per_row_from_the_generator() -> None:
+    logits = np.random.default_rng(0).standard_normal((3, 500)).astype(np.float32)
+    a = sample_tokens(logits, np.random.default_rng(9), 0.6, 0.98)
+    b = sample_with_uniforms(logits, np.random.default_rng(9).random(3), 0.6, 0.98)
+    assert np.array_equal(a, b)
+    with pytest.raises(ValueError, match="3 rows of logits but 2 uniforms"):
+        sample_with_uniforms(logits, np.zeros(2), 0.6, 0.98)
+    with pytest.raises(ValueError, match="no finite entry"):
+        sample_with_uniforms(np.full((1, 5), -np.inf, np.float32), np.zeros(1))

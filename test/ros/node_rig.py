@@ -180,13 +180,16 @@ class Rig:
 
     def close(self) -> None:
         self.drive.stop()
+        # Stop the spin loops first: shutting the node down from this thread while its executor runs a
+        # timer callback races with the publishers being destroyed (a ROS graph serialises both on the
+        # executor thread, where the lifecycle service runs).
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=5.0)
         try:
             self.node.trigger_shutdown()
         except Exception:  # already finalized
             pass
-        self._stop.set()
-        for t in self._threads:
-            t.join(timeout=5.0)
         for ex in (self.node_exec, self.drv_exec):
             ex.shutdown(timeout_sec=5.0)
         self.drive.destroy()

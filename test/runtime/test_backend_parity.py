@@ -75,6 +75,7 @@ def test_shared_reasoning_mode(torch_backend, ort_backend, synthetic, tick) -> N
     assert np.abs(_traj(b, tick, ort_backend) - ref.xyz).max() < 1e-4
     assert not np.allclose(b.actions[0], b.actions[1])  # own noise per candidate
     assert b.counters["prefix_kv_copies"] == 0
+    assert a.counters["suffix_kv_copies"] == b.counters["suffix_kv_copies"] == 2  # the one row repeated for K
 
 
 def test_expert_reads_only_up_to_traj_future_start(ort_backend, synthetic, tick) -> None:
@@ -91,21 +92,22 @@ def test_expert_reads_only_up_to_traj_future_start(ort_backend, synthetic, tick)
     from alpamayo_ros.runtime.orchestrator import GenerationResult
 
     g = GenerationResult(gen, gen, "")
-    pos, pm, sm = orch.expert_inputs(g, np.asarray(tick.inputs.input_ids), tick.inputs.rope_delta, 2)
+    pos, sm = orch.expert_inputs(g, np.asarray(tick.inputs.input_ids), tick.inputs.rope_delta, 2)
     x0 = make_noise(2, 0)
     steps = [(0.0, 0.5), (0.5, 0.5)]
-    base = ex.run_expert(x0, steps, pos, pm, sm)
+    base = ex.run_expert(x0, steps, pos, sm)
     r = rows_with[0]
     first = int(np.flatnonzero(gen[r] == tfs)[0])
-    ex.suffix_key[:, r, :, first + 1 :] += 5.0  # tokens after <|traj_future_start|> (and unused slots)
+    suffix_key = ex.kv.suffix_view("key")  # (L, Hkv, B, Cs, Dh): the buffer the graphs read in place
+    suffix_key[:, :, r, first + 1 :] += 5.0  # tokens after <|traj_future_start|> (and unused slots)
     try:
-        moved = ex.run_expert(x0, steps, pos, pm, sm)
+        moved = ex.run_expert(x0, steps, pos, sm)
     finally:
-        ex.suffix_key[:, r, :, first + 1 :] -= 5.0
+        suffix_key[:, :, r, first + 1 :] -= 5.0
     np.testing.assert_allclose(moved[r], base[r], atol=1e-5)
-    ex.suffix_key[:, r, :, : first + 1] += 5.0  # visible part: must matter
+    suffix_key[:, :, r, : first + 1] += 5.0  # visible part: must matter
     try:
-        changed = ex.run_expert(x0, steps, pos, pm, sm)
+        changed = ex.run_expert(x0, steps, pos, sm)
     finally:
-        ex.suffix_key[:, r, :, : first + 1] -= 5.0
+        suffix_key[:, :, r, : first + 1] -= 5.0
     assert np.abs(changed[r] - base[r]).max() > 1e-4

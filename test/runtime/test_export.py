@@ -9,7 +9,7 @@ from pathlib import Path
 import onnx
 import pytest
 
-from alpamayo_ros.runtime.export import ALLOWED_OPS, OPSET, check_standard_ops, read_manifest
+from alpamayo_ros.runtime.export import MANIFEST_FORMAT, OPSET, check_standard_ops, read_manifest
 
 pytestmark = pytest.mark.slow
 
@@ -22,7 +22,7 @@ def test_manifest_matches_graphs(tiny_model_dir: Path, tiny_onnx_dir: Path) -> N
     manifest = read_manifest(tiny_onnx_dir, cfg.config_hash, weights_fingerprint(tiny_model_dir))
     assert manifest["opset"] == OPSET >= 17
     assert (manifest["prefix_capacity"], manifest["suffix_capacity"]) == (cfg.prefix_capacity, cfg.suffix_capacity)
-    assert set(manifest["graphs"]) == {"vision", "prefill", "decode", "expert_step"}
+    assert set(manifest["graphs"]) == {"vision", "prefill", "decode", "expert_step", "sample"}
     for name, entry in manifest["graphs"].items():
         model = onnx.load(str(tiny_onnx_dir / entry["file"]))
         assert {o.domain for o in model.opset_import} <= {"", "ai.onnx"}
@@ -32,12 +32,24 @@ def test_manifest_matches_graphs(tiny_model_dir: Path, tiny_onnx_dir: Path) -> N
         outs = [o.name for o in model.graph.output]
         assert outs == [o["name"] for o in entry["outputs"]], name
         assert check_standard_ops(tiny_onnx_dir / entry["file"]) == []
-    # the prefix KV is stored once: batch-free in every graph that reads it
-    for name in ("decode", "expert_step"):
+    # every layer's KV is its own input; the prefix is stored once (batch-free) in every graph that reads it
+    L, H, Dh, Cs = cfg.text.num_hidden_layers, cfg.text.num_key_value_heads, cfg.text.head_dim, cfg.suffix_capacity
+    for name, batch in (("decode", "B"), ("expert_step", "K")):
         shapes = {i["name"]: i["shape"] for i in manifest["graphs"][name]["inputs"]}
-        assert len(shapes["prefix_key"]) == 4 and all(isinstance(d, int) for d in shapes["prefix_key"])
-    assert "ScatterND" in {n.op_type for n in onnx.load(str(tiny_onnx_dir / "decode.onnx")).graph.node}
-    assert "ScatterND" in ALLOWED_OPS
+        for i in range(L):
+            assert shapes[f"prefix_key_{i}"] == shapes[f"prefix_value_{i}"] == [H, "P", Dh]
+            assert shapes[f"suffix_key_{i}"] == shapes[f"suffix_value_{i}"] == [H, batch, Cs, Dh]
+    # calls return only the new tokens' K/V: the prompt's per layer, one token per row from decode
+    outs = {o["name"]: o["shape"] for o in manifest["graphs"]["prefill"]["outputs"]}
+    assert outs == {"logits": [1, cfg.text.vocab_size], **{f"new_{k}_{i}": [H, "P", Dh] for k in ("key", "value")
+                                                            for i in range(L)}}
+    outs = {o["name"]: o["shape"] for o in manifest["graphs"]["decode"]["outputs"]}
+    assert outs["new_key"] == outs["new_value"] == [L, H, "B", 1, Dh]
+    # no graph writes into or copies a cache: no ScatterND on KV (only the prefill's image rows), no Split of it
+    ops = {name: {n.op_type for n in onnx.load(str(tiny_onnx_dir / f"{name}.onnx")).graph.node}
+           for name in ("decode", "expert_step")}
+    assert not any("ScatterND" in o for o in ops.values())
+    assert manifest["prefill_query_blocks"] == cfg.prefill_query_blocks
 
 
 def test_stale_export_is_refused(tiny_model_dir: Path, tiny_onnx_dir: Path, tmp_path: Path) -> None:
@@ -52,6 +64,22 @@ def test_stale_export_is_refused(tiny_model_dir: Path, tiny_onnx_dir: Path, tmp_
         create_backend("onnxruntime", other, onnx_dir=tiny_onnx_dir)
     with pytest.raises(FileNotFoundError, match="manifest.json not found.*export-onnx"):
         create_backend("onnxruntime", other)
+
+
+def test_manifest_of_an_older_export_is_a_clear_error(tiny_onnx_dir: Path, tmp_path: Path) -> None:
+    from alpamayo_ros.runtime.tensorrt.manifest import ManifestError, load_onnx_manifest
+
+    old = tmp_path / "onnx"
+    shutil.copytree(tiny_onnx_dir, old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    assert manifest["format"] == MANIFEST_FORMAT == "alpamayo_ros.onnx/2"
+    manifest["format"] = "alpamayo_ros.onnx/1"  # whole-cache KV inputs and present_* outputs
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match=r"format 'alpamayo_ros.onnx/1', this version reads 'alpamayo_ros.onnx/2'"
+                                         r".*re-export with `alpamayo-ros export-onnx"):
+        read_manifest(old)
+    with pytest.raises(ManifestError, match="re-export"):
+        load_onnx_manifest(old)
 
 
 def test_export_cli_writes_one_graph(tiny_model_dir: Path, tmp_path: Path) -> None:

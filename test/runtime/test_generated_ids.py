@@ -42,11 +42,11 @@ class ScriptedExecutor(GraphExecutor):
     def start_decode(self, batch):
         assert batch == len(self.script)
 
-    def decode(self, token_ids, position_ids, write_index, prefix_mask, suffix_mask):
+    def decode(self, token_ids, position_ids, write_index, suffix_mask):
         self.fed.append(np.asarray(token_ids).copy())
         return self._logits(write_index + 1)
 
-    def run_expert(self, x0, steps, position_ids, prefix_mask, suffix_mask):
+    def run_expert(self, x0, steps, position_ids, suffix_mask):
         return x0
 
 

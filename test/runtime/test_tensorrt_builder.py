@@ -125,14 +125,18 @@ def test_dim_ranges_from_the_onnx_manifest(tmp_path: Path) -> None:
                    "outputs": [{"name": "image_embeds", "dtype": "float32", "shape": ["N", 180, 4096]}]},
     }  # fmt: skip
     (tmp_path / "v.onnx").write_bytes(b"")
-    raw = {"format": "alpamayo_ros.onnx/1", "config_hash": "h", "prefix_capacity": 3200, "suffix_capacity": 256,
-           "max_batch": 6, "graphs": graphs, "dims": {"S": [16, 3100, 3200]}}  # fmt: skip
+    raw = {"format": "alpamayo_ros.onnx/2", "config_hash": "h", "prefix_capacity": 3200, "suffix_capacity": 256,
+           "max_batch": 6, "prefill_query_blocks": 7, "graphs": graphs}  # fmt: skip
     (tmp_path / "manifest.json").write_text(json.dumps(raw))
     ranges = default_dim_ranges(load_onnx_manifest(tmp_path))
-    assert ranges["B"] == ranges["K"] == ranges["Bs"] == DimRange(1, 6, 6)
+    assert ranges["B"] == ranges["K"] == DimRange(1, 6, 6)
     assert ranges["N"] == DimRange(1, 4, 16)
     assert ranges["M"] == DimRange(1, 2880, 2880)  # 16 images x 180 tokens, from the vision output
-    assert ranges["S"] == DimRange(16, 3100, 3200)  # explicit manifest dims win
+    assert ranges["P"] == DimRange(1, 3200, 3200)  # the prompt
+    assert ranges["S"] == DimRange(7, 3206, 3206)  # the prefill's padded prompt: whole query blocks
+    raw["dims"] = {"S": [14, 3101, 3206]}
+    (tmp_path / "manifest.json").write_text(json.dumps(raw))
+    assert default_dim_ranges(load_onnx_manifest(tmp_path))["S"] == DimRange(14, 3101, 3206)  # explicit dims win
     assert DimRange.parse("1:4:16") == DimRange(1, 4, 16) and DimRange.parse("8") == DimRange(8, 8, 8)
     with pytest.raises(ValueError, match="min <= opt <= max"):
         DimRange.parse("4:2:8")
@@ -151,8 +155,8 @@ def test_weakly_typed_fp16_sets_flags_and_kv_io_dtype(monkeypatch: pytest.Monkey
         DataType=SimpleNamespace(HALF="HALF", BF16="BF16"),
     )
     monkeypatch.setitem(sys.modules, "fake_tensorrt", fake)
-    inputs = [_Tensor(n) for n in ("input_ids", "prefix_key", "prefix_value", "suffix_key", "prefix_mask")]
-    outputs = [_Tensor(n) for n in ("logits", "present_suffix_key", "present_suffix_value")]
+    inputs = [_Tensor(n) for n in ("input_ids", "prefix_key_0", "prefix_value_1", "suffix_key_0", "suffix_mask")]
+    outputs = [_Tensor(n) for n in ("logits", "new_key", "new_value_3")]
     network = SimpleNamespace(num_inputs=len(inputs), num_outputs=len(outputs),
                               get_input=inputs.__getitem__, get_output=outputs.__getitem__)  # fmt: skip
     flags: list[str] = []
@@ -161,13 +165,7 @@ def test_weakly_typed_fp16_sets_flags_and_kv_io_dtype(monkeypatch: pytest.Monkey
     _configure_precision(config, network, options, OnnxInfo("fp32", "fp8-qdq"), strongly_typed=False)  # type: ignore[arg-type]
     assert flags == ["FP16", "FP8"]
     halves = {t.name for t in inputs + outputs if t.dtype == "HALF"}
-    assert halves == {
-        "prefix_key",
-        "prefix_value",
-        "suffix_key",
-        "present_suffix_key",
-        "present_suffix_value",
-    }
+    assert halves == {"prefix_key_0", "prefix_value_1", "suffix_key_0", "new_key", "new_value_3"}
     flags.clear()
     _configure_precision(config, network, options, OnnxInfo("fp16", "none"), strongly_typed=True)  # type: ignore[arg-type]
     assert flags == []  # strongly typed: the ONNX decides

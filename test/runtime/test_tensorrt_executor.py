@@ -9,11 +9,11 @@ The fakes behave like the real things where the executor could get it wrong:
 * "device" memory is real memory, but FakeCuda tracks which ranges are device / pinned host and
   rejects a copy in the wrong direction, an unaligned tensor, or use after free;
 * a fake engine computes its outputs from the bytes at the addresses bound when it is enqueued
-  (ScatterND-like: `present_*` = input copy with the written slots replaced), so a wrong binding,
-  a missed upload or a stale KV parity shows up in the numbers;
+  (every layer's KV input read where it is bound, the new K/V written where the executor points
+  them), so a wrong binding, a missed upload or a misplaced slot copy shows up in the numbers;
 * while a stream is capturing, copies and enqueues are recorded with their addresses baked in and
-  only run on `graph_launch`, like a CUDA graph: replaying a graph captured for another parity
-  would read the wrong buffers and the comparison with the eager executor would fail.
+  only run on `graph_launch`, like a CUDA graph: replaying a graph captured for another write slot
+  would write the wrong slot and the comparison with the eager executor would fail.
 """
 
 from __future__ import annotations
@@ -37,12 +37,12 @@ from alpamayo_ros.runtime.tensorrt.executor import (
     TensorRTExecutor,
     TensorRTExecutorError,
 )
-from alpamayo_ros.runtime.tensorrt.manifest import EngineEntry, EngineManifest, ManifestError
+from alpamayo_ros.runtime.tensorrt.manifest import GRAPH_NAMES, EngineEntry, EngineManifest, ManifestError
 from alpamayo_ros.runtime.tensorrt.trt_module import from_bf16_bits, to_bf16_bits
 
 # tiny dims: layers, kv heads, head dim, prefix/suffix capacity, vocab, hidden, tokens/image, ...
 L, H, DH, CP, CS, V, D, MV, TV, PD, NDS, W, A, KMAX = 2, 1, 2, 8, 4, 5, 3, 2, 4, 3, 2, 3, 2, 3
-NP_OF = {"FLOAT": np.float32, "HALF": np.float16, "INT64": np.int64, "INT32": np.int32}
+NP_OF = {"FLOAT": np.float32, "HALF": np.float16, "INT64": np.int64, "INT32": np.int32, "BOOL": np.bool_}
 VERSION = "10.13.0.35"
 
 
@@ -57,6 +57,7 @@ class FakeCuda:
         self.capturing: list[Callable[[], None]] | None = None
         self.graphs: dict[int, list[Callable[[], None]]] = {}
         self.streams: set[int] = set()
+        self.copied: dict[str, int] = {"htod": 0, "dtoh": 0, "dtod": 0}  # bytes, counted when executed
         self._next = 1
 
     def _alloc(self, nbytes: int, kind: str) -> int:
@@ -96,19 +97,31 @@ class FakeCuda:
         self.check(ptr, nbytes, "device")
         self.submit(lambda: ctypes.memset(ptr, value, nbytes))
 
-    def _copy(self, dst: int, dst_kind: str, src: int, src_kind: str, nbytes: int) -> None:
+    def _copy(self, dst: int, dst_kind: str, src: int, src_kind: str, nbytes: int, direction: str) -> None:
         self.check(dst, nbytes, dst_kind)
         self.check(src, nbytes, src_kind)
-        self.submit(lambda: ctypes.memmove(dst, src, nbytes))
+
+        def run() -> None:
+            ctypes.memmove(dst, src, nbytes)
+            self.copied[direction] += nbytes
+
+        self.submit(run)
 
     def memcpy_htod_async(self, dst: int, src: int, nbytes: int, stream: int) -> None:
-        self._copy(dst, "device", src, "host", nbytes)
+        self._copy(dst, "device", src, "host", nbytes, "htod")
 
     def memcpy_dtoh_async(self, dst: int, src: int, nbytes: int, stream: int) -> None:
-        self._copy(dst, "host", src, "device", nbytes)
+        self._copy(dst, "host", src, "device", nbytes, "dtoh")
 
     def memcpy_dtod_async(self, dst: int, src: int, nbytes: int, stream: int) -> None:
-        self._copy(dst, "device", src, "device", nbytes)
+        self._copy(dst, "device", src, "device", nbytes, "dtod")
+
+    def memcpy2d_dtod_async(
+        self, dst: int, dpitch: int, src: int, spitch: int, width: int, height: int, stream: int
+    ) -> None:
+        assert width <= dpitch and width <= spitch
+        for r in range(height):
+            self._copy(dst + r * dpitch, "device", src + r * spitch, "device", width, "dtod")
 
     def stream_create(self) -> int:
         self.streams.add(len(self.streams) + 1)
@@ -243,77 +256,75 @@ class FakeContext:
         return True
 
 
-def _kv(dtype: str, batch_axis: str | None) -> Spec:
-    if batch_axis is None:
-        return Spec(dtype, (L, H, CP, DH))
-    return Spec(dtype, (L, -1, H, CS, DH), ((L, 1, H, CS, DH), (L, KMAX, H, CS, DH), (L, KMAX, H, CS, DH)))
+def _dyn(shape: tuple[int, ...], axes: dict[int, tuple[int, int]], dtype: str = "FLOAT") -> Spec:
+    """A dynamic-shape input: `axes` maps axis -> (min, max); opt = max."""
 
+    def at(which: int) -> tuple[int, ...]:
+        return tuple(axes[i][which] if i in axes else d for i, d in enumerate(shape))
 
-def _dyn(shape: tuple[int, ...], axis: int, lo: int, hi: int, dtype: str = "FLOAT") -> Spec:
-    def at(v: int) -> tuple[int, ...]:
-        return tuple(v if i == axis else d for i, d in enumerate(shape))
-
-    return Spec(dtype, at(-1), (at(lo), at(hi), at(hi)))
+    return Spec(dtype, tuple(-1 if i in axes else d for i, d in enumerate(shape)), (at(0), at(1), at(1)))
 
 
 def _out(dtype: str, shape: tuple[int, ...]) -> Spec:
     return Spec(dtype, shape, None, is_input=False)
 
 
-# The fake graphs' math (the oracle in `Reference` mirrors it on the host).
+def _layer_kv_specs(kv_dtype: str, batch_max: int) -> dict[str, Spec]:
+    specs = {}
+    for part in ("prefix", "suffix"):
+        for kind in ("key", "value"):
+            for layer in range(L):
+                shape, axes = ((H, 0, DH), {1: (1, CP)}) if part == "prefix" else ((H, 0, CS, DH), {1: (1, batch_max)})
+                specs[f"{part}_{kind}_{layer}"] = _dyn(shape, axes, kv_dtype)
+    return specs
+
+
+# The fake graphs' math (the oracle in `expected_tick` mirrors it on the host). Layer l's K/V carry
+# 100·l (prefix) or 10·l (suffix), so a layer bound to another layer's slice changes the numbers.
 def vision_fn(i: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     emb = i["pixel_rows"][:, :MV, :D]
     return {"image_embeds": emb, "deepstack_embeds": np.stack([emb * (k + 2) for k in range(NDS)])}
 
 
 def prefill_fn(i: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    ids = i["input_ids"][0]
-    key, value = i["prefix_key"].copy(), i["prefix_value"].copy()
+    p = i["position_ids"].shape[2]
+    ids = i["input_ids"][0, :p]
+    out = {"logits": np.array([[ids.sum(), i["image_embeds"].sum(), i["deepstack_embeds"].sum(), ids.size,
+                                i["image_token_index"].sum()]])}
     for layer in range(L):
-        key[layer, :, : ids.size, :] = ids[None, :, None] + 100 * layer
-        value[layer, :, : ids.size, :] = -ids[None, :, None]
-    logits = np.array(
-        [
-            [
-                ids.sum(),
-                i["image_embeds"].sum(),
-                i["deepstack_embeds"].sum(),
-                ids.size,
-                i["image_token_index"].sum(),
-            ]
-        ]
-    )
-    return {"logits": logits, "present_prefix_key": key, "present_prefix_value": value}
+        out[f"new_key_{layer}"] = np.broadcast_to(ids[None, :, None] + 100 * layer, (H, p, DH))
+        out[f"new_value_{layer}"] = np.broadcast_to(-ids[None, :, None] - 100 * layer, (H, p, DH))
+    return out
 
 
 def decode_fn(i: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    ids, slot = i["input_ids"][:, 0], int(i["write_index"][0])
-    key, value = i["suffix_key"].copy(), i["suffix_value"].copy()
-    key[:, :, :, slot, :] = ids[None, :, None, None]
-    value[:, :, :, slot, :] = 2 * ids[None, :, None, None]
-    visible_prefix = (i["prefix_mask"][0] == 0).astype(np.float64)
-    prefix_sum = (i["prefix_key"][0, 0, :, 0] * visible_prefix).sum()
-    suffix_sum = (key[0, :, 0, :, 0] * (i["suffix_mask"] == 0)).sum(axis=1)
-    logits = np.stack(
-        [
-            suffix_sum,
-            np.full_like(suffix_sum, prefix_sum),
-            i["position_ids"][0, :, 0],
-            ids,
-            np.full_like(suffix_sum, slot),
-        ],
-        axis=1,
-    )
-    return {"logits": logits, "present_suffix_key": key, "present_suffix_value": value}
+    ids = i["input_ids"][:, 0]
+    visible = i["suffix_mask"] == 0  # (B, Cs): the slots written before this step
+    prefix_sum = i["prefix_key_1"][0, :, 0].sum() - 100 * i["prefix_key_1"].shape[1]  # layer 1: ids + 100
+    suffix_sum = (i[f"suffix_key_{L - 1}"][0, :, :, 0] * visible).sum(axis=1) - 10 * (L - 1) * visible.sum(axis=1)
+    logits = np.stack([suffix_sum, np.full_like(suffix_sum, prefix_sum), i["position_ids"][0, :, 0], ids,
+                       visible.sum(axis=1)], axis=1)
+    layer = np.arange(L)[:, None, None, None, None]
+    token = ids[None, None, :, None, None]
+    shape = (L, H, ids.size, 1, DH)
+    return {"logits": logits, "new_key": np.broadcast_to(token + 10 * layer, shape),
+            "new_value": np.broadcast_to(2 * token + 10 * layer, shape)}
 
 
 def expert_fn(i: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     k = i["x"].shape[0]
-    prefix = (i["prefix_key"][0, 0, :, 0] * (i["prefix_mask"][0] == 0)).sum()
-    rows = np.arange(k) % i["suffix_key"].shape[1]
-    suffix = (i["suffix_value"][0, rows, 0, :, 0] * (i["suffix_mask"] == 0)).sum(axis=1)
+    prefix = i["prefix_key_0"][0, :, 0].sum() + 0.01 * i["prefix_value_1"][0, :, 0].sum()
+    rows = np.arange(k) % i["suffix_value_0"].shape[1]  # MatMul broadcasting of a one-row suffix
+    visible = i["suffix_mask"] == 0
+    suffix = (i[f"suffix_value_{L - 1}"][0, rows, :, 0] * visible).sum(axis=1)
     v = prefix + suffix[:, None, None] + i["t"][0] + 0.01 * i["position_ids"][0][:, :, None] - i["x"]
     return {"x_next": i["x"] + i["dt"][0] * v}
+
+
+def sample_fn(i: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Fake sampler: the argmax shifted by the uniform's first digit; rows with u >= 0.9 not covered."""
+    u = i["uniforms"]
+    return {"token_ids": i["logits"].argmax(axis=1) + np.floor(u * 10).astype(np.int64), "covered": u < 0.9}
 
 
 def make_engines(
@@ -321,65 +332,62 @@ def make_engines(
 ) -> dict[str, FakeEngine]:
     f = "FLOAT"
     vision = {
-        "pixel_rows": _dyn((-1, TV, PD), 0, 1, 4),
+        "pixel_rows": _dyn((0, TV, PD), {0: (1, 4)}),
         "image_embeds": _out(f, (-1, MV, D)),
         "deepstack_embeds": _out(f, (NDS, -1, MV, D)),
     }
     prefill = {
-        "input_ids": _dyn((1, -1), 1, 1, CP, "INT64"),
-        "position_ids": _dyn((3, 1, -1), 2, 1, CP, "INT64"),
-        "image_embeds": _dyn((-1, D), 0, 1, CP),
-        "deepstack_embeds": _dyn((NDS, -1, D), 1, 1, CP),
-        "image_token_index": _dyn((-1,), 0, 1, CP, "INT64"),
-        "prefix_key": _kv(kv_dtype, None),
-        "prefix_value": _kv(kv_dtype, None),
+        "input_ids": _dyn((1, 0), {1: (1, CP)}, "INT64"),
+        "position_ids": _dyn((3, 1, 0), {2: (1, CP)}, "INT64"),
+        "image_embeds": _dyn((0, D), {0: (1, CP)}),
+        "deepstack_embeds": _dyn((NDS, 0, D), {1: (1, CP)}),
+        "image_token_index": _dyn((0,), {0: (1, CP)}, "INT64"),
         "logits": _out(logits_dtype, (1, V)),
-        "present_prefix_key": _out(kv_dtype, (L, H, CP, DH)),
-        "present_prefix_value": _out(kv_dtype, (L, H, CP, DH)),
+        **{f"new_{kind}_{layer}": _out(kv_dtype, (H, -1, DH)) for kind in ("key", "value") for layer in range(L)},
     }
     decode = {
-        "input_ids": _dyn((-1, 1), 0, 1, KMAX, "INT64"),
-        "position_ids": _dyn((3, -1, 1), 1, 1, KMAX, "INT64"),
-        "write_index": Spec("INT64", (1,)),
-        "prefix_key": _kv(kv_dtype, None),
-        "prefix_value": _kv(kv_dtype, None),
-        "prefix_mask": Spec(f, (1, CP)),
-        "suffix_key": _kv(kv_dtype, "B"),
-        "suffix_value": _kv(kv_dtype, "B"),
-        "suffix_mask": _dyn((-1, CS), 0, 1, KMAX),
+        "input_ids": _dyn((0, 1), {0: (1, KMAX)}, "INT64"),
+        "position_ids": _dyn((3, 0, 1), {1: (1, KMAX)}, "INT64"),
+        "suffix_mask": _dyn((0, CS), {0: (1, KMAX)}),
+        **_layer_kv_specs(kv_dtype, KMAX),
         "logits": _out(logits_dtype, (-1, V)),
-        "present_suffix_key": _out(kv_dtype, (L, -1, H, CS, DH)),
-        "present_suffix_value": _out(kv_dtype, (L, -1, H, CS, DH)),
+        "new_key": _out(kv_dtype, (L, H, -1, 1, DH)),
+        "new_value": _out(kv_dtype, (L, H, -1, 1, DH)),
     }
     expert = {
-        "x": _dyn((-1, W, A), 0, 1, KMAX),
+        "x": _dyn((0, W, A), {0: (1, KMAX)}),
         "t": Spec(f, (1,)),
         "dt": Spec(f, (1,)),
-        "position_ids": _dyn((3, -1, W), 1, 1, KMAX, "INT64"),
-        "prefix_key": _kv(kv_dtype, None),
-        "prefix_value": _kv(kv_dtype, None),
-        "prefix_mask": Spec(f, (1, CP)),
-        "suffix_key": _kv(kv_dtype, "Bs"),
-        "suffix_value": _kv(kv_dtype, "Bs"),
-        "suffix_mask": _dyn((-1, CS), 0, 1, KMAX),
+        "position_ids": _dyn((3, 0, W), {1: (1, KMAX)}, "INT64"),
+        "suffix_mask": _dyn((0, CS), {0: (1, KMAX)}),
+        **_layer_kv_specs(kv_dtype, KMAX),
         "x_next": _out(f, (-1, W, A)),
     }
+
+    sample = {
+        "logits": _dyn((0, V), {0: (1, KMAX)}, logits_dtype),
+        "uniforms": _dyn((0,), {0: (1, KMAX)}),
+        "temperature": Spec(f, (1,)),
+        "top_p": Spec(f, (1,)),
+        "token_ids": _out("INT64", (-1,)),
+        "covered": _out("BOOL", (-1,)),
+    }
+
+    def sample_shapes(s: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
+        return {"token_ids": s["uniforms"], "covered": s["uniforms"]}
 
     def vision_shapes(s: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
         n = s["pixel_rows"][0]
         return {"image_embeds": (n, MV, D), "deepstack_embeds": (NDS, n, MV, D)}
 
     def prefill_shapes(s: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
-        return {
-            "logits": (1, V),
-            "present_prefix_key": (L, H, CP, DH),
-            "present_prefix_value": (L, H, CP, DH),
-        }
+        p = s["position_ids"][2]
+        kv = {f"new_{kind}_{layer}": (H, p, DH) for kind in ("key", "value") for layer in range(L)}
+        return {"logits": (1, V), **kv}
 
     def decode_shapes(s: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
         b = s["input_ids"][0]
-        kv = (L, b, H, CS, DH)
-        return {"logits": (b, V), "present_suffix_key": kv, "present_suffix_value": kv}
+        return {"logits": (b, V), "new_key": (L, H, b, 1, DH), "new_value": (L, H, b, 1, DH)}
 
     def expert_shapes(s: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
         return {"x_next": s["x"]}
@@ -389,6 +397,7 @@ def make_engines(
         "prefill": FakeEngine("prefill", prefill, prefill_shapes, prefill_fn, cuda),
         "decode": FakeEngine("decode", decode, decode_shapes, decode_fn, cuda),
         "expert_step": FakeEngine("expert_step", expert, expert_shapes, expert_fn, cuda),
+        "sample": FakeEngine("sample", sample, sample_shapes, sample_fn, cuda),
     }
 
 
@@ -410,7 +419,7 @@ CONFIG = RuntimeConfig(
 
 def write_engine_dir(path: Path, config_hash: str = CONFIG.config_hash, version: str = VERSION) -> Path:
     entries = {}
-    for graph in ("vision", "prefill", "decode", "expert_step"):
+    for graph in GRAPH_NAMES:
         data = f"fake-engine:{graph}".encode()
         (path / f"{graph}.engine").write_bytes(data)
         sha = hashlib.sha256(data).hexdigest()
@@ -444,18 +453,17 @@ def run_tick(ex: TensorRTExecutor, seed: int, batch: int = 2, steps: int = 3, k:
     pos = np.tile(np.arange(s), (3, 1)).astype(np.int64)
     token_index = np.array([1, 2, 3, 4], dtype=np.int64)
     prefill_logits = ex.prefill(ids, pos, feats[:2], token_index)
-    prefix_mask = np.where(np.arange(CP) < s, 0.0, -1e9).astype(np.float32)[None]
     ex.start_decode(batch)
     decoded, tokens = [], rng.integers(1, 9, (3, batch)).astype(np.int64)
     for i in range(3):
-        suffix_mask = np.where(np.arange(CS) <= i, 0.0, -1e9).astype(np.float32)[None].repeat(batch, 0)
+        suffix_mask = np.where(np.arange(CS) < i, 0.0, -1e9).astype(np.float32)[None].repeat(batch, 0)
         positions = np.full((3, batch, 1), s + i, dtype=np.int64)
-        decoded.append(ex.decode(tokens[i], positions, i, prefix_mask, suffix_mask))
+        decoded.append(ex.decode(tokens[i], positions, i, suffix_mask))
     x0 = rng.standard_normal((k, W, A)).astype(np.float32)
     schedule = [(j / steps, 1.0 / steps) for j in range(steps)]
     positions = np.tile(np.arange(W), (3, k, 1)).astype(np.int64)
     expert_mask = np.where(np.arange(CS) < 3, 0.0, -1e9).astype(np.float32)[None].repeat(k, 0)
-    x1 = ex.run_expert(x0, schedule, positions, prefix_mask, expert_mask)
+    x1 = ex.run_expert(x0, schedule, positions, expert_mask)
     return dict(pixels=pixels, feats=feats, ids=ids, prefill=prefill_logits, tokens=tokens, decoded=decoded,
                 x0=x0, schedule=schedule, positions=positions, x1=x1)  # fmt: skip
 
@@ -468,27 +476,17 @@ def expected_tick(t: dict[str, Any], batch: int = 2) -> dict[str, Any]:
     prefill = np.array(
         [ids.sum(), stacked_embeds.sum(), stacked_ds.sum(), ids.size, 1 + 2 + 3 + 4], dtype=np.float32
     )
-    prefix_sum = float(ids.sum())  # layer 0 keys of the visible prompt slots
     decoded = []
-    for i in range(3):
-        suffix = t["tokens"][: i + 1].sum(axis=0)
-        decoded.append(
-            np.stack(
-                [
-                    suffix,
-                    np.full(batch, prefix_sum),
-                    np.full(batch, ids.size + i),
-                    t["tokens"][i],
-                    np.full(batch, i),
-                ],
-                1,
-            )
-        )
-    value_sums = 2 * t["tokens"].sum(axis=0)  # suffix values of the 3 fed tokens per row
+    for i in range(3):  # slots [0, i) hold the tokens fed before step i
+        suffix = t["tokens"][:i].sum(axis=0)
+        row = [suffix, np.full(batch, ids.sum()), np.full(batch, ids.size + i), t["tokens"][i], np.full(batch, i)]
+        decoded.append(np.stack(row, 1))
+    value_sums = (2 * t["tokens"] + 10 * (L - 1)).sum(axis=0)  # last layer's suffix values, 3 slots
     x = t["x0"].astype(np.float64)
     rows = np.arange(x.shape[0]) % batch
+    prefix = ids.sum() + 0.01 * (-ids - 100).sum()  # layer 0 keys, layer 1 values
     for tt, dt in t["schedule"]:
-        v = prefix_sum + value_sums[rows][:, None, None] + tt + 0.01 * t["positions"][0][:, :, None] - x
+        v = prefix + value_sums[rows][:, None, None] + tt + 0.01 * t["positions"][0][:, :, None] - x
         x = x + dt * v
     return dict(embeds=emb, deepstack=ds, prefill=prefill, decoded=decoded, x1=x)
 
@@ -511,34 +509,83 @@ def assert_tick(t: dict[str, Any], batch: int = 2, atol: float = 1e-5) -> None:
 def test_configure_sizes_every_buffer_from_the_engines(tmp_path: Path) -> None:
     ex, cuda = make_executor(tmp_path)
     plan = ex.plan
-    kv_prefix = L * H * CP * DH * 4
-    assert plan["kv.prefix_key.0"].nbytes == plan["kv.prefix_key.1"].nbytes == kv_prefix
-    assert plan["kv.suffix_value.1"].nbytes == L * KMAX * H * CS * DH * 4  # profile max batch
-    assert not plan["kv.prefix_key.0"].staged  # the cache never crosses to the host
+    layer_prefix = -(-H * CP * DH * 4 // 256) * 256  # each layer's slice starts 256-byte aligned
+    assert plan["kv.prefix_key"].nbytes == plan["kv.prefix_value"].nbytes == L * layer_prefix
+    assert plan["kv.suffix_value"].nbytes == L * -(-H * KMAX * CS * DH * 4 // 256) * 256  # profile max batch
+    assert not plan["kv.prefix_key"].staged  # the cache never crosses to the host
+    assert not any(k.startswith("kv.") and k[-2:] in (".0", ".1") for k in plan)  # one buffer each: no ping-pong
+    assert plan["decode.new_key"].nbytes == L * H * KMAX * DH * 4 and not plan["decode.new_key"].staged
     assert plan["decode.logits"].nbytes == KMAX * V * 4 and plan["decode.logits"].staged
     assert plan["prefill.input_ids"].nbytes == CP * 8  # int64, S at profile max
     assert plan["vision.deepstack_embeds"].nbytes == NDS * 4 * MV * D * 4  # N at profile max 4
     assert plan["expert_step.x.0"].nbytes == plan["expert_step.x.1"].nbytes == KMAX * W * A * 4
     assert plan["expert_step.t"].nbytes == MAX_EULER_STEPS * 256  # one 256-byte-aligned slot per step
-    assert not any(k.endswith(("present_prefix_key", "present_suffix_key", "x_next")) for k in plan)
+    assert not any("_key_" in k or "_value_" in k or k.endswith("x_next") for k in plan)  # bound into kv.*
+    assert "sample.logits" not in plan and plan["sample.token_ids"].nbytes == KMAX * 8  # reads decode.logits
     assert cuda.mallocs == len(plan)
-    for parity in (0, 1):  # KV zeroed at configure: masked slots are finite, never NaN garbage
-        ptr = ex._alloc[f"kv.prefix_key.{parity}"].device
-        assert not host_view(ptr, kv_prefix).any()
+    ptr = ex._alloc["kv.prefix_key"].device  # KV zeroed at configure: masked slots are finite, never NaN
+    assert not host_view(ptr, plan["kv.prefix_key"].nbytes).any()
     device, pinned = ex.memory_bytes()
     assert device == sum(s.nbytes for s in plan.values()) and pinned < device
     decisions = {g: d.capture for g, d in ex.decisions.items()}
-    assert decisions == {"vision": False, "prefill": False, "decode": True, "expert_step": True}
+    assert decisions == {"vision": False, "prefill": False, "decode": True, "expert_step": True, "sample": False}
 
 
 def test_a_tick_moves_the_right_bytes_through_the_engines(tmp_path: Path) -> None:
     ex, cuda = make_executor(tmp_path, use_cuda_graphs=False)
     mallocs = cuda.mallocs
     assert_tick(run_tick(ex, seed=1))
-    assert_tick(run_tick(ex, seed=2))  # second tick: prefix parity flipped, suffix restarted
+    assert_tick(run_tick(ex, seed=2))  # second tick: a new prompt over the old one, suffix restarted
     assert cuda.mallocs == mallocs  # nothing allocated per tick
     assert ex.stats.enqueues == {"vision": 2, "prefill": 2, "decode": 6, "expert_step": 6}
     assert not ex.stats.graph_captures and not cuda.graphs
+
+
+def test_kv_is_read_in_place_and_only_new_tokens_are_written(tmp_path: Path) -> None:
+    """The prompt's K/V outputs are bound to the addresses decode and the expert read (aliased in place);
+    a decode step copies exactly the new tokens' K/V on the device and moves no cache to the host."""
+    ex, cuda = make_executor(tmp_path, use_cuda_graphs=False)
+    run_tick(ex, seed=11)
+    bound = {g: r.context.addresses for g, r in ex.runners.items()}
+    base = ex._alloc["kv.prefix_key"].device
+    for layer in range(L):
+        address = bound["prefill"][f"new_key_{layer}"]
+        assert address == bound["decode"][f"prefix_key_{layer}"] == bound["expert_step"][f"prefix_key_{layer}"]
+        assert address % 256 == 0 and base <= address < base + ex.plan["kv.prefix_key"].nbytes
+        suffix = bound["decode"][f"suffix_value_{layer}"]
+        assert suffix == bound["expert_step"][f"suffix_value_{layer}"]
+    assert bound["decode"]["prefix_key_1"] - bound["decode"]["prefix_key_0"] == 256  # 6 tokens, aligned layers
+    ex.start_decode(2)
+    before = dict(cuda.copied)
+    mask = np.where(np.arange(CS) < 3, 0.0, -1e9).astype(np.float32)[None].repeat(2, 0)
+    ex.decode(np.array([5, 6]), np.full((3, 2, 1), 9), 3, mask)
+    moved = {d: cuda.copied[d] - before[d] for d in cuda.copied}
+    assert moved["dtod"] == 2 * L * H * 2 * DH * 4  # key + value of one token per row, every layer
+    assert moved["dtoh"] == 2 * V * 4  # the logits; nothing of the cache
+    suffix_key = host_view(ex._alloc["kv.suffix_key"].device, ex.plan["kv.suffix_key"].nbytes).view(np.float32)
+    layer1 = suffix_key[-(-H * 2 * CS * DH * 4 // 256) * 64:][: H * 2 * CS * DH].reshape(H, 2, CS, DH)
+    assert (layer1[:, :, 3] == np.array([5, 6])[None, :, None] + 10).all()  # layer 1's slot 3 of both rows
+
+
+def test_device_sampling_returns_token_ids_and_the_logits_only_on_demand(tmp_path: Path) -> None:
+    ex, cuda = make_executor(tmp_path)
+    assert ex.device_sampling
+    run_tick(ex, seed=12)  # a prompt and three suffix slots
+    ex.start_decode(2)
+    mask = np.where(np.arange(CS) < 3, 0.0, -1e9).astype(np.float32)[None].repeat(2, 0)
+    logits = None
+    for _replay in range(2):  # eager + capture, then the replayed CUDA graph
+        before = cuda.copied["dtoh"]
+        ids, covered = ex.decode_sampled(np.array([5, 6]), np.full((3, 2, 1), 9), 3, mask,
+                                         np.array([0.25, 0.95]), 0.6, 0.98)
+        assert cuda.copied["dtoh"] - before == 2 * 8 + 2  # token ids and flags; no logits
+        logits = ex.last_logits()
+        np.testing.assert_array_equal(ids, logits.argmax(axis=1) + np.array([2, 9]))
+        np.testing.assert_array_equal(covered, [True, False])
+        assert ex.runners["sample"].context.addresses["logits"] == ex._alloc["decode.logits"].device
+    assert ex.stats.graph_captures["decode_sampled"] == 1 and ex.stats.graph_launches["decode_sampled"] == 1
+    assert logits is not None and logits.shape == (2, V)
+    np.testing.assert_allclose(logits[:, 3], [5, 6])  # the fed tokens: decode ran before sampling
 
 
 def test_cuda_graphs_capture_once_and_replay_with_identical_results(tmp_path: Path) -> None:
@@ -552,24 +599,30 @@ def test_cuda_graphs_capture_once_and_replay_with_identical_results(tmp_path: Pa
         for a, b in zip(want["decoded"], got["decoded"], strict=True):
             np.testing.assert_array_equal(a, b)
         np.testing.assert_array_equal(want["x1"], got["x1"])
-    # decode keys: (batch 2, prefix parity, suffix parity) -> 2 prefix parities x 2 suffix parities;
-    # the expert key (K, Bs, steps, parities): suffix parity after 3 steps is 1; prefix parity alternates
-    assert graphed.stats.graph_captures == {"decode": 4, "expert_step": 2}
-    assert graphed.stats.graph_launches == {"decode": 9 - 4, "expert_step": 3 - 2}
+    # decode keys: (batch 2, write slot 0/1/2, prompt length 6): captured on the first tick, replayed after;
+    # the expert key (K, suffix rows, steps, prompt length): one capture
+    assert graphed.stats.graph_captures == {"decode": 3, "expert_step": 1}
+    assert graphed.stats.graph_launches == {"decode": 9 - 3, "expert_step": 3 - 1}
     # enqueues outside capture = eager first runs only; replays do not enqueue
-    assert graphed.stats.enqueues == {"vision": 3, "prefill": 3, "decode": 4, "expert_step": 2 * 3}
-    assert len(cuda.graphs) == 6
+    assert graphed.stats.enqueues == {"vision": 3, "prefill": 3, "decode": 3, "expert_step": 3}
+    assert len(cuda.graphs) == 4
 
 
-def test_shared_reasoning_batch_one_broadcast_suffix(tmp_path: Path) -> None:
-    ex, _ = make_executor(tmp_path)
+def test_shared_reasoning_repeats_the_one_suffix_row(tmp_path: Path) -> None:
+    ex, cuda = make_executor(tmp_path)
+    mallocs = cuda.mallocs
     t = run_tick(ex, seed=7, batch=1, k=3)
     assert_tick(t, batch=1)
+    assert ex.runners["expert_step"].context.shapes["suffix_key_0"] == (H, 3, CS, DH)
+    assert ex.take_counters()["suffix_kv_copies"] == 2
+    assert cuda.mallocs == mallocs + 2  # the repeated rows' buffers (key, value), once
+    assert_tick(run_tick(ex, seed=8, batch=1, k=3), batch=1)
+    assert cuda.mallocs == mallocs + 2
 
 
 def test_fp16_cache_and_logits_are_converted_at_the_host_boundary(tmp_path: Path) -> None:
     ex, _ = make_executor(tmp_path, kv_dtype="HALF", logits_dtype="HALF")
-    assert ex.plan["kv.prefix_key.0"].nbytes == L * H * CP * DH * 2
+    assert ex.plan["kv.prefix_key"].nbytes == L * -(-H * CP * DH * 2 // 256) * 256
     assert ex.plan["decode.logits"].nbytes == KMAX * V * 2
     t = run_tick(ex, seed=8)
     assert t["decoded"][0].dtype == np.float32
@@ -588,13 +641,9 @@ def test_profile_violations_are_clear_errors(tmp_path: Path) -> None:
         ex.prefill(ids, np.zeros((3, CP + 1), np.int64), feats, np.array([0, 1]))
     ex.start_decode(2)
     with pytest.raises(TensorRTExecutorError, match="decode got 1 rows after start_decode"):
-        ex.decode(
-            np.zeros(1, np.int64),
-            np.zeros((3, 1, 1), np.int64),
-            0,
-            np.zeros((1, CP), np.float32),
-            np.zeros((1, CS), np.float32),
-        )
+        ex.decode(np.zeros(1, np.int64), np.zeros((3, 1, 1), np.int64), 0, np.zeros((1, CS), np.float32))
+    with pytest.raises(TensorRTExecutorError, match=r"suffix slot 4 outside \[0, 4\)"):
+        ex.decode(np.zeros(2, np.int64), np.zeros((3, 2, 1), np.int64), CS, np.zeros((2, CS), np.float32))
 
 
 def test_engine_manifest_mismatch_is_refused_before_any_allocation(tmp_path: Path) -> None:
@@ -611,13 +660,22 @@ def test_engine_manifest_mismatch_is_refused_before_any_allocation(tmp_path: Pat
 def test_kv_dtype_disagreement_between_engines_is_refused(tmp_path: Path) -> None:
     cuda = FakeCuda()
     engines = make_engines(cuda)
-    engines["decode"].specs["prefix_key"] = _kv("HALF", None)
+    engines["decode"].specs["prefix_key_0"] = _dyn((H, 0, DH), {1: (1, CP)}, "HALF")
     with pytest.raises(
         TensorRTExecutorError,
-        match="KV dtype mismatch: prefill.prefix_key is FLOAT but decode.prefix_key is HALF",
+        match="KV dtype mismatch: prefill.new_key_0 is FLOAT but decode.prefix_key_0 is HALF",
     ):
         TensorRTExecutor(CONFIG, write_engine_dir(tmp_path), cuda=cuda, engine_source=FakeSource(engines))
     assert not cuda.regions and not cuda.streams  # a failed configure releases what it took
+
+
+def test_engines_of_the_old_whole_cache_format_are_refused(tmp_path: Path) -> None:
+    cuda = FakeCuda()
+    engines = make_engines(cuda)
+    for name in [n for n in engines["decode"].specs if n.startswith(("prefix_", "suffix_key", "suffix_value"))]:
+        del engines["decode"].specs[name]
+    with pytest.raises(TensorRTExecutorError, match="no per-layer KV inputs.*older format; re-export and rebuild"):
+        TensorRTExecutor(CONFIG, write_engine_dir(tmp_path), cuda=cuda, engine_source=FakeSource(engines))
 
 
 def test_close_releases_buffers_graphs_and_stream(tmp_path: Path) -> None:
@@ -651,7 +709,7 @@ def ort_engines(onnx_dir: Path, cuda: FakeCuda) -> dict[str, FakeEngine]:
 
     manifest = load_onnx_manifest(onnx_dir)
     ranges = default_dim_ranges(manifest)
-    dtypes = {"float32": "FLOAT", "int64": "INT64"}
+    dtypes = {"float32": "FLOAT", "int64": "INT64", "bool": "BOOL"}
     engines = {}
     for graph, decl in manifest.graphs.items():
         opts = ort.SessionOptions()
@@ -700,7 +758,7 @@ def test_orchestrator_over_tensorrt_executor_matches_onnxruntime(tiny_onnx_dir: 
     config = load_config(model_dir)
     onnx_manifest = json.loads((tiny_onnx_dir / "manifest.json").read_text())
     entries = {}
-    for graph in ("vision", "prefill", "decode", "expert_step"):
+    for graph in GRAPH_NAMES:
         data = f"fake-engine:{graph}".encode()
         (tmp_path / f"{graph}.engine").write_bytes(data)
         entries[graph] = EngineEntry(
@@ -732,7 +790,9 @@ def test_orchestrator_over_tensorrt_executor_matches_onnxruntime(tiny_onnx_dir: 
             assert got.reasoning == want.reasoning
             np.testing.assert_allclose(got.actions, want.actions, atol=1e-4)
             assert got.counters["prefix_kv_copies"] == 0
-        assert executor.stats.graph_launches.get("decode", 0) > 0  # decode steps were replayed graphs
+        # decode steps sampled on the device (same tokens as ORT's host sampler) and replayed as CUDA graphs
+        assert got.counters["device_sampled_rows"] > 0 and got.counters.get("host_sampled_rows", 0) == 0
+        assert executor.stats.graph_launches.get("decode_sampled", 0) > 0
         assert executor.stats.graph_captures["expert_step"] >= 1
     finally:
         trt_backend.close()
@@ -748,7 +808,7 @@ def _trt_over_ort(
     config = load_config(model_dir)
     onnx_manifest = json.loads((onnx_dir / "manifest.json").read_text())
     entries = {}
-    for graph in ("vision", "prefill", "decode", "expert_step"):
+    for graph in GRAPH_NAMES:
         data = f"fake-engine:{graph}".encode()
         (engine_dir / f"{graph}.engine").write_bytes(data)
         entries[graph] = EngineEntry(

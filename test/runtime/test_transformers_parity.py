@@ -86,7 +86,7 @@ def test_text_decoder_matches_transformers_with_mrope_and_deepstack() -> None:
         keys = []
         for i, layer in enumerate(ours.layers):
             q, k, v = layer.project_qkv(h, cos, sin)
-            h = layer.finish(h, layer.attend(q, [(k, v, mask)]))
+            h = layer.finish(h, layer.attend(q, k, v, mask))
             h[0, visual] = h[0, visual] + deepstack[i]
             keys.append(k)
         h = ours.norm(h)

@@ -1,12 +1,16 @@
 """Norms, rotary embeddings and the one attention function every graph uses.
 
-`multi_part_attention` scores queries against several K/V *parts* (the shared prompt prefix stored
-once with batch 1, the per-candidate suffix, the expert's own tokens) and takes one softmax over
-the concatenated scores. Caches are never concatenated or repeated: a part whose batch is 1 is
-broadcast by MatMul, and grouped-query heads are broadcast the same way (no repeat_kv copy).
+Three attention forms, one computation: `attention` (plain, the reference path), `causal_attention`
+(the prefill: causal, in query blocks so the score tensor stays a fraction of S × S) and
+`cached_attention` (decode, expert: queries against several K/V *parts* — the shared prompt prefix
+stored once, the per-candidate suffix, the own new tokens — with one softmax over the concatenated
+scores). Caches are never concatenated or repeated; softmax runs in the compute dtype, as the
+reference's SDPA does.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -64,35 +68,115 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return x * cos + rotate_half(x) * sin
 
 
-def multi_part_attention(
-    q: torch.Tensor,
-    parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]],
-    scaling: float,
-) -> torch.Tensor:
-    """Attention of q over the union of K/V parts.
+def _to_heads(out: torch.Tensor) -> torch.Tensor:
+    """(B, Hkv, g, T, D) -> (B, T, Hq·D), query head h = kv head · g + group (Qwen3 GQA order)."""
+    b, hkv, g, t, d = out.shape
+    return out.permute(0, 3, 1, 2, 4).reshape(b, t, hkv * g * d)
 
-    q: (B, Hq, T, D). Each part: k, v (Bp, Hkv, C, D) with Bp in {1, B}, and an additive mask
-    broadcastable to (B, T, C) given as (Bm, C) or (Bm, T, C), or None. Returns (B, T, Hq*D).
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, scaling: float
+              ) -> torch.Tensor:
+    """Plain attention: QKᵀ → (+ mask) → softmax → V, in the compute dtype (the reference's SDPA).
+
+    q (B, Hq, T, D); k, v (Bk, Hkv, C, D) with Bk in {1, B}, grouped-query heads broadcast by MatMul
+    (no repeat_kv copy); mask additive, broadcastable to (B, T, C) as (Bm, C) or (Bm, T, C). Returns
+    (B, T, Hq·D).
     """
     b, hq, t, d = q.shape
-    hkv = parts[0][0].shape[1]
+    hkv = k.shape[1]
+    qg = q.reshape(b, hkv, hq // hkv, t, d)
+    s = torch.matmul(qg * scaling, k.unsqueeze(2).transpose(-1, -2))  # (B, Hkv, g, T, C)
+    if mask is not None:
+        m = mask if mask.dim() == 3 else mask.unsqueeze(1)
+        s = s + m[:, None, None]
+    return _to_heads(torch.matmul(torch.softmax(s, dim=-1), v.unsqueeze(2)))
+
+
+def causal_block_masks(block: int, blocks: int, dtype: torch.dtype, device: torch.device | None = None
+                       ) -> list[torch.Tensor]:
+    """Additive masks of `causal_attention`: block j's queries see all earlier blocks and, causally, their own.
+
+    (block, (j+1)·block) each; built once per prefill and shared by its layers.
+    """
+    idx = torch.arange(block, device=device)
+    own = torch.where(idx[None, :] <= idx[:, None], 0.0, MASK_VALUE).to(dtype)  # (block, block)
+    return [own if j == 0 else torch.cat([torch.zeros(block, j * block, dtype=dtype, device=device), own], dim=1)
+            for j in range(blocks)]
+
+
+def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scaling: float, masks: list[torch.Tensor]
+                     ) -> torch.Tensor:
+    """Causal self-attention of a prompt in query blocks (prefill).
+
+    S = n·block (the executor pads the prompt to a multiple of n = len(masks)). Query block j scores only
+    the keys of blocks 0…j, so one block's score tensor is block × (j+1)·block per head (at most a 1/n
+    slice of S × S) and the work is (n+1)/2n of the square. q (1, Hq, S, D), k, v (1, Hkv, S, D) ->
+    (1, S, Hq·D).
+    """
+    block = q.shape[2] // len(masks)
+    outs = []
+    for j, mask in enumerate(masks):
+        lo, hi = j * block, (j + 1) * block
+        outs.append(attention(q[:, :, lo:hi], k[:, :, :hi], v[:, :, :hi], mask[None], scaling))
+    return outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
+
+
+class KVPart(NamedTuple):
+    """Keys/values one query batch attends to, head-major: `shared` parts are (Hkv, C, D) for all B rows
+    (the prompt prefix, stored once), batched parts (Hkv, B, C, D). `mask` is additive, (B, C) or (1, C),
+    or None."""
+
+    key: torch.Tensor
+    value: torch.Tensor
+    mask: torch.Tensor | None = None
+
+    @property
+    def shared(self) -> bool:
+        return self.key.dim() == 3
+
+
+def head_major(x: torch.Tensor) -> torch.Tensor:
+    """(B, Hkv, T, D) as projected -> (Hkv, B, T, D), the layout of the KV buffers and batched parts."""
+    return x.transpose(0, 1)
+
+
+def cached_attention(q: torch.Tensor, parts: list[KVPart], scaling: float) -> torch.Tensor:
+    """Attention of q (B, Hq, T, D) over the union of `parts` (decode, expert); returns (B, T, Hq·D).
+
+    Every MatMul is a plain batched GEMM that reads each cache once: queries are laid out (Hkv, B·g·T, D)
+    against a shared part and (Hkv, B, g·T, D) against a batched one, so the prefix is neither repeated
+    per candidate nor broadcast per query group. One softmax over the concatenated *scores* (TensorRT-RTX
+    builds this Concat → Softmax → Split; a shared-max variant without them failed in its Myelin compiler).
+    """
+    b, hq, t, d = q.shape
+    hkv = parts[0].key.shape[0]
     g = hq // hkv
-    qg = q.reshape(b, hkv, g, t, d)
+    qh = (q * scaling).reshape(b, hkv, g * t, d).transpose(0, 1)  # (Hkv, B, g·T, D)
     scores = []
-    for k, _v, mask in parts:
-        s = torch.matmul(qg, k.unsqueeze(2).transpose(-1, -2)) * scaling  # (B, Hkv, g, T, C)
-        if mask is not None:
-            m = mask if mask.dim() == 3 else mask.unsqueeze(1)  # (Bm, T|1, C)
-            s = s + m[:, None, None, :, :]
-        scores.append(s)
-    sizes = [k.shape[2] for k, _v, _m in parts]  # symbolic: keeps S dynamic in export
-    probs = torch.softmax(torch.cat(scores, dim=-1).float(), dim=-1).to(q.dtype)
+    for part in parts:
+        if part.shared:
+            sc = torch.matmul(qh.reshape(hkv, b * g * t, d), part.key.transpose(-1, -2))
+        else:
+            sc = torch.matmul(qh, part.key.transpose(-1, -2))
+        sc = sc.reshape(hkv, b, g, t, -1)
+        if part.mask is not None:
+            sc = sc + part.mask[None, :, None, None, :]
+        scores.append(sc)
+    if len(parts) == 1:
+        probs = [torch.softmax(scores[0], dim=-1)]
+    else:
+        sizes = [part.key.shape[-2] for part in parts]  # symbolic: keeps the prefix length dynamic in export
+        probs = list(torch.split(torch.softmax(torch.cat(scores, dim=-1), dim=-1), sizes, dim=-1))
     out = None
-    for p, (_k, v, _m) in zip(torch.split(probs, sizes, dim=-1), parts, strict=True):
-        o = torch.matmul(p, v.unsqueeze(2))  # (B, Hkv, g, T, D)
+    for p, part in zip(probs, parts, strict=True):
+        if part.shared:
+            o = torch.matmul(p.reshape(hkv, b * g * t, -1), part.value)
+        else:
+            o = torch.matmul(p.reshape(hkv, b, g * t, -1), part.value)
+        o = o.reshape(hkv, b, g, t, d)
         out = o if out is None else out + o
     assert out is not None
-    return out.reshape(b, hq, t, d).transpose(1, 2).reshape(b, t, hq * d)
+    return _to_heads(out.transpose(0, 1))
 
 
 def causal_mask(t: int, device: torch.device | None = None) -> torch.Tensor:

@@ -13,9 +13,9 @@ from alpamayo_ros.runtime.config import TextConfig
 from alpamayo_ros.runtime.modeling.attention import (
     RMSNorm,
     apply_rope,
+    attention,
     mrope_axis_selector,
     mrope_cos_sin,
-    multi_part_attention,
     text_inv_freq,
 )
 
@@ -74,12 +74,9 @@ class DecoderLayer(nn.Module):
         h = h + self.self_attn.o_proj(attn)
         return h + self.mlp(self.post_attention_layernorm(h))
 
-    def attend(
-        self,
-        q: torch.Tensor,
-        parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]],
-    ) -> torch.Tensor:
-        return multi_part_attention(q, parts, self.self_attn.scaling)
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """Plain attention over one K/V (the reference path); graphs use modeling.attention directly."""
+        return attention(q, k, v, mask, self.self_attn.scaling)
 
 
 class RotaryMRoPE(nn.Module):

@@ -5,9 +5,10 @@ Used by docs/deployment/jetson_thor.md; run it for any model directory:
     python -m alpamayo_ros.runtime.tensorrt.budget [MODEL_DIR] [--candidates 6] [--json]
 
 Parameter counts follow the released key layout (runtime/weights.py); memory follows the executor
-(runtime/tensorrt/executor.py: two ping-pong buffers per KV tensor, profile-max I/O buffers);
-latency is a roofline bound: each stage takes at least max(bytes / bandwidth, FLOPs / peak).
-Hardware figures are from shared/research/perf_anchors.md §2 (Jetson AGX Thor T5000).
+(runtime/tensorrt/executor.py: one buffer per KV tensor, profile-max I/O buffers); latency is a
+roofline bound: each stage takes at least max(bytes / bandwidth, FLOPs / peak). Thor's figures are
+from shared/research/perf_anchors.md §2 (Jetson AGX Thor T5000); benchmarks/bench_runtime_floor.py
+passes a CPU's measured rates instead.
 """
 
 from __future__ import annotations
@@ -20,9 +21,19 @@ from typing import Any
 
 from alpamayo_ros.runtime.config import RuntimeConfig, TextConfig, VisionConfig
 
-THOR_BANDWIDTH = 273e9  # B/s, LPDDR5X (perf_anchors.md §2)
-THOR_DENSE_FLOPS = {"fp16": 258e12, "bf16": 258e12, "fp8": 517e12}  # dense (perf_anchors.md §2)
 BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "fp8": 1}
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """Roofline rates: memory bandwidth (B/s) and dense matmul FLOP/s per precision."""
+
+    name: str
+    bandwidth: float
+    flops: dict[str, float]
+
+
+THOR = Hardware("Jetson AGX Thor T5000", 273e9, {"fp16": 258e12, "bf16": 258e12, "fp8": 517e12})  # perf_anchors §2
 
 
 def text_layer_params(t: TextConfig) -> int:
@@ -92,8 +103,8 @@ def memory_budget(
         "engine_prefill": p.text_engine * wb,
         "engine_decode": p.text_engine * wb,
         "engine_expert_step": p.expert * wb,
-        "kv_prefix_2_buffers": 2 * cfg.prefix_capacity * kv_token,
-        "kv_suffix_2_buffers": 2 * k * cfg.suffix_capacity * kv_token,
+        "kv_prefix": cfg.prefix_buffer_tokens * kv_token,
+        "kv_suffix": k * cfg.suffix_capacity * kv_token,
         "io_buffers_and_pinned_staging": 2 * io_bytes,
     }
     out["total"] = sum(out.values())
@@ -109,8 +120,8 @@ class TickShape:
     new_images: int = 4  # steady state: one new frame per camera (DESIGN.md §4.1)
 
 
-def _stage(bytes_moved: float, flops: float, precision: str) -> dict[str, Any]:
-    t_mem, t_flop = bytes_moved / THOR_BANDWIDTH, flops / THOR_DENSE_FLOPS[precision]
+def _stage(bytes_moved: float, flops: float, precision: str, hw: Hardware) -> dict[str, Any]:
+    t_mem, t_flop = bytes_moved / hw.bandwidth, flops / hw.flops[precision]
     return {
         "bytes": bytes_moved,
         "flops": flops,
@@ -120,7 +131,8 @@ def _stage(bytes_moved: float, flops: float, precision: str) -> dict[str, Any]:
 
 
 def latency_bounds(
-    cfg: RuntimeConfig, shape: TickShape, vlm: str = "fp16", expert: str = "fp16", kv: str = "fp16"
+    cfg: RuntimeConfig, shape: TickShape, vlm: str = "fp16", expert: str = "fp16", kv: str = "fp16",
+    hw: Hardware = THOR,
 ) -> dict[str, Any]:
     p, t, e, v = param_counts(cfg), cfg.text, cfg.expert, cfg.vision
     kv_token = kv_bytes_per_token(cfg, kv)
@@ -133,19 +145,19 @@ def latency_bounds(
     vis_flops = (
         2 * block_params * tv + 4 * v.depth * tv * tv * v.hidden_size + 2 * (p.vision - block_params) * mv
     )
-    vision = _stage(p.vision * wb_vlm, shape.new_images * vis_flops, vlm)
+    vision = _stage(p.vision * wb_vlm, shape.new_images * vis_flops, vlm, hw)
     # prefill: linear layers on every prompt token + causal attention
     pre_flops = 2 * p.text_layers * s + 2 * t.num_hidden_layers * s * s * q_width + 2 * p.lm_head
-    prefill = _stage((p.text_layers + p.lm_head) * wb_vlm + s * kv_token, pre_flops, vlm)
-    # decode step: all text weights + the prompt KV, read once for the K rows (shared prefix);
-    # the suffix KV update is functional (present_* = input copy + 1 slot): read + write both buffers
+    prefill = _stage((p.text_layers + p.lm_head) * wb_vlm + s * kv_token, pre_flops, vlm, hw)
+    # decode step: all text weights + the prompt KV, read once for the K rows (shared prefix), + the
+    # suffix KV (fixed capacity, read in place; only the new token's K/V is written)
     suffix = k * cfg.suffix_capacity * kv_token
-    dec_bytes = (p.text_layers + p.lm_head) * wb_vlm + s * kv_token + 2 * suffix
-    decode_step = _stage(dec_bytes, 2 * (p.text_layers + p.lm_head) * k, vlm)
+    dec_bytes = (p.text_layers + p.lm_head) * wb_vlm + s * kv_token + suffix
+    decode_step = _stage(dec_bytes, 2 * (p.text_layers + p.lm_head) * k, vlm, hw)
     # Euler step: all expert weights + prefix KV once + suffix KV, K x W action tokens
     e_q = e.num_attention_heads * e.head_dim
     exp_flops = 2 * p.expert * k * w + 4 * e.num_hidden_layers * k * w * (s + shape.decode_steps + w) * e_q
-    euler_step = _stage(p.expert * wb_exp + s * kv_token + suffix, exp_flops, expert)
+    euler_step = _stage(p.expert * wb_exp + s * kv_token + suffix, exp_flops, expert, hw)
     total = (
         vision["ms"]
         + prefill["ms"]

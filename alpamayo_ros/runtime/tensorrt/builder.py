@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from alpamayo_ros.runtime.executor import is_kv_tensor
 from alpamayo_ros.runtime.tensorrt.manifest import (
     GRAPH_NAMES,
     DimRange,
@@ -53,7 +54,6 @@ LOG = logging.getLogger(__name__)
 PRECISIONS = ("fp32", "fp16", "bf16")
 _ONNX_FLOAT = {1: "fp32", 10: "fp16", 16: "bf16"}  # onnx.TensorProto elem types
 _FP8_TYPES = {17, 18, 19, 20}  # FLOAT8E4M3FN, E4M3FNUZ, E5M2, E5M2FNUZ
-KV_STATE_NAMES = ("prefix_key", "prefix_value", "suffix_key", "suffix_value")
 
 
 class EngineBuildError(RuntimeError):
@@ -333,7 +333,7 @@ def _configure_precision(
     for tensor in [network.get_input(i) for i in range(network.num_inputs)] + [
         network.get_output(i) for i in range(network.num_outputs)
     ]:
-        if tensor.name.removeprefix("present_") in KV_STATE_NAMES:
+        if is_kv_tensor(tensor.name):
             tensor.dtype = kv_dtype
 
 

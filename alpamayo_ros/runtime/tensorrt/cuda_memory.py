@@ -29,6 +29,9 @@ class CudaApi(Protocol):
     def memcpy_htod_async(self, dst: int, src: int, nbytes: int, stream: int) -> None: ...
     def memcpy_dtoh_async(self, dst: int, src: int, nbytes: int, stream: int) -> None: ...
     def memcpy_dtod_async(self, dst: int, src: int, nbytes: int, stream: int) -> None: ...
+    def memcpy2d_dtod_async(
+        self, dst: int, dpitch: int, src: int, spitch: int, width: int, height: int, stream: int
+    ) -> None: ...  # `height` rows of `width` bytes, row starts `dpitch` / `spitch` bytes apart
     def stream_create(self) -> int: ...
     def stream_destroy(self, stream: int) -> None: ...
     def stream_synchronize(self, stream: int) -> None: ...
@@ -96,6 +99,16 @@ class CudaRuntime:
 
     def memcpy_dtod_async(self, dst: int, src: int, nbytes: int, stream: int) -> None:
         self._copy(dst, src, nbytes, self.rt.cudaMemcpyKind.cudaMemcpyDeviceToDevice, stream)
+
+    def memcpy2d_dtod_async(
+        self, dst: int, dpitch: int, src: int, spitch: int, width: int, height: int, stream: int
+    ) -> None:
+        if width and height:
+            kind = self.rt.cudaMemcpyKind.cudaMemcpyDeviceToDevice
+            self._check(
+                self.rt.cudaMemcpy2DAsync(dst, dpitch, src, spitch, width, height, kind, self._handles[stream]),
+                "cudaMemcpy2DAsync",
+            )
 
     def stream_create(self) -> int:
         stream = self._check(

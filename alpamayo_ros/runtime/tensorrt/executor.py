@@ -9,14 +9,21 @@ Bookkeeping, all decided at configure (construction):
 * every I/O tensor gets a device buffer sized from the engine itself (profile max shapes for
   inputs, the context's inferred shapes at those maxima for outputs, engine dtypes), and every
   host-visible tensor a pinned staging buffer of the same size; nothing is allocated per tick;
-* KV state (prefix, suffix) lives in two device buffers per tensor, ping-pong: a graph that
-  updates the cache reads buffer p and writes `present_*` into buffer 1-p. TensorRT gives no
-  guarantee for an output bound to its own input's address (ScatterND copies the input into the
-  output), so in-place aliasing is not used. The expert's `x` / `x_next` ping-pong the same way;
-* CUDA graphs: `decode` (per batch size and KV parity) and the whole Euler loop of
-  `expert_step` (per K, step count and parity) are captured after their first eager run and
-  replayed afterwards, uploads from pinned staging and the logits/x download included. `vision`
-  and `prefill` change shape every tick and run once per tick, so they run eagerly.
+* KV state lives in one device buffer per kind and part (prefix / suffix × key / value), in the
+  graph layout of docs/runtime.md §2, each layer's slice starting on a 256-byte boundary. The
+  per-layer KV inputs of decode and expert_step are bound to those slices (no copy). The prefill's
+  per-layer K/V outputs are bound to the very addresses decode and expert_step read (the prompt is
+  written in place, aliased); a decode step's new K/V (one token per row) goes to a small buffer
+  and one 2-D device copy per kind puts it into suffix slot `write_index`. No call reads or writes a
+  whole cache besides attending to it, so there is no ping-pong and no whole-KV traffic;
+* sampling on the device: `decode_sampled` enqueues the `sample` engine on decode's logits buffer
+  (no copy) with the host's pre-drawn uniforms, and downloads only the token ids (and a `covered`
+  flag per row; an uncovered row's logits are downloaded for the host sampler);
+* CUDA graphs: `decode` and `decode_sampled` (per batch size, write slot and prompt length: the slot
+  copy and the per-layer addresses are baked in) and the whole Euler loop of `expert_step` (per K, step count and
+  prompt length) are captured after their first eager run and replayed afterwards, uploads from
+  pinned staging and the logits/x download included. `vision` and `prefill` change shape every
+  tick and run once per tick, so they run eagerly.
 
 Image features stay on the host (the orchestrator caches them): a tick moves at most 4 new
 images down and 16 up, ~0.24 GB at the Alpamayo dims, about 1 ms of a multi-second tick.
@@ -34,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from alpamayo_ros.runtime.config import RuntimeConfig
-from alpamayo_ros.runtime.executor import GraphExecutor, ImageFeatures
+from alpamayo_ros.runtime.executor import KV_NAMES, GraphExecutor, ImageFeatures, is_kv_tensor
 from alpamayo_ros.runtime.tensorrt.cuda_memory import TENSOR_ALIGNMENT, CudaApi, host_view
 from alpamayo_ros.runtime.tensorrt.manifest import (
     GRAPH_NAMES,
@@ -58,7 +65,7 @@ if TYPE_CHECKING:
     import tensorrt
 
 LOG = logging.getLogger(__name__)
-KV_STATES = ("prefix_key", "prefix_value", "suffix_key", "suffix_value")
+KV_PARTS = ("prefix", "suffix")
 CAPTURABLE_GRAPHS = ("decode", "expert_step")
 MAX_EULER_STEPS = 64  # size of the preallocated (t, dt) step table
 
@@ -190,34 +197,72 @@ def _check_in_profile(graph: str, info: TensorInfo, shape: Sequence[int]) -> Non
 
 @dataclass(frozen=True)
 class BufferSpec:
-    key: str  # "kv.prefix_key.0", "decode.logits", "expert_step.x.1", ...
+    key: str  # "kv.prefix_key", "decode.logits", "expert_step.x.1", ...
     nbytes: int
     staged: bool  # has a pinned host staging buffer of the same size
     dtype: str
 
 
-def _state_of(tensor: str) -> str | None:
-    base = tensor.removeprefix("present_")
-    return base if base in KV_STATES else None
+def _aligned(nbytes: int) -> int:
+    return -(-nbytes // TENSOR_ALIGNMENT) * TENSOR_ALIGNMENT
+
+
+@dataclass(frozen=True)
+class KVGeometry:
+    """Static KV dims read off the decode engine: layers, KV heads, head dim, suffix capacity, itemsize."""
+
+    layers: int
+    heads: int
+    head_dim: int
+    suffix_capacity: int
+    itemsize: int
+
+    @classmethod
+    def from_engine(cls, runner: GraphRunner) -> KVGeometry:
+        layers = sum(1 for n in runner.inputs if n.startswith("prefix_key_"))
+        info = runner.tensors.get("suffix_key_0")
+        if not layers or info is None or len(info.shape) != 4:
+            raise TensorRTExecutorError(
+                "decode engine has no per-layer KV inputs (prefix_key_0, suffix_key_0, ...): it was built from "
+                "an ONNX export of an older format; re-export and rebuild"
+            )
+        heads, _, capacity, head_dim = info.shape
+        return cls(layers, heads, head_dim, capacity, info.itemsize)
+
+    def prefix_layer_bytes(self, tokens: int) -> int:
+        return self.heads * tokens * self.head_dim * self.itemsize
+
+    def suffix_layer_bytes(self, rows: int) -> int:
+        return self.heads * rows * self.suffix_capacity * self.head_dim * self.itemsize
 
 
 def plan_buffers(runners: dict[str, GraphRunner], max_steps: int = MAX_EULER_STEPS) -> dict[str, BufferSpec]:
     """Every device buffer the executor allocates at configure, sized from the engines."""
     specs: dict[str, BufferSpec] = {}
-    kv_bytes: dict[str, int] = {}
-    kv_dtype: dict[str, tuple[str, str]] = {}
+    kv_dtype: dict[str, tuple[str, str]] = {}  # kind -> (dtype, first tensor seen)
+    layer_bytes = {"prefix": 0, "suffix": 0}
     for graph, runner in runners.items():
         for name, info in runner.tensors.items():
             nbytes = int(np.prod(runner.max_shapes[name], dtype=np.int64)) * info.itemsize
-            state = _state_of(name)
-            if state is not None:
-                seen = kv_dtype.setdefault(state, (info.dtype, f"{graph}.{name}"))
+            if is_kv_tensor(name):
+                kind = "key" if "_key" in name else "value"
+                seen = kv_dtype.setdefault(kind, (info.dtype, f"{graph}.{name}"))
                 if seen[0] != info.dtype:
                     raise TensorRTExecutorError(
                         f"KV dtype mismatch: {seen[1]} is {seen[0]} but {graph}.{name} is {info.dtype}; "
                         f"build all engines with the same precision options"
                     )
-                kv_bytes[state] = max(kv_bytes.get(state, 0), nbytes)
+                if name.startswith("suffix_"):
+                    layer_bytes["suffix"] = max(layer_bytes["suffix"], nbytes)
+                elif name.startswith("prefix_") or graph == "prefill":  # prefill's new_* are the prefix
+                    layer_bytes["prefix"] = max(layer_bytes["prefix"], nbytes)
+                else:  # decode's new_key / new_value: one token per row, copied into the suffix slot
+                    specs[f"{graph}.{name}"] = BufferSpec(f"{graph}.{name}", nbytes, False, info.dtype)
+            elif graph == "sample" and name == "logits":  # reads decode's logits where they are
+                if info.dtype != runners["decode"].tensors["logits"].dtype:
+                    raise TensorRTExecutorError(
+                        f"sample.logits is {info.dtype} but decode.logits is {runners['decode'].tensors['logits'].dtype}"
+                    )
             elif graph == "expert_step" and name in ("x", "x_next"):
                 for parity in (0, 1):
                     key = f"expert_step.x.{parity}"
@@ -229,10 +274,11 @@ def plan_buffers(runners: dict[str, GraphRunner], max_steps: int = MAX_EULER_STE
                 )
             else:
                 specs[f"{graph}.{name}"] = BufferSpec(f"{graph}.{name}", nbytes, True, info.dtype)
-    for state, nbytes in kv_bytes.items():
-        for parity in (0, 1):
-            key = f"kv.{state}.{parity}"
-            specs[key] = BufferSpec(key, nbytes, False, kv_dtype[state][0])
+    layers = KVGeometry.from_engine(runners["decode"]).layers
+    for part in KV_PARTS:
+        for kind in KV_NAMES:
+            key = f"kv.{part}_{kind}"
+            specs[key] = BufferSpec(key, layers * _aligned(layer_bytes[part]), False, kv_dtype[kind][0])
     return specs
 
 
@@ -261,12 +307,14 @@ class CaptureDecision:
 def capture_decision(graph: str, runner: GraphRunner, enabled: bool) -> CaptureDecision:
     if not enabled:
         return CaptureDecision(False, "CUDA graphs disabled")
+    if graph == "sample":
+        return CaptureDecision(False, "enqueued inside decode's CUDA graph (decode_sampled)")
     if graph not in CAPTURABLE_GRAPHS:
         return CaptureDecision(False, "shapes change every tick and it runs once per tick")
     dynamic_outputs = [n for n in runner.outputs if any(d < 0 for d in runner.max_shapes[n])]
     if dynamic_outputs:
         return CaptureDecision(False, f"data-dependent output shapes {dynamic_outputs}")
-    return CaptureDecision(True, "static shapes per (batch, KV parity); replayed every step")
+    return CaptureDecision(True, "static shapes per (batch, write slot, prompt length); replayed every step")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -352,12 +400,12 @@ class TensorRTExecutor(GraphExecutor):
             self.runners = {g: GraphRunner(g, self._load(g)) for g in GRAPH_NAMES}
             self.decisions = {g: capture_decision(g, r, use_cuda_graphs) for g, r in self.runners.items()}
             self.plan = plan_buffers(self.runners, max_steps)
+            self.kv = KVGeometry.from_engine(self.runners["decode"])
             self._allocate()
         except BaseException:
             self.close()
             raise
-        self.prefix_parity = 0
-        self.suffix_parity = 0
+        self.prefix_len = 0
         self.batch = 0
 
     # configure ----------------------------------------------------------------------------
@@ -435,8 +483,55 @@ class TensorRTExecutor(GraphExecutor):
         alloc.host_array(encoded.dtype, encoded.shape)[...] = encoded
         return alloc.device, alloc.host, encoded.nbytes
 
-    def _kv(self, state: str, parity: int) -> int:
-        return self._alloc[f"kv.{state}.{parity}"].device
+    def _kv_layers(self, part: str, kind: str, length: int, buffer: str | None = None) -> list[int]:
+        """Device address of every layer's slice of a KV buffer: prefix (Hkv, P, Dh) for length = P,
+        suffix (Hkv, B, Cs, Dh) for length = B; each starts 256-byte aligned."""
+        nbytes = self.kv.prefix_layer_bytes(length) if part == "prefix" else self.kv.suffix_layer_bytes(length)
+        base, stride = self._alloc[buffer or f"kv.{part}_{kind}"].device, _aligned(nbytes)
+        return [base + i * stride for i in range(self.kv.layers)]
+
+    def _kv_bindings(self, batch: int, suffix: str = "kv.suffix") -> tuple[dict[str, tuple[int, ...]], dict[str, int]]:
+        """Shapes and addresses of decode / expert_step's per-layer KV inputs for the current prompt."""
+        kv, p = self.kv, self.prefix_len
+        shapes: dict[str, tuple[int, ...]] = {}
+        addresses: dict[str, int] = {}
+        for kind in KV_NAMES:
+            for i, ptr in enumerate(self._kv_layers("prefix", kind, p)):
+                shapes[f"prefix_{kind}_{i}"], addresses[f"prefix_{kind}_{i}"] = (kv.heads, p, kv.head_dim), ptr
+            for i, ptr in enumerate(self._kv_layers("suffix", kind, batch, f"{suffix}_{kind}")):
+                shapes[f"suffix_{kind}_{i}"] = (kv.heads, batch, kv.suffix_capacity, kv.head_dim)
+                addresses[f"suffix_{kind}_{i}"] = ptr
+        return shapes, addresses
+
+    def _repeat_suffix_row(self, rows: int) -> None:
+        """Shared reasoning: the one decoded suffix row, repeated to `rows` rows in a buffer of its own
+        (the graphs tie the suffix batch to the expert's K)."""
+        kv = self.kv
+        row = kv.suffix_capacity * kv.head_dim * kv.itemsize
+        for kind in KV_NAMES:
+            key = f"kv.expert_suffix_{kind}"
+            pairs = zip(self._kv_layers("suffix", kind, rows, key), self._kv_layers("suffix", kind, 1), strict=True)
+            for dst, src in pairs:
+                for r in range(rows):  # head h's row -> rows h·K + r
+                    self.cuda.memcpy2d_dtod_async(dst + r * row, rows * row, src, row, row, kv.heads, self.stream)
+
+    def _write_suffix_slot(self, slot: int, batch: int) -> None:
+        """Queue the copy of decode's new K/V (L, Hkv, B, 1, Dh) into suffix slot `slot` of every row."""
+        kv = self.kv
+        row = kv.head_dim * kv.itemsize
+        rows = kv.heads * batch  # per layer; the destination rows are suffix_capacity slots apart
+        for kind in KV_NAMES:
+            src = self._own("decode", f"new_{kind}")
+            dst_layers = self._kv_layers("suffix", kind, batch)
+            if len(dst_layers) > 1 and dst_layers[1] - dst_layers[0] == kv.suffix_layer_bytes(batch):
+                dst_layers, rows_per_call = dst_layers[:1], rows * kv.layers  # unpadded layers: one copy
+            else:
+                rows_per_call = rows
+            for i, dst in enumerate(dst_layers):
+                self.cuda.memcpy2d_dtod_async(
+                    dst + slot * row, kv.suffix_capacity * row, src + i * rows * row, row, row, rows_per_call,
+                    self.stream,
+                )
 
     def _own(self, graph: str, name: str) -> int:
         return self._alloc[f"{graph}.{name}"].device
@@ -513,30 +608,72 @@ class TensorRTExecutor(GraphExecutor):
     ) -> np.ndarray:
         runner = self.runners["prefill"]
         embeds, deepstack = self.stack_features(features)
-        s = int(input_ids.shape[0])
+        p = int(input_ids.shape[0])
         host = {
-            "input_ids": input_ids.reshape(1, s),
-            "position_ids": position_ids.reshape(3, 1, s),
+            "input_ids": self.padded_ids(input_ids),
+            "position_ids": position_ids.reshape(3, 1, p),
             "image_embeds": embeds,
             "deepstack_embeds": deepstack,
             "image_token_index": image_token_index,
         }
-        shapes = {n: tuple(a.shape) for n, a in host.items()}
-        p = self.prefix_parity
-        for state in ("prefix_key", "prefix_value"):
-            shapes[state] = runner.max_shapes[state]
-        out = runner.set_input_shapes(shapes)
+        out = runner.set_input_shapes({n: tuple(a.shape) for n, a in host.items()})
         addresses = {n: self._own("prefill", n) for n in (*host, "logits")}
-        for state in ("prefix_key", "prefix_value"):
-            addresses[state] = self._kv(state, p)
-            addresses[f"present_{state}"] = self._kv(state, 1 - p)
+        for kind in KV_NAMES:  # the prompt's K/V are written where decode and the expert read them
+            for i, ptr in enumerate(self._kv_layers("prefix", kind, p)):
+                want = (self.kv.heads, p, self.kv.head_dim)
+                if out[f"new_{kind}_{i}"] != want:
+                    raise TensorRTExecutorError(f"prefill.new_{kind}_{i} has shape {out[f'new_{kind}_{i}']}, not {want}")
+                addresses[f"new_{kind}_{i}"] = ptr
         runner.bind(addresses)
         self._upload([self._stage("prefill", n, a) for n, a in host.items()])
         self._enqueue(runner)
         read = self._download("prefill", "logits", out["logits"])
         self.cuda.stream_synchronize(self.stream)
-        self.prefix_parity = 1 - p  # the new prompt lives in the buffer prefill just wrote
+        self.prefix_len = p
         return read()[0]
+
+    device_sampling = True
+
+    def decode_sampled(
+        self,
+        token_ids: np.ndarray,
+        position_ids: np.ndarray,
+        write_index: int,
+        suffix_mask: np.ndarray,
+        uniforms: np.ndarray,
+        temperature: float,
+        top_p: float,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """decode, the slot copy and the sampling engine in one stream (one CUDA graph per key): only
+        the token ids and `covered` flags come back, B × 9 bytes instead of B × V logits."""
+        b = int(token_ids.shape[0])
+        sampler = self.runners["sample"]
+        staged = [
+            self._stage("sample", "uniforms", np.asarray(uniforms, dtype=np.float32).reshape(b)),
+            self._stage("sample", "temperature", np.array([temperature], dtype=np.float32)),
+            self._stage("sample", "top_p", np.array([top_p], dtype=np.float32)),
+        ]
+
+        def sample() -> None:
+            sampler.set_input_shapes({"logits": (b, sampler.max_shapes["logits"][1]), "uniforms": (b,),
+                                      "temperature": (1,), "top_p": (1,)})
+            addresses = {n: self._own("sample", n) for n in ("uniforms", "temperature", "top_p", "token_ids", "covered")}
+            sampler.bind({**addresses, "logits": self._own("decode", "logits")})
+            self._upload(staged)
+            self._enqueue(sampler)
+            self._download("sample", "token_ids", (b,))
+            self._download("sample", "covered", (b,))
+
+        self._decode(token_ids, position_ids, write_index, suffix_mask, sample, "decode_sampled")
+        self.count("device_sampled_steps")
+        ids = self._reader("sample", "token_ids", (b,))()
+        return ids.astype(np.int64), self._reader("sample", "covered", (b,))().astype(bool)
+
+    def last_logits(self) -> np.ndarray:
+        runner = self.runners["decode"]
+        read = self._download("decode", "logits", (self.batch, runner.max_shapes["logits"][1]))
+        self.cuda.stream_synchronize(self.stream)
+        return read()
 
     def start_decode(self, batch: int) -> None:
         hi = self.runners["decode"].max_shapes["input_ids"][0]
@@ -545,52 +682,48 @@ class TensorRTExecutor(GraphExecutor):
                 f"decode batch {batch} outside the engine profile [1, {hi}]; rebuild with --dim B=1:{batch}:{batch}"
             )
         self.batch = batch
-        self.suffix_parity = 0
 
     def decode(
         self,
         token_ids: np.ndarray,
         position_ids: np.ndarray,
         write_index: int,
-        prefix_mask: np.ndarray,
         suffix_mask: np.ndarray,
     ) -> np.ndarray:
         runner = self.runners["decode"]
         b = int(token_ids.shape[0])
+        self._decode(token_ids, position_ids, write_index, suffix_mask,
+                     lambda: self._download("decode", "logits", (b, runner.max_shapes["logits"][1])), "decode")
+        return self._reader("decode", "logits", (b, runner.max_shapes["logits"][1]))()
+
+    def _decode(self, token_ids: np.ndarray, position_ids: np.ndarray, write_index: int, suffix_mask: np.ndarray,
+                tail: Callable[[], object], kind: str) -> None:
+        """Enqueue decode + the new K/V's slot copy + `tail` (download the logits, or sample on the device),
+        replaying the CUDA graph of (kind, batch, slot, prompt length) when there is one."""
+        runner = self.runners["decode"]
+        b = int(token_ids.shape[0])
         if b != self.batch:
             raise TensorRTExecutorError(f"decode got {b} rows after start_decode({self.batch})")
+        if not 0 <= write_index < self.kv.suffix_capacity:
+            raise TensorRTExecutorError(f"suffix slot {write_index} outside [0, {self.kv.suffix_capacity})")
         host = {
             "input_ids": token_ids.reshape(b, 1),
             "position_ids": position_ids.reshape(3, b, 1),
-            "write_index": np.array([write_index], dtype=np.int64),
-            "prefix_mask": prefix_mask.reshape(1, -1),
             "suffix_mask": suffix_mask.reshape(b, -1),
         }
         staged = [self._stage("decode", n, a) for n, a in host.items()]  # staging is read at replay too
-        p, s = self.prefix_parity, self.suffix_parity
-        reader: list[Callable[[], np.ndarray]] = []
 
         def issue() -> None:
-            shapes = {n: tuple(a.shape) for n, a in host.items()}
-            shapes.update({k: runner.max_shapes[k] for k in ("prefix_key", "prefix_value")})
-            kv = self.kv_shapes(b)[1]
-            shapes.update({"suffix_key": kv, "suffix_value": kv})
-            out = runner.set_input_shapes(shapes)
-            addresses = {n: self._own("decode", n) for n in (*host, "logits")}
-            addresses.update({k: self._kv(k, p) for k in ("prefix_key", "prefix_value")})
-            for state in ("suffix_key", "suffix_value"):
-                addresses[state] = self._kv(state, s)
-                addresses[f"present_{state}"] = self._kv(state, 1 - s)
-            runner.bind(addresses)
+            kv_shapes, kv_addresses = self._kv_bindings(b)
+            runner.set_input_shapes({**{n: tuple(a.shape) for n, a in host.items()}, **kv_shapes})
+            addresses = {n: self._own("decode", n) for n in (*host, "logits", "new_key", "new_value")}
+            runner.bind({**addresses, **kv_addresses})
             self._upload(staged)
             self._enqueue(runner)
-            reader[:] = [self._download("decode", "logits", out["logits"])]
+            self._write_suffix_slot(write_index, b)
+            tail()
 
-        self._run("decode", ("decode", b, p, s), issue, self.decisions["decode"].capture)
-        self.suffix_parity = 1 - s
-        if not reader:  # replayed: the graph already downloaded into staging
-            reader.append(self._reader("decode", "logits", (b, runner.max_shapes["logits"][1])))
-        return reader[0]()
+        self._run(kind, (kind, b, write_index, self.prefix_len), issue, self.decisions["decode"].capture)
 
     def _reader(
         self, graph: str, name: str, shape: Sequence[int], key: str | None = None
@@ -605,52 +738,45 @@ class TensorRTExecutor(GraphExecutor):
         x0: np.ndarray,
         steps: list[tuple[float, float]],
         position_ids: np.ndarray,
-        prefix_mask: np.ndarray,
         suffix_mask: np.ndarray,
     ) -> np.ndarray:
         runner = self.runners["expert_step"]
         k, n = int(x0.shape[0]), len(steps)
         if not 1 <= n <= self.max_steps:
             raise TensorRTExecutorError(f"{n} Euler steps; the step table holds 1..{self.max_steps}")
-        bs = self.batch if self.batch else k
-        host = {
-            "position_ids": position_ids,
-            "prefix_mask": prefix_mask.reshape(1, -1),
-            "suffix_mask": suffix_mask,
-        }
+        shared = self.batch not in (0, k)  # shared reasoning: one decoded row for the K candidates
+        if shared:
+            self.count("suffix_kv_copies", k - 1)
+            for kind in KV_NAMES:  # allocated at the first shared-reasoning tick, then reused
+                key, like = f"kv.expert_suffix_{kind}", self.plan[f"kv.suffix_{kind}"]
+                if key not in self._alloc:
+                    self._alloc[key] = Allocation(BufferSpec(key, like.nbytes, False, like.dtype),
+                                                  self.cuda.malloc(like.nbytes))
+        host = {"position_ids": position_ids, "suffix_mask": suffix_mask}
         staged = [self._stage("expert_step", name, a) for name, a in host.items()]
         staged.append(self._stage("expert_step", "x", x0, key="expert_step.x.0"))
         staged += self._stage_steps(steps)
-        p, s = self.prefix_parity, self.suffix_parity  # the suffix buffer decode wrote last
-        kv = self.kv_shapes(bs)[1]
-        shapes = {
-            "x": tuple(x0.shape),
-            "t": (1,),
-            "dt": (1,),
-            **{n_: tuple(a.shape) for n_, a in host.items()},
-        }
-        shapes.update(
-            {"prefix_key": runner.max_shapes["prefix_key"], "prefix_value": runner.max_shapes["prefix_value"]}
-        )
-        shapes.update({"suffix_key": kv, "suffix_value": kv})
+        kv_shapes, kv_addresses = self._kv_bindings(k, "kv.expert_suffix" if shared else "kv.suffix")
+        shapes = {"x": tuple(x0.shape), "t": (1,), "dt": (1,), **{n_: tuple(a.shape) for n_, a in host.items()},
+                  **kv_shapes}
 
         def issue() -> None:
             runner.set_input_shapes(shapes)
             self._upload(staged)
+            if shared:
+                self._repeat_suffix_row(k)
             for i in range(n):
                 addresses = {name: self._own("expert_step", name) for name in host}
-                addresses.update({st: self._kv(st, p) for st in ("prefix_key", "prefix_value")})
-                addresses.update({st: self._kv(st, s) for st in ("suffix_key", "suffix_value")})
                 addresses["x"] = self._alloc[f"expert_step.x.{i % 2}"].device
                 addresses["x_next"] = self._alloc[f"expert_step.x.{(i + 1) % 2}"].device
                 addresses["t"] = self._alloc["expert_step.t"].device + i * TENSOR_ALIGNMENT
                 addresses["dt"] = self._alloc["expert_step.dt"].device + i * TENSOR_ALIGNMENT
-                runner.bind(addresses)
+                runner.bind({**addresses, **kv_addresses})
                 self._enqueue(runner)
             self._download("expert_step", "x_next", x0.shape, key=f"expert_step.x.{n % 2}")
 
         self._run(
-            "expert_step", ("expert_step", k, bs, n, p, s), issue, self.decisions["expert_step"].capture
+            "expert_step", ("expert_step", k, shared, n, self.prefix_len), issue, self.decisions["expert_step"].capture
         )
         return self._reader("expert_step", "x_next", x0.shape, key=f"expert_step.x.{n % 2}")()
 

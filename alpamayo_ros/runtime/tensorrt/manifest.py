@@ -17,11 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from alpamayo_ros.core.action_space import Normalization
+from alpamayo_ros.runtime.export import GRAPH_NAMES, check_manifest_format
 
-ONNX_MANIFEST_FORMAT = "alpamayo_ros.onnx/1"
 ENGINE_MANIFEST_FORMAT = "alpamayo_ros.engines/1"
 ENGINE_MANIFEST_NAME = "manifest.json"
-GRAPH_NAMES = ("vision", "prefill", "decode", "expert_step")
 DEFAULT_MAX_IMAGES = 16  # 4 cameras x 4 frames (DESIGN.md §3): the most a vision call ever gets
 
 
@@ -82,8 +81,10 @@ def load_onnx_manifest(onnx_dir: str | Path) -> OnnxManifest:
             f"alpamayo_ros.runtime.export.export_onnx), or pass the model directory that contains onnx/"
         )
     raw = json.loads(path.read_text())
-    if raw.get("format") != ONNX_MANIFEST_FORMAT:
-        raise ManifestError(f"{path}: format {raw.get('format')!r}, expected {ONNX_MANIFEST_FORMAT!r}")
+    try:
+        check_manifest_format(path, raw.get("format"))
+    except ValueError as exc:
+        raise ManifestError(str(exc)) from None
     graphs: dict[str, GraphDecl] = {}
     for name, g in raw["graphs"].items():
         graphs[name] = GraphDecl(
@@ -141,19 +142,21 @@ def _tokens_per_image(manifest: OnnxManifest) -> int | None:
 
 
 def default_dim_ranges(manifest: OnnxManifest) -> dict[str, DimRange]:
-    """Profiles for the dims named in docs/runtime.md §3: B, K, Bs, N, S, M.
+    """Profiles for the dims named in docs/runtime.md §3: B, K, N, S, P, M.
 
     opt is the steady-state value the kernels are tuned for: all K candidates decode together,
     a tick encodes 4 new images (DESIGN.md §4.1), the prompt fills most of the prefix capacity.
     An explicit `"dims": {"S": [min, opt, max]}` in the ONNX manifest wins.
     """
     max_images = int(manifest.raw.get("max_images", DEFAULT_MAX_IMAGES))
+    blocks = int(manifest.raw.get("prefill_query_blocks", 1))
+    padded = -(-manifest.prefix_capacity // blocks) * blocks  # S: the prompt padded to whole query blocks
     ranges: dict[str, DimRange] = {
         "B": DimRange(1, manifest.max_batch, manifest.max_batch),
         "K": DimRange(1, manifest.max_batch, manifest.max_batch),
-        "Bs": DimRange(1, manifest.max_batch, manifest.max_batch),  # expert suffix rows: K, or 1 when shared
         "N": DimRange(1, min(4, max_images), max_images),
-        "S": DimRange(1, manifest.prefix_capacity, manifest.prefix_capacity),
+        "S": DimRange(blocks, padded, padded),
+        "P": DimRange(1, manifest.prefix_capacity, manifest.prefix_capacity),
     }
     # image tokens are part of the prompt, so M <= S <= Cp bounds M even without the vision graph
     mv = _tokens_per_image(manifest)

@@ -54,16 +54,16 @@ class RecordingExecutor(GraphExecutor):
         self.inner.start_decode(batch)
 
     def decode(
-        self, token_ids: Any, position_ids: Any, write_index: int, prefix_mask: Any, suffix_mask: Any
+        self, token_ids: Any, position_ids: Any, write_index: int, suffix_mask: Any
     ) -> np.ndarray:
-        logits = self.inner.decode(token_ids, position_ids, write_index, prefix_mask, suffix_mask)
+        logits = self.inner.decode(token_ids, position_ids, write_index, suffix_mask)
         self.decode_logits.append(np.array(logits, dtype=np.float32))
         return logits
 
     def run_expert(
-        self, x0: Any, steps: Any, position_ids: Any, prefix_mask: Any, suffix_mask: Any
+        self, x0: Any, steps: Any, position_ids: Any, suffix_mask: Any
     ) -> np.ndarray:
-        x = self.inner.run_expert(x0, steps, position_ids, prefix_mask, suffix_mask)
+        x = self.inner.run_expert(x0, steps, position_ids, suffix_mask)
         self.expert.append(np.array(x, dtype=np.float32))
         return x
 
