@@ -60,8 +60,9 @@ END_BIASES = {"cot_end": 1.0, "traj_future_start": 1.6}
 END_BIASES_1_5 = {**END_BIASES, "answer_end": 1.6}
 VARIANTS = ("alpamayo_r1", "alpamayo1_5")
 # The tiny tokenizer is byte level: "Front left camera: frame 0 " costs 27 tokens where Qwen's costs ~7, so
-# the 1.5 prompt (3362 tokens with 4 cameras) plus a 200-character route needs more prefix room.
-PREFIX_CAPACITY_1_5 = 3584
+# the 1.5 prompt (3362 tokens with 4 cameras) plus a 200-character route needs more prefix room, and a
+# guided tick's unguided suffix starts with the prompt's tail after the route span (111 bytes).
+CAPACITIES_1_5 = {"prefix_capacity": 3584, "suffix_capacity": 384}
 TEXT_BIAS, TEXT_CHARS = 1.2, "etaoinshrdlucmwfgypb "
 
 # spec §6.1 released values (bf16-rounded in AR1's persistent buffers)
@@ -150,7 +151,7 @@ def _init_weights(model: Any, seed: int, layout: Any, text_ids: list[int], end_b
 def tiny_1_5_overrides() -> dict[str, Any]:
     """config.json keys of the tiny Alpamayo 1.5 over the R1 ones."""
     return {"model_type": "alpamayo1_5", "architectures": ["Alpamayo1_5"], "include_camera_ids": True,
-            "include_frame_nums": True, "runtime": {"prefix_capacity": PREFIX_CAPACITY_1_5}}
+            "include_frame_nums": True, "runtime": dict(CAPACITIES_1_5)}
 
 
 def make_tiny_model(out_dir: str | Path, seed: int = TINY_SEED, variant: str = "alpamayo_r1",
