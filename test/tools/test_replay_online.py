@@ -3,6 +3,7 @@ plans as offline replay (the same Planner in-process) for the same bag and seed.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -174,3 +175,41 @@ def test_route_instructions_from_the_bag_reach_the_prompt_in_both_modes(short_ba
     routes = [route for status, route in off if status == "planned"]
     assert any(r.startswith("Turn left") for r in routes) and "" in routes, routes
     assert set(routes) <= {"", "Turn left", "Continue straight"} | {f"Turn left in {d}m" for d in range(100)}
+
+
+@pytest.mark.slow
+def test_tiny_alpamayo_1_5_with_guidance_replays_alike_on_onnxruntime_and_torch(short_bag, tiny_1_5_onnx_dir: Path,
+                                                                                tmp_path: Path) -> None:
+    """The tiny 1.5 model on ONNX Runtime reads the bag's route topic offline and through the node
+    online (lockstep) with navigation guidance on: the same reasoning and trajectories; offline on
+    torch, guidance off, the same instructions reach its prompt."""
+    model = tiny_1_5_onnx_dir.parent
+    ov = {"backend": "onnxruntime", "model_dir": str(model), "num_candidates": 2, "seed": 9,
+          "max_generation_length": 8, "nav_guidance_weight": 1.5, "noise_temperature": 0.6, "warmup": False}
+    params = node_params(DEFAULT_PARAMS_FILE, ov)
+    opts = ReplayOptions(cameras=camera_topics(params), odom_topic=params.odometry_topic, period_s=0.5, max_ticks=3)
+    backend, planner = build_planner_from_params(params)
+    try:
+        offline = run_offline(short_bag.path, planner, opts)
+    finally:
+        backend.close()
+    _, shadow = build_planner_from_params(node_params(DEFAULT_PARAMS_FILE, ov | {"backend": "kinematic"}))
+    online = run_online(short_bag.path, opts, OnlineOptions(
+        params_file=DEFAULT_PARAMS_FILE, param_overrides=lockstep_overrides(params) | ov,
+        log_path=tmp_path / "node.log", startup_timeout_s=120.0, first_plan_timeout_s=120.0, plan_timeout_s=120.0,
+    ), shadow=shadow)
+    assert online.error is None and offline.error is None
+    assert [r.status for r in online.records] == [r.status for r in offline.records] == ["planned"] * 3, \
+        (tmp_path / "node.log").read_text()[-2000:]
+    for off, on in zip(offline.records, online.records, strict=True):
+        assert on.route_instruction == off.route_instruction != ""
+        assert on.reasoning == off.reasoning
+        np.testing.assert_allclose(on.xyz, off.xyz, atol=1e-4)
+    torch_params = node_params(DEFAULT_PARAMS_FILE, ov | {"backend": "torch", "nav_guidance_weight": 0.0})
+    backend, planner = build_planner_from_params(torch_params)
+    try:
+        plain = run_offline(short_bag.path, planner, replace(opts, max_ticks=2))
+    finally:
+        backend.close()
+    assert [r.route_instruction for r in plain.records] == [r.route_instruction for r in offline.records[:2]]
+    assert not np.allclose(plain.records[0].xyz, offline.records[0].xyz, atol=1e-4)  # guidance changed the plans

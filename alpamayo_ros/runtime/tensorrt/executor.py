@@ -750,7 +750,8 @@ class TensorRTExecutor(GraphExecutor):
         raw_dtype = raw_host_dtype(info.dtype)
         return lambda: decode_host(alloc.host_array(raw_dtype, shape).copy(), info.dtype)
 
-    def extend(self, input_ids, position_ids, prefix_mask, own_mask) -> None:
+    def extend(self, input_ids: np.ndarray, position_ids: np.ndarray, prefix_mask: np.ndarray,
+               own_mask: np.ndarray) -> None:
         if "extend" not in self.runners:
             super().extend(input_ids, position_ids, prefix_mask, own_mask)
         runner, kv = self.runners["extend"], self.kv
@@ -822,8 +823,8 @@ class TensorRTExecutor(GraphExecutor):
                 self._enqueue(runner)
             self._download("expert_step", "x_next", x0.shape, key=f"expert_step.x.{n % 2}")
 
-        key = ("expert_step", k, r, gathered, self.batch, self.unguided_batch, n, self.prefix_len)
-        self._run("expert_step", key, issue, self.decisions["expert_step"].capture)
+        graph_key = ("expert_step", k, r, gathered, self.batch, self.unguided_batch, n, self.prefix_len)
+        self._run("expert_step", graph_key, issue, self.decisions["expert_step"].capture)
         return self._reader("expert_step", "x_next", x0.shape, key=f"expert_step.x.{n % 2}")()
 
     def _stage_steps(self, steps: list[tuple[float, float]]) -> list[tuple[int, int, int]]:
