@@ -355,6 +355,11 @@ class PlannerNode(LifecycleNode):
         if params.nav_guidance_weight > 0.0 and not variant.route:
             raise ParameterError("nav_guidance_weight", f"{variant.display_name} has no navigation input to guide by",
                                  "set nav_guidance_weight: 0.0, or use an Alpamayo 1.5 model directory")
+        executor = getattr(getattr(planner.backend, "orchestrator", None), "executor", None)
+        if params.nav_guidance_weight > 0.0 and executor is not None and not executor.supports_guidance:
+            raise ParameterError("nav_guidance_weight", f"backend '{params.backend}' has no `extend` graph/engine "
+                                 "(navigation guidance needs it)", "set nav_guidance_weight: 0.0, or re-export the ONNX "
+                                 "(export-onnx) / rebuild the engines with `extend`")
 
     @staticmethod
     def _check_model_capacity(params: NodeParams, backend: Any) -> tuple[int, int, int] | None:

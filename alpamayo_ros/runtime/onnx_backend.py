@@ -72,8 +72,8 @@ class OnnxRuntimeExecutor(GraphExecutor):
         opts.enable_cpu_mem_arena = cpu_mem_arena
         self.heap_retained = retain_heap and retain_freed_memory()
         self.sessions = {}
-        # extend: navigation guidance (exported for models that take a route, Alpamayo 1.5)
-        wanted = (*GRAPHS, "extend") if config.guidance else GRAPHS
+        # extend: navigation guidance (exported for models that take a route, Alpamayo 1.5; optional)
+        wanted = (*GRAPHS, "extend") if config.guidance and "extend" in manifest["graphs"] else GRAPHS
         for name in wanted:
             if name not in manifest["graphs"]:
                 raise FileNotFoundError(

@@ -449,9 +449,10 @@ CONFIG = RuntimeConfig(
 CONFIG_1_5 = replace(CONFIG, model_type="alpamayo1_5", config_hash="fake-1.5-config-hash")  # extend, 2K rows
 
 
-def write_engine_dir(path: Path, config_hash: str = CONFIG.config_hash, version: str = VERSION) -> Path:
+def write_engine_dir(path: Path, config_hash: str = CONFIG.config_hash, version: str = VERSION,
+                     graphs: tuple[str, ...] = GRAPH_NAMES) -> Path:
     entries = {}
-    for graph in GRAPH_NAMES:
+    for graph in graphs:
         data = f"fake-engine:{graph}".encode()
         (path / f"{graph}.engine").write_bytes(data)
         sha = hashlib.sha256(data).hexdigest()
@@ -653,6 +654,22 @@ def test_shared_reasoning_repeats_the_one_suffix_row(tmp_path: Path) -> None:
     assert cuda.mallocs == mallocs + 2  # the repeated rows' buffers (key, value), once
     assert_tick(run_tick(ex, seed=8, batch=1, k=3), batch=1)
     assert cuda.mallocs == mallocs + 2
+
+
+def test_an_engine_build_without_extend_runs_unguided(tmp_path: Path) -> None:
+    cuda = FakeCuda()
+    engines = make_engines(cuda, guidance=True)
+    core = tuple(g for g in GRAPH_NAMES if g != "extend")
+    ex = TensorRTExecutor(CONFIG_1_5, write_engine_dir(tmp_path, CONFIG_1_5.config_hash, graphs=core), cuda=cuda,
+                          engine_source=FakeSource(engines))
+    try:
+        assert not ex.supports_guidance and "extend" not in ex.runners
+        with pytest.raises(NotImplementedError, match="no extend graph"):
+            ex.extend(np.zeros((1, 2), np.int64), np.zeros((3, 1, 2), np.int64), np.zeros((1, 4), np.float32),
+                      np.zeros((1, 2, 2), np.float32))
+        assert_tick(run_tick(ex, seed=9))  # an unguided tick of the 1.5 graph family
+    finally:
+        ex.close()
 
 
 @pytest.mark.parametrize("batch", [2, 1], ids=["per_candidate", "shared_reasoning"])

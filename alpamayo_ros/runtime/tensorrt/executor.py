@@ -49,6 +49,7 @@ from alpamayo_ros.runtime.executor import KV_NAMES, GraphExecutor, ImageFeatures
 from alpamayo_ros.runtime.export import model_graphs
 from alpamayo_ros.runtime.tensorrt.cuda_memory import TENSOR_ALIGNMENT, CudaApi, host_view
 from alpamayo_ros.runtime.tensorrt.manifest import (
+    CORE_GRAPHS,
     EngineManifest,
     ManifestError,
     check_engine_manifest,
@@ -405,7 +406,9 @@ class TensorRTExecutor(GraphExecutor):
         self._alloc: dict[str, Allocation] = {}
         self.stream = self.cuda.stream_create()
         try:
-            self.runners = {g: GraphRunner(g, self._load(g)) for g in model_graphs(config)}
+            # `extend` (navigation guidance) is optional: an engine build without it saves its weights' memory
+            graphs = [g for g in model_graphs(config) if g in CORE_GRAPHS or g in self.manifest.engines]
+            self.runners = {g: GraphRunner(g, self._load(g)) for g in graphs}
             self.decisions = {g: capture_decision(g, r, use_cuda_graphs) for g, r in self.runners.items()}
             self.plan = plan_buffers(self.runners, max_steps)
             self.kv = KVGeometry.from_engine(self.runners["decode"])
@@ -431,7 +434,7 @@ class TensorRTExecutor(GraphExecutor):
             compute_capability=compute_capability,
             weights_hash=weights_hash,
             verify_checksums=verify_checksums,
-            required_graphs=model_graphs(self.config),
+            required_graphs=tuple(g for g in model_graphs(self.config) if g in CORE_GRAPHS or g in manifest.engines),
         )
         cfg = self.config
         wanted = (cfg.prefix_capacity, cfg.suffix_capacity)
