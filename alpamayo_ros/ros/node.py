@@ -231,8 +231,8 @@ class _Runtime:
     last_diag_mono: float = 0.0
     subs: list[Any] = field(default_factory=list)
     timers: list[Any] = field(default_factory=list)
-    services: list[Any] = field(default_factory=list)
     ask_inflight: Future | None = None  # a ~/ask question queued or running on the inference worker
+    ask_job: QuestionJob | None = None
     path_cache: PathCache = field(default_factory=PathCache)  # plans only (the inference worker)
 
 
@@ -257,6 +257,9 @@ class PlannerNode(LifecycleNode):
         self._tick_group = MutuallyExclusiveCallbackGroup()
         self._diag_group = MutuallyExclusiveCallbackGroup()
         self._ask_group = MutuallyExclusiveCallbackGroup()
+        # for the node's lifetime (a response to a destroyed service would raise in the executor): an
+        # inactive node answers with the reason
+        self.create_service(Ask, "~/ask", self._on_ask, callback_group=self._ask_group)
         self._rt: _Runtime | None = None
         self._configured = False
         self._throttle = Throttle(_LOG_THROTTLE_S)
@@ -487,7 +490,6 @@ class PlannerNode(LifecycleNode):
         rt.subs.append(self.create_subscription(
             String, p.route.topic, lambda msg: rt.route.on_message(msg.data, self._now()), route_qos(),
             callback_group=self._input_group("route"), event_callbacks=_no_sub_events()))
-        rt.services.append(self.create_service(Ask, "~/ask", self._on_ask, callback_group=self._ask_group))
         rt.timers.append(self.create_timer(1.0 / p.rate_hz, self._on_tick, callback_group=self._tick_group))
         rt.timers.append(self.create_timer(p.diagnostics_period_s, self._publish_diagnostics,
                                            callback_group=self._diag_group))
@@ -539,11 +541,8 @@ class PlannerNode(LifecycleNode):
             self.destroy_timer(timer)
         for sub in rt.subs:
             self.destroy_subscription(sub)
-        for srv in rt.services:
-            self.destroy_service(srv)
         rt.timers.clear()
         rt.subs.clear()
-        rt.services.clear()
         rt.stopping = True
         inflight = rt.inflight
         if inflight is not None:
@@ -557,6 +556,8 @@ class PlannerNode(LifecycleNode):
         self._configured = False
         if rt is None:
             return
+        if rt.ask_job is not None:  # a question still waiting: answered now, not left hanging
+            rt.ask_job.fail(rt.stats, "the node is cleaning up")
         rt.decode_pool.shutdown(wait=True, cancel_futures=True)
         rt.infer_pool.shutdown(wait=True, cancel_futures=True)
         for pub in list(rt.pubs.values()) + rt.path_pubs:
@@ -1055,7 +1056,7 @@ class PlannerNode(LifecycleNode):
         from rclpy.task import Future as RclpyFuture
 
         rt = self._rt
-        refusal = "the node is not active" if rt is None else ""
+        refusal = "the node is not active" if rt is None or rt.stopping or not rt.timers else ""
         question = ""
         if rt is not None:
             try:
@@ -1073,6 +1074,7 @@ class PlannerNode(LifecycleNode):
         done: RclpyFuture = RclpyFuture(executor=self.executor)
         done.add_done_callback(lambda _f: None)  # set_result from the worker then wakes the executor
         job = QuestionJob(question, rt.params.ask, time.monotonic() + rt.params.ask.timeout_s, done.set_result)
+        rt.ask_job = job
         timeout = self.create_timer(
             rt.params.ask.timeout_s, lambda: job.fail(rt.stats, f"timed out after ask.timeout_s="
                                                                  f"{rt.params.ask.timeout_s:g} s"),

@@ -86,7 +86,8 @@ def test_ask_refusals_over_dds(rig_factory) -> None:
 
     rig = rig_factory()
     client = rig.drv.create_client(Ask, f"{rig.fqn}/ask")
-    assert not client.wait_for_service(timeout_sec=0.5)  # only an active node answers
+    res = rig._call(client, Ask.Request(question="What is ahead?"))  # the service exists in every state
+    assert not res.success and res.message == "the node is not active"
     assert rig.transition("configure") and rig.transition("activate")
     rig.start_inputs()
     assert rig.wait_for(lambda: len(_routes(rig)) >= 1, timeout_s=20.0)
@@ -100,7 +101,8 @@ def test_ask_refusals_over_dds(rig_factory) -> None:
     assert rig.wait_for(lambda: rig.diag_values("navigation and questions").get("questions_failed") == "2",
                         timeout_s=10.0)
     assert rig.transition("deactivate")
-    assert rig.wait_for(lambda: not client.service_is_ready(), timeout_s=10.0)
+    res = rig._call(client, Ask.Request(question="What is ahead?"))
+    assert not res.success and res.message == "the node is not active"
 
 
 def test_alpamayo_r1_ignores_routes_and_refuses_guidance(rig_factory) -> None:
