@@ -19,7 +19,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -35,9 +35,10 @@ from alpamayo_ros.tools.bag_io import (
     decode_image,
     decode_odometry,
     deserialize,
+    validate_bag,
 )
 from alpamayo_ros.tools.protocol import T0_POLICIES, clip_time_origin_s
-from alpamayo_ros.tools.scoring import GroundTruth, TickRecord
+from alpamayo_ros.tools.scoring import GroundTruth, TickRecord, TickScore, score_records
 from alpamayo_ros.tools.topics import (
     DEFAULT_CAMERAS,
     DEFAULT_ODOM_TOPIC,
@@ -130,14 +131,44 @@ def replay_schedule(bag: str | Path, start_s: float, end_s: float, opts: ReplayO
 
 @dataclass
 class ReplayResult:
+    """One bag's replay: every tick's record, and its scores once scored.
+
+    `gt` (the bag's odometry) is what the records are scored against; `scored()` computes the
+    scores once, after which `detached()` drops `gt` so the result travels light (from a worker
+    process, into a results file: tools/results.py). A report needs only records and scores.
+    """
+
     mode: str
     bag: Path
     records: list[TickRecord]
-    gt: GroundTruth
+    gt: GroundTruth | None
     error: str | None = None  # BagReadError text when the bag could not be read to its end
     input_errors: dict[str, int] = field(default_factory=dict)
     wall_s: float = 0.0
     meta: dict[str, Any] = field(default_factory=dict)
+    scores: list[TickScore] | None = None  # of the planned ticks that have ground truth, in tick order
+
+    @property
+    def name(self) -> str:
+        """The bag's name: how reports and results files tell bags apart."""
+        return self.bag.name
+
+    @property
+    def status(self) -> str:
+        """ok | incomplete (read up to damage, the part before it scored) | failed (nothing ran)."""
+        if self.error is None:
+            return "ok"
+        return "incomplete" if self.records else "failed"
+
+    def scored(self) -> list[TickScore]:
+        if self.scores is None:
+            self.scores = score_records(self.records, self.gt, self.name) if self.gt is not None else []
+        return self.scores
+
+    def detached(self) -> ReplayResult:
+        """Scored, without the ground-truth buffer."""
+        self.scored()
+        return replace(self, gt=None)
 
 
 def iter_steps(
@@ -331,25 +362,57 @@ def bag_meta(info, opts: ReplayOptions, schedule: Schedule) -> dict[str, Any]:
     return meta
 
 
+def replay_bag(
+    bag: str | Path,
+    planner: PlannerLike,
+    opts: ReplayOptions,
+    progress: Callable[[int, int], None] | None = None,
+    validate: bool = True,
+) -> ReplayResult:
+    """One bag of a multi-bag replay: the planner reset (no input crosses from one clip to the
+    next), the bag checked against the topics (`validate`), replayed and scored. A bag that cannot
+    be opened or cannot feed the planner, or a planner that raises, gives a result with `error`
+    and no records: it never stops the bags after it."""
+    bag = Path(bag)
+    warnings: list[str] = []
+    try:
+        if validate:
+            check = validate_bag(BagSource(bag), [c.topic for c in opts.cameras], opts.odom_topic)
+            if check.errors:
+                damage = [f"the bag is damaged: {check.info.damaged}"] if check.info.damaged else []
+                return failed_result(bag, "the bag cannot feed the planner: " + "; ".join(damage + check.errors))
+            warnings = list(check.warnings)
+        planner.reset()
+        result = run_offline(bag, planner, opts, progress)
+        result.scored()
+    except Exception as exc:  # BagReadError at open, or anything else: this bag failed, the others go on
+        log.error("%s: %s", bag, exc, exc_info=not isinstance(exc, BagReadError))
+        return failed_result(bag, str(exc) if isinstance(exc, BagReadError) else f"{type(exc).__name__}: {exc}")
+    if warnings:
+        result.meta["warnings"] = warnings
+    return result
+
+
+def failed_result(bag: str | Path, error: str, mode: str = "offline") -> ReplayResult:
+    """A bag that produced no ticks at all, with the reason."""
+    return ReplayResult(mode, Path(bag), [], None, error=error, scores=[])
+
+
 def run_offline_many(
     bags: Sequence[str | Path],
     planner: PlannerLike,
     opts_for: Callable[[Path], ReplayOptions],
     progress: Callable[[int, int], None] | None = None,
     on_bag: Callable[[int, Path], None] | None = None,
+    validate: bool = True,
 ) -> list[ReplayResult]:
-    """run_offline over several bags with one planner (loaded once), reset before each bag so no
-    input crosses from one clip to the next. `opts_for(bag)`: that bag's options (t0 lists)."""
+    """replay_bag over several bags with one planner (loaded once). `opts_for(bag)`: that bag's
+    options (t0 lists)."""
     results = []
     for i, bag in enumerate(bags):
         if on_bag is not None:
             on_bag(i, Path(bag))
-        planner.reset()
-        try:
-            results.append(run_offline(bag, planner, opts_for(Path(bag)), progress))
-        except BagReadError as exc:  # cannot even be opened: a failed run, the others go on
-            failed = ReplayResult("offline", Path(bag), [], GroundTruth(), error=str(exc))
-            results.append(failed)
+        results.append(replay_bag(bag, planner, opts_for(Path(bag)), progress, validate))
     return results
 
 
