@@ -16,9 +16,15 @@ from typing import Any
 
 from alpamayo_ros.core.action_space import Normalization
 
+# 3: expert_step takes a prefix mask and a row mix (navigation guidance), `extend` for Alpamayo 1.5;
 # 2: per-layer KV inputs, calls return only the new tokens' K/V (1: whole caches in and out).
-MANIFEST_FORMAT = "alpamayo_ros.onnx/2"
-GRAPH_NAMES = ("vision", "prefill", "decode", "expert_step", "sample")
+MANIFEST_FORMAT = "alpamayo_ros.onnx/3"
+GRAPH_NAMES = ("vision", "prefill", "decode", "expert_step", "sample", "extend")
+
+
+def model_graphs(cfg: Any) -> tuple[str, ...]:
+    """The graphs a model needs: `extend` only where navigation guidance exists (a route input)."""
+    return GRAPH_NAMES if cfg.guidance else tuple(g for g in GRAPH_NAMES if g != "extend")
 OPSET = 18
 # Ops the graphs may contain (TensorRT-buildable standard ONNX); anything else fails the export.
 ALLOWED_OPS = {
@@ -78,13 +84,22 @@ def _graph_io(cfg: Any) -> dict[str, dict[str, Any]]:
                 ["new_key", "float32", [L, H, "B", 1, Dh]], ["new_value", "float32", [L, H, "B", 1, Dh]],
             ]),
         },
-        "expert_step": {
+        "expert_step": {  # K = expert rows: the candidates, twice that with navigation guidance
             "inputs": io([
                 ["x", "float32", ["K", W, cfg.action_dim]], ["t", "float32", [1]], ["dt", "float32", [1]],
-                ["position_ids", "int64", [3, "K", W]], ["suffix_mask", "float32", ["K", Cs]],
+                ["row_mix", "float32", ["K", "K"]], ["position_ids", "int64", [3, "K", W]],
+                ["suffix_mask", "float32", ["K", Cs]], ["prefix_mask", "float32", ["K", "P"]],
                 *_layer_io(L, H, Dh, Cs, "K"),
             ]),
             "outputs": io([["x_next", "float32", ["K", W, cfg.action_dim]]]),
+        },
+        "extend": {
+            "inputs": io([
+                ["input_ids", "int64", ["B", "T"]], ["position_ids", "int64", [3, "B", "T"]],
+                ["prefix_mask", "float32", [1, "P"]], ["own_mask", "float32", ["B", "T", "T"]],
+                *[row for row in _layer_io(L, H, Dh, Cs, "B") if row[0].startswith("prefix")],
+            ]),
+            "outputs": io([["new_key", "float32", [L, H, "B", "T", Dh]], ["new_value", "float32", [L, H, "B", "T", Dh]]]),
         },
         "sample": {
             "inputs": io([
@@ -128,10 +143,14 @@ def _example_inputs(name: str, cfg: Any) -> tuple[Any, ...]:
     if name == "decode":
         b = 3
         return (torch.randint(0, 100, (b, 1)), torch.full((3, b, 1), 30), torch.zeros(b, Cs), *_layer_kv(cfg, p, b))
-    k = 3
+    if name == "extend":
+        b, t = 3, 5
+        return (torch.randint(0, 100, (b, t)), torch.full((3, b, t), 30), torch.zeros(1, p), torch.zeros(b, t, t),
+                *_layer_kv(cfg, p, b)[:2])
+    k = 4
     return (
-        torch.randn(k, W, cfg.action_dim), torch.tensor([0.1]), torch.tensor([0.1]), torch.full((3, k, W), 40),
-        torch.zeros(k, Cs), *_layer_kv(cfg, p, k),
+        torch.randn(k, W, cfg.action_dim), torch.tensor([0.1]), torch.tensor([0.1]), torch.eye(k),
+        torch.full((3, k, W), 40), torch.zeros(k, Cs), torch.zeros(k, p), *_layer_kv(cfg, p, k),
     )
 
 
@@ -152,13 +171,18 @@ def _dynamic_shapes(name: str, cfg: Any) -> dict[str, Any]:
         b = Dim("B", min=1, max=64)
         return {"logits": {0: b}, "uniforms": {0: b}, "temperature": None, "top_p": None}
     p = Dim("P", min=2, max=1 << 16)
-    batch = "B" if name == "decode" else "K"
-    b = Dim(batch, min=1, max=64)
+    batch = "K" if name == "expert_step" else "B"
+    b = Dim(batch, min=1, max=128)
     prefix, suffix = [{1: p}] * layers, [{1: b}] * layers
     kv = {"prefix_keys": prefix, "prefix_values": prefix, "suffix_keys": suffix, "suffix_values": suffix}
     if name == "decode":
         return {"input_ids": {0: b}, "position_ids": {1: b}, "suffix_mask": {0: b}, **kv}
-    return {"x": {0: b}, "t": None, "dt": None, "position_ids": {1: b}, "suffix_mask": {0: b}, **kv}
+    if name == "extend":
+        t = Dim("T", min=1, max=1 << 12)
+        return {"input_ids": {0: b, 1: t}, "position_ids": {1: b, 2: t}, "prefix_mask": {1: p},
+                "own_mask": {0: b, 1: t, 2: t}, "prefix_keys": prefix, "prefix_values": prefix}
+    return {"x": {0: b}, "t": None, "dt": None, "row_mix": {0: b, 1: b}, "position_ids": {1: b},
+            "suffix_mask": {0: b}, "prefix_mask": {0: b, 1: p}, **kv}
 
 
 def check_standard_ops(path: str | Path) -> list[str]:
@@ -226,11 +250,12 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path | None = None, graphs
     out.mkdir(parents=True, exist_ok=True)
     model = load_model(root)
     cfg = model.config
-    names = graphs or GRAPH_NAMES
+    names = graphs or model_graphs(cfg)
     io = _graph_io(cfg)
     manifest: dict[str, Any] = {
         "format": MANIFEST_FORMAT, "opset": OPSET, "config_hash": cfg.config_hash,
         "weights_hash": weights_fingerprint(root),
+        "model_type": cfg.model_type, "navigation_guidance": cfg.guidance,
         "prefix_capacity": cfg.prefix_capacity, "suffix_capacity": cfg.suffix_capacity, "max_batch": max_batch,
         "image_grid_thw": list(cfg.image_grid_thw), "prefill_query_blocks": cfg.prefill_query_blocks,
         # the action de-normalisation the graphs' outputs need, for engines that travel without the weights
@@ -259,8 +284,9 @@ def check_manifest_format(path: Path, found: Any) -> None:
     """A manifest of another format (an export by an older version) is a clear error naming the fix."""
     if found != MANIFEST_FORMAT:
         raise ValueError(
-            f"{path}: format {found!r}, this version reads {MANIFEST_FORMAT!r} (graphs with per-layer KV inputs "
-            f"that return only the new tokens' K/V); re-export with `alpamayo-ros export-onnx <model_dir>`"
+            f"{path}: format {found!r}, this version reads {MANIFEST_FORMAT!r} (per-layer KV inputs, an expert_step "
+            f"with a prefix mask and a row mix for navigation guidance); re-export with "
+            f"`alpamayo-ros export-onnx <model_dir>`"
         )
 
 
@@ -296,7 +322,7 @@ def manifest_normalization(manifest: dict[str, Any], path: str | Path) -> Normal
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    ap = argparse.ArgumentParser(prog="export-onnx", description="Export the Alpamayo-R1 ONNX graph family")
+    ap = argparse.ArgumentParser(prog="export-onnx", description="Export the Alpamayo ONNX graph family")
     ap.add_argument("model_dir")
     ap.add_argument("--out", default=None, help="output directory (default: MODEL_DIR/onnx)")
     ap.add_argument("--max-batch", type=int, default=8)

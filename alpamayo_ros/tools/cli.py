@@ -167,9 +167,13 @@ def _replay_options(args: argparse.Namespace, params: Any) -> Any:
     if args.online and policy == "exact":
         raise SystemExit("error: --t0-policy exact is offline only: online, the node plans at its own t0 "
                          "(use --t0-policy node, or replay offline)")
+    from alpamayo_ros.tools.topics import resolve_node_topic
+
     return ReplayOptions(
         cameras=camera_topics(params), odom_topic=params.odometry_topic, period_s=args.period,
         include_tail=args.include_tail, max_ticks=args.max_ticks, t0_offsets_s=offsets, t0_policy=policy,
+        route_topic=resolve_node_topic(params.route.topic, args.node_name, args.namespace),
+        route_max_age_s=params.route.max_age_s,
     )
 
 
@@ -608,6 +612,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--period", type=float, default=1.0, help="seconds of bag time between ticks (1 keeps the CPU demo short)")
     p.add_argument("--backend", default="onnxruntime", help="onnxruntime (tiny model) or kinematic")
     p.add_argument("--num-candidates", type=int, default=3, help="K candidates per tick")
+    p.add_argument("--model", default="alpamayo1_5", choices=("alpamayo1_5", "alpamayo_r1"),
+                   help="which tiny model (1.5 reads the bag's route instructions)")
     p.add_argument("--offline", action="store_true", help="drive the planner in-process instead of over DDS")
     p.add_argument("--fresh", action="store_true", help="remake the bag and the model even if present")
     p.add_argument("--quiet", action="store_true")

@@ -49,7 +49,7 @@ RESULTS_DIR = "results"
 # Node parameters that never change a plan (rates, QoS, diagnostics, node-side fallback timing,
 # threads that only decode images): left out of the settings key so changing them keeps results.
 NODE_ONLY_PARAMS = ("rate_hz", "fallback", "diagnostics_period_s", "latency_window", "publish_markers", "warmup",
-                    "image_workers", "odometry_reliability", "odometry_depth")
+                    "image_workers", "odometry_reliability", "odometry_depth", "ask")
 NODE_ONLY_CAMERA_PARAMS = ("reliability", "depth")
 
 
@@ -213,6 +213,7 @@ def run_settings(params: Any, options: ReplayOptions, protocol: Any = None,
         "max_generation_length": params.max_generation_length,
         "reasoning_mode": params.reasoning_mode,
         "gates_enabled": params.gates_enabled,
+        "nav_guidance_weight": params.nav_guidance_weight,
         "schedule": {"period_s": options.period_s, "t0_offsets_s": options.t0_offsets_s,
                      "t0_policy": options.t0_policy if options.t0_offsets_s is not None or t0_table else None,
                      "t0_file": _digest(t0_table) if t0_table else None, "max_ticks": options.max_ticks,

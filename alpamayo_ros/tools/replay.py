@@ -39,7 +39,13 @@ from alpamayo_ros.tools.bag_io import (
 )
 from alpamayo_ros.tools.protocol import T0_POLICIES, clip_time_origin_s
 from alpamayo_ros.tools.scoring import GroundTruth, TickRecord, TickScore, score_records
-from alpamayo_ros.tools.topics import DEFAULT_CAMERAS, DEFAULT_ODOM_TOPIC, DEFAULT_SEGMENT_TOPIC, CameraTopic
+from alpamayo_ros.tools.topics import (
+    DEFAULT_CAMERAS,
+    DEFAULT_ODOM_TOPIC,
+    DEFAULT_ROUTE_TOPIC,
+    DEFAULT_SEGMENT_TOPIC,
+    CameraTopic,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +58,7 @@ class PlannerLike(Protocol):
 
     def add_image(self, camera_id: int, stamp_s: float, rgb: np.ndarray) -> None: ...
     def add_odometry(self, stamp_s: float, position: Any, orientation_xyzw: Any, linear_velocity: Any = None) -> None: ...
-    def plan(self, t0: float | None = None) -> Any: ...
+    def plan(self, t0: float | None = None, route: str | None = None) -> Any: ...
     def reset(self) -> None: ...
 
 
@@ -70,6 +76,9 @@ class ReplayOptions:
     # time origin: import-pai metadata, else the bag start), planned by `t0_policy`.
     t0_offsets_s: tuple[float, ...] | None = None
     t0_policy: str = "node"  # node: the planner's t0 after the messages up to the time | exact: that time
+    # std_msgs/String navigation instructions (Alpamayo 1.5), aged as the node does (route.max_age_s)
+    route_topic: str = DEFAULT_ROUTE_TOPIC
+    route_max_age_s: float = 10.0
 
     def __post_init__(self) -> None:
         if self.t0_policy not in T0_POLICIES:
@@ -79,7 +88,7 @@ class ReplayOptions:
 
     @property
     def topics(self) -> list[str]:
-        return [c.topic for c in self.cameras] + [self.odom_topic, self.segment_topic]
+        return [c.topic for c in self.cameras] + [self.odom_topic, self.segment_topic, self.route_topic]
 
 
 def tick_schedule(start_s: float, end_s: float, opts: ReplayOptions) -> list[float]:
@@ -193,20 +202,37 @@ def iter_steps(
 
 
 class Feeder:
-    """Decodes bag messages into planner inputs; bad inputs are counted, never fatal (as in the node)."""
+    """Decodes bag messages into planner inputs; bad inputs are counted, never fatal (as in the node).
+
+    Route instructions are kept as the node keeps them (core.navigation.RouteState): stamped with the
+    clock at delivery (``clock_s``: in lockstep the node receives a tick's messages while /clock still
+    reads the previous tick's time), dropped after ``route_max_age_s``; only a model that reads
+    routes (Alpamayo 1.5) gets them.
+    """
 
     def __init__(self, planner: PlannerLike, opts: ReplayOptions) -> None:
+        from alpamayo_ros.core.navigation import RouteState
+
         self.planner = planner
         self.camera_of = {c.topic: c.camera_id for c in opts.cameras}
         self.odom_topic = opts.odom_topic
+        self.route_topic = opts.route_topic
+        self.route = RouteState(opts.route_max_age_s)
+        variant = getattr(planner, "variant", None)
+        self.reads_routes = bool(getattr(variant, "route", False))
         self.errors: dict[str, int] = {}
+
+    def route_at(self, now_s: float) -> str | None:
+        """The instruction in effect at a tick (None: none, or the model takes none)."""
+        current = self.route.current(now_s) if self.reads_routes else None
+        return current.text if current is not None else None
 
     def _count(self, key: str, exc: Exception) -> None:
         if key not in self.errors:
             log.warning("input rejected (%s): %s", key, exc)
         self.errors[key] = self.errors.get(key, 0) + 1
 
-    def feed(self, msg: RawMessage) -> None:
+    def feed(self, msg: RawMessage, clock_s: float | None = None) -> None:
         try:
             if msg.topic in self.camera_of and msg.msgtype in IMAGE_TYPES:
                 img = decode_image(msg)
@@ -214,6 +240,8 @@ class Feeder:
             elif msg.topic == self.odom_topic:
                 o = decode_odometry(msg)
                 self._add_odometry(o)
+            elif msg.topic == self.route_topic and msg.msgtype == STRING_TYPE and self.reads_routes:
+                self.route.update(deserialize(msg).data, clock_s)
         except Exception as exc:  # a bad message must not stop the replay
             self._count(f"{msg.topic}: {type(exc).__name__}", exc)
 
@@ -223,6 +251,7 @@ class Feeder:
         except Exception as exc:
             if "jump" in type(exc).__name__.lower() or "TIME_JUMP" in str(getattr(exc, "reason_code", "")):
                 self.planner.reset()  # bag loop: start over, as the node does
+                self.route.clear()
                 self.planner.add_odometry(o.stamp_s, o.position, o.orientation_xyzw, o.linear_velocity)
             else:
                 raise
@@ -251,6 +280,7 @@ def record_from_plan(tick_time: float, result: Any, latency_s: float) -> TickRec
         latency_s=latency_s,
         timings_s=timings,
         reasoning=list(getattr(result, "reasoning", []) or []),
+        route_instruction=str(getattr(result, "route_instruction", "") or ""),
     )
 
 
@@ -262,7 +292,7 @@ class TickRunner:
         self.planner = planner
         self.last_t0: float | None = None
 
-    def __call__(self, tick_time: float, t0: float | None = None) -> TickRecord:
+    def __call__(self, tick_time: float, t0: float | None = None, route: str | None = None) -> TickRecord:
         t = time.perf_counter()
         try:
             if t0 is None:
@@ -270,7 +300,7 @@ class TickRunner:
                 t0 = ready() if ready is not None else None
                 if t0 is not None and t0 == self.last_t0:
                     return TickRecord(tick_time, "no_new_input", t0=t0, reason="no_new_input")
-            result = self.planner.plan(t0)
+            result = self.planner.plan(t0, route=route) if route is not None else self.planner.plan(t0)
         except Exception as exc:
             code = getattr(exc, "code", None)
             if code is not None:  # core.planner.TickNotReady
@@ -305,8 +335,8 @@ def run_offline(
     try:
         for k, tick_time, batch in iter_steps(source, opts, ticks, gt):
             for msg in batch:
-                feeder.feed(msg)
-            result.records.append(tick(tick_time, schedule.forced_t0[k]))
+                feeder.feed(msg, clock_s=ticks[k - 1] if k else info.start_ns / 1e9)
+            result.records.append(tick(tick_time, schedule.forced_t0[k], feeder.route_at(tick_time)))
             if progress is not None:
                 progress(k + 1, len(ticks))
     except BagReadError as exc:

@@ -92,6 +92,7 @@ def _tick_row(bag: str, r: TickRecord, s: TickScore | None) -> dict[str, Any]:
         "selected_fde": s.selected_fde if s else None,
         "baselines": {k: {"ade": m.min_ade, "fde": m.min_fde} for k, m in s.baselines.items()} if s else {},
         "reasoning": r.reasoning[r.selected] if r.reasoning and r.selected < len(r.reasoning) else "",
+        "route_instruction": r.route_instruction,
     }
 
 

@@ -46,6 +46,7 @@ class TickRecord:
     latency_s: float | None = None  # planner compute (offline) or request → plan received (online)
     timings_s: dict[str, float] = field(default_factory=dict)
     reasoning: list[str] = field(default_factory=list)
+    route_instruction: str = ""  # the navigation instruction the tick's prompt carried (Alpamayo 1.5)
 
 
 @dataclass

@@ -123,8 +123,8 @@ def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scaling:
 
 class KVPart(NamedTuple):
     """Keys/values one query batch attends to, head-major: `shared` parts are (Hkv, C, D) for all B rows
-    (the prompt prefix, stored once), batched parts (Hkv, B, C, D). `mask` is additive, (B, C) or (1, C),
-    or None."""
+    (the prompt prefix, stored once), batched parts (Hkv, B, C, D). `mask` is additive, (B, C) or (1, C)
+    for every query, (B, T, C) per query (a causal chunk), or None."""
 
     key: torch.Tensor
     value: torch.Tensor
@@ -160,7 +160,7 @@ def cached_attention(q: torch.Tensor, parts: list[KVPart], scaling: float) -> to
             sc = torch.matmul(qh, part.key.transpose(-1, -2))
         sc = sc.reshape(hkv, b, g, t, -1)
         if part.mask is not None:
-            sc = sc + part.mask[None, :, None, None, :]
+            sc = sc + (part.mask[None, :, None] if part.mask.dim() == 3 else part.mask[None, :, None, None, :])
         scores.append(sc)
     if len(parts) == 1:
         probs = [torch.softmax(scores[0], dim=-1)]

@@ -63,7 +63,7 @@ class EngineBuildError(RuntimeError):
 @dataclass
 class BuildOptions:
     precision: str = "fp16"
-    graphs: tuple[str, ...] = GRAPH_NAMES
+    graphs: tuple[str, ...] | None = None  # None: every graph of the ONNX manifest
     dims: dict[str, DimRange] = field(default_factory=dict)  # overrides of default_dim_ranges
     workspace_mib: int | None = None
     timing_cache: Path | None = None  # None: <out_dir>/timing.cache
@@ -375,7 +375,8 @@ def build_engines(
     onnx_dir = resolve_onnx_dir(Path(source), out)
     manifest = load_onnx_manifest(onnx_dir)
     _check_model_config(manifest, model_dir or _model_dir_of(Path(source), onnx_dir))
-    missing = [g for g in options.graphs if g not in manifest.graphs]
+    graphs = options.graphs or tuple(g for g in GRAPH_NAMES if g in manifest.graphs)
+    missing = [g for g in graphs if g not in manifest.graphs]
     if missing:
         raise ManifestError(
             f"{onnx_dir}/manifest.json has no graph {missing}; it has {sorted(manifest.graphs)}"
@@ -385,7 +386,7 @@ def build_engines(
     cache_path = options.timing_cache or out / "timing.cache"
     cache = _read_cache(cache_path)
     entries: dict[str, EngineEntry] = {}
-    for graph in options.graphs:
+    for graph in graphs:
         LOG.info("building %s (%s) ...", graph, options.precision)
         entries[graph], cache = build_graph(manifest.graphs[graph], onnx_dir, out, ranges, options, cache)
         if cache:
@@ -405,6 +406,8 @@ def build_engines(
         device=_device_info() if options.tensorrt_module == DEFAULT_MODULE else None,
         weights_hash=str(manifest.raw.get("weights_hash", "")),
         normalization=manifest.raw.get("normalization"),
+        model_type=manifest.model_type,
+        navigation_guidance=manifest.navigation_guidance,
     )
     result.write(out)
     return result
@@ -453,14 +456,15 @@ def make_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--precision", choices=PRECISIONS, default="fp16")
     parser.add_argument(
-        "--graphs", default=",".join(GRAPH_NAMES), help="comma-separated subset of %(default)s"
+        "--graphs", default="", help=f"comma-separated subset of {','.join(GRAPH_NAMES)} (default: every graph "
+        "the ONNX export has; `extend` exists for models with navigation guidance)"
     )
     parser.add_argument(
         "--dim",
         action="append",
         default=[],
         metavar="NAME=MIN:OPT:MAX",
-        help="profile range override (B, N, S, M)",
+        help="profile range override (B, K, N, S, P, M, T)",
     )
     parser.add_argument("--workspace-mib", type=int, default=None)
     parser.add_argument("--timing-cache", type=Path, default=None, help="default: OUT_DIR/timing.cache")

@@ -19,7 +19,9 @@ from typing import Any
 from alpamayo_ros.core.action_space import Normalization
 from alpamayo_ros.runtime.export import GRAPH_NAMES, check_manifest_format
 
-ENGINE_MANIFEST_FORMAT = "alpamayo_ros.engines/1"
+# 2: expert_step with a prefix mask and a row mix (navigation guidance), `extend` for Alpamayo 1.5
+ENGINE_MANIFEST_FORMAT = "alpamayo_ros.engines/2"
+CORE_GRAPHS = tuple(g for g in GRAPH_NAMES if g != "extend")  # every model; `extend` only with guidance
 ENGINE_MANIFEST_NAME = "manifest.json"
 DEFAULT_MAX_IMAGES = 16  # 4 cameras x 4 frames (DESIGN.md §3): the most a vision call ever gets
 
@@ -56,6 +58,19 @@ class OnnxManifest:
     max_batch: int
     graphs: dict[str, GraphDecl]
     raw: dict[str, Any]
+
+    @property
+    def model_type(self) -> str:
+        return str(self.raw.get("model_type", "alpamayo_r1"))
+
+    @property
+    def navigation_guidance(self) -> bool:
+        return bool(self.raw.get("navigation_guidance", False))
+
+    @property
+    def max_expert_rows(self) -> int:
+        """expert_step rows: the candidates, twice that with navigation guidance."""
+        return self.max_batch * (2 if self.navigation_guidance else 1)
 
     def dim_names(self) -> set[str]:
         return {
@@ -142,10 +157,12 @@ def _tokens_per_image(manifest: OnnxManifest) -> int | None:
 
 
 def default_dim_ranges(manifest: OnnxManifest) -> dict[str, DimRange]:
-    """Profiles for the dims named in docs/runtime.md §3: B, K, N, S, P, M.
+    """Profiles for the dims named in docs/runtime.md §3: B, K, N, S, P, M, T.
 
     opt is the steady-state value the kernels are tuned for: all K candidates decode together,
     a tick encodes 4 new images (DESIGN.md §4.1), the prompt fills most of the prefix capacity.
+    K (expert rows) reaches 2 × max_batch for a model with navigation guidance; T (`extend` tokens per
+    row: the unguided prompt's tail + the reasoning) the suffix capacity.
     An explicit `"dims": {"S": [min, opt, max]}` in the ONNX manifest wins.
     """
     max_images = int(manifest.raw.get("max_images", DEFAULT_MAX_IMAGES))
@@ -153,7 +170,8 @@ def default_dim_ranges(manifest: OnnxManifest) -> dict[str, DimRange]:
     padded = -(-manifest.prefix_capacity // blocks) * blocks  # S: the prompt padded to whole query blocks
     ranges: dict[str, DimRange] = {
         "B": DimRange(1, manifest.max_batch, manifest.max_batch),
-        "K": DimRange(1, manifest.max_batch, manifest.max_batch),
+        "K": DimRange(1, manifest.max_batch, manifest.max_expert_rows),
+        "T": DimRange(1, min(64, manifest.suffix_capacity), manifest.suffix_capacity),
         "N": DimRange(1, min(4, max_images), max_images),
         "S": DimRange(blocks, padded, padded),
         "P": DimRange(1, manifest.prefix_capacity, manifest.prefix_capacity),
@@ -208,6 +226,8 @@ class EngineManifest:
     engines: dict[str, EngineEntry]
     dims: dict[str, list[int]]
     device: dict[str, Any] | None = None  # {"name", "compute_capability"} when built on a GPU
+    model_type: str = "alpamayo_r1"  # the model variant the ONNX was exported from (config.json model_type)
+    navigation_guidance: bool = False  # engines include `extend` and 2K expert rows
     weights_hash: str = ""  # runtime.weights.weights_fingerprint of the exported checkpoint, if recorded
     # action de-normalisation constants + source, copied from the ONNX manifest (None: an older export)
     normalization: dict[str, Any] | None = None
@@ -273,7 +293,7 @@ def check_engine_manifest(
     config_hash: str,
     compute_capability: str | None = None,
     weights_hash: str | None = None,
-    required_graphs: tuple[str, ...] = GRAPH_NAMES,
+    required_graphs: tuple[str, ...] = CORE_GRAPHS,
     verify_checksums: bool = False,
 ) -> None:
     """Raise ManifestError naming every mismatch and the command that fixes it."""
