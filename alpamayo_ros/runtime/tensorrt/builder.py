@@ -2,7 +2,9 @@
 
 Generic over the graphs of docs/runtime.md §3: every graph listed in the ONNX manifest is parsed
 with the TensorRT ONNX parser and built with one optimization profile whose min/opt/max come from
-the manifest's named dynamic dims (B, N, S, M) and capacities. Precision:
+the manifest's named dynamic dims (B, N, S, M) and capacities; the `text` graph (prefill and decode
+in one) gets two, one per phase, so the merged arrangement (default, `--text-engines merged`) holds
+the text weights once (manifest.py). Precision:
 
 * strongly typed networks (TensorRT-RTX, TensorRT 11, or any ONNX already exported in the target
   dtype): the ONNX decides every tensor's type, FP8/INT8 Q/DQ nodes included;
@@ -27,7 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 from alpamayo_ros.runtime.executor import is_kv_tensor
 from alpamayo_ros.runtime.tensorrt.manifest import (
-    GRAPH_NAMES,
+    ENGINE_GRAPHS,
+    TEXT_ENGINES,
     DimRange,
     EngineEntry,
     EngineManifest,
@@ -38,6 +41,7 @@ from alpamayo_ros.runtime.tensorrt.manifest import (
     default_dim_ranges,
     file_sha256,
     load_onnx_manifest,
+    phase_dim_ranges,
 )
 from alpamayo_ros.runtime.tensorrt.trt_module import (
     DEFAULT_MODULE,
@@ -63,7 +67,8 @@ class EngineBuildError(RuntimeError):
 @dataclass
 class BuildOptions:
     precision: str = "fp16"
-    graphs: tuple[str, ...] = GRAPH_NAMES
+    graphs: tuple[str, ...] | None = None  # None: the engines of `text_engines`
+    text_engines: str = "merged"
     dims: dict[str, DimRange] = field(default_factory=dict)  # overrides of default_dim_ranges
     workspace_mib: int | None = None
     timing_cache: Path | None = None  # None: <out_dir>/timing.cache
@@ -71,6 +76,11 @@ class BuildOptions:
     version_compatible: bool = False
     tensorrt_module: str = DEFAULT_MODULE
     kv_io_in_precision: bool = True  # weakly typed builds: KV I/O tensors in fp16/bf16
+
+    def engine_graphs(self) -> tuple[str, ...]:
+        if self.text_engines not in TEXT_ENGINES:
+            raise EngineBuildError(f"text_engines must be one of {TEXT_ENGINES}, got {self.text_engines!r}")
+        return self.graphs or ENGINE_GRAPHS[self.text_engines]
 
 
 @dataclass(frozen=True)
@@ -155,15 +165,19 @@ def profile_shapes(
             raise EngineBuildError(
                 f"graph {decl.name}: no profile range for dim {declared!r} of {name}; pass --dim {declared}=MIN:OPT:MAX"
             )
-        r = ranges[declared]
-        lo.append(max(r.min, 1))
-        opt.append(max(r.opt, 1))
-        hi.append(max(r.max, 1))
+        r = ranges[declared]  # min 0: an empty tensor (the merged text engine's P in prefill, M in decode)
+        lo.append(r.min)
+        opt.append(r.opt)
+        hi.append(r.max)
     return tuple(lo), tuple(opt), tuple(hi)
 
 
-def resolve_onnx_dir(source: Path, out_dir: Path) -> Path:
-    """MODEL_OR_ONNX_DIR -> a directory with the ONNX manifest (exporting from a model dir if needed)."""
+EXPORT_DTYPE = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+
+def resolve_onnx_dir(source: Path, out_dir: Path, precision: str = "bf16") -> Path:
+    """MODEL_OR_ONNX_DIR -> a directory with the ONNX manifest (exporting from a model dir if needed, in
+    the build precision: the graphs then carry their weights in it and need no weakly typed conversion)."""
     if (source / "manifest.json").is_file():
         return source
     if (source / "onnx" / "manifest.json").is_file():
@@ -177,7 +191,7 @@ def resolve_onnx_dir(source: Path, out_dir: Path) -> Path:
                 f"Export on an x86 host (`alpamayo-ros export-onnx {source}`) and copy onnx/ here"
             ) from exc
         onnx_dir = out_dir / "onnx"
-        export_onnx(source, onnx_dir)
+        export_onnx(source, onnx_dir, dtype=EXPORT_DTYPE[precision])
         return onnx_dir
     raise ManifestError(
         f"{source} holds neither an ONNX manifest, nor onnx/manifest.json, nor a model config.json"
@@ -242,33 +256,19 @@ def build_graph(
         cache = config.create_timing_cache(timing_cache)
         config.set_timing_cache(cache, False)
 
-    profile = builder.create_optimization_profile()
-    tensors: list[EngineTensor] = []
-    for i in range(network.num_inputs):
-        tensor = network.get_input(i)
-        shapes = profile_shapes(decl, tensor.name, dims_tuple(tensor.shape), ranges)
-        if shapes is not None:
-            profile.set_shape(tensor.name, *(trt.Dims(list(shape)) for shape in shapes))
-        declared = next(t for t in decl.inputs if t.name == tensor.name)
-        tensors.append(
-            EngineTensor(
-                name=tensor.name,
-                dtype=dtype_name(tensor.dtype),
-                shape=list(declared.shape),
-                is_input=True,
-                profile=None
-                if shapes is None
-                else {"min": list(shapes[0]), "opt": list(shapes[1]), "max": list(shapes[2])},
-            )
-        )
-    for i in range(network.num_outputs):
-        tensor = network.get_output(i)
-        declared = next(t for t in decl.outputs if t.name == tensor.name)
-        tensors.append(
-            EngineTensor(tensor.name, dtype_name(tensor.dtype), list(declared.shape), is_input=False)
-        )
-    config.add_optimization_profile(profile)
-
+    phases = phase_dim_ranges(ranges) if decl.name == "text" else {"default": ranges}
+    per_phase: dict[str, dict[str, tuple[tuple[int, ...], ...] | None]] = {}
+    for phase, phase_ranges in phases.items():
+        profile = builder.create_optimization_profile()
+        per_phase[phase] = {}
+        for i in range(network.num_inputs):
+            tensor = network.get_input(i)
+            shapes = profile_shapes(decl, tensor.name, dims_tuple(tensor.shape), phase_ranges)
+            per_phase[phase][tensor.name] = shapes
+            if shapes is not None:
+                profile.set_shape(tensor.name, *(trt.Dims(list(shape)) for shape in shapes))
+        config.add_optimization_profile(profile)
+    tensors = _engine_tensors(network, decl, per_phase)
     start = time.perf_counter()
     serialized = builder.build_serialized_network(network, config)
     seconds = time.perf_counter() - start
@@ -288,8 +288,39 @@ def build_graph(
         quantization=info.quantization,
         build_seconds=round(seconds, 3),
         tensors=tensors,
+        profiles=list(phases),
     )
     return entry, timing_cache if cache is None else bytes(memoryview(cache.serialize()))
+
+
+def _engine_tensors(
+    network: tensorrt.INetworkDefinition,
+    decl: GraphDecl,
+    per_phase: dict[str, dict[str, tuple[tuple[int, ...], ...] | None]],
+) -> list[EngineTensor]:
+    """Manifest records of the network's I/O: dtype, declared shape, the profile range(s) of each input."""
+
+    def as_dict(shapes: tuple[tuple[int, ...], ...]) -> dict[str, list[int]]:
+        return {"min": list(shapes[0]), "opt": list(shapes[1]), "max": list(shapes[2])}
+
+    first = next(iter(per_phase))
+    tensors: list[EngineTensor] = []
+    for i in range(network.num_inputs):
+        tensor = network.get_input(i)
+        declared = next(t for t in decl.inputs if t.name == tensor.name)
+        shapes = per_phase[first][tensor.name]
+        ranges = {p: s[tensor.name] for p, s in per_phase.items()}
+        phases = {p: as_dict(r) for p, r in ranges.items() if r is not None}
+        tensors.append(EngineTensor(
+            name=tensor.name, dtype=dtype_name(tensor.dtype), shape=list(declared.shape), is_input=True,
+            profile=None if shapes is None else as_dict(shapes),
+            phase_profiles=phases if len(per_phase) > 1 and phases else None,
+        ))
+    for i in range(network.num_outputs):
+        tensor = network.get_output(i)
+        declared = next(t for t in decl.outputs if t.name == tensor.name)
+        tensors.append(EngineTensor(tensor.name, dtype_name(tensor.dtype), list(declared.shape), is_input=False))
+    return tensors
 
 
 def _parser_error(error: tensorrt.ParserError) -> str:
@@ -372,20 +403,22 @@ def build_engines(
     options = options or BuildOptions()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    onnx_dir = resolve_onnx_dir(Path(source), out)
+    onnx_dir = resolve_onnx_dir(Path(source), out, options.precision)
     manifest = load_onnx_manifest(onnx_dir)
     _check_model_config(manifest, model_dir or _model_dir_of(Path(source), onnx_dir))
-    missing = [g for g in options.graphs if g not in manifest.graphs]
+    graphs = options.engine_graphs()
+    missing = [g for g in graphs if g not in manifest.graphs]
     if missing:
         raise ManifestError(
-            f"{onnx_dir}/manifest.json has no graph {missing}; it has {sorted(manifest.graphs)}"
+            f"{onnx_dir}/manifest.json has no graph {missing}; it has {sorted(manifest.graphs)}; re-export "
+            f"with `alpamayo-ros export-onnx MODEL_DIR`"
         )
     trt = load_tensorrt(options.tensorrt_module)
     ranges = {**default_dim_ranges(manifest), **options.dims}
     cache_path = options.timing_cache or out / "timing.cache"
     cache = _read_cache(cache_path)
     entries: dict[str, EngineEntry] = {}
-    for graph in options.graphs:
+    for graph in graphs:
         LOG.info("building %s (%s) ...", graph, options.precision)
         entries[graph], cache = build_graph(manifest.graphs[graph], onnx_dir, out, ranges, options, cache)
         if cache:
@@ -405,6 +438,7 @@ def build_engines(
         device=_device_info() if options.tensorrt_module == DEFAULT_MODULE else None,
         weights_hash=str(manifest.raw.get("weights_hash", "")),
         normalization=manifest.raw.get("normalization"),
+        text_engines=options.text_engines,
     )
     result.write(out)
     return result
@@ -453,14 +487,19 @@ def make_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--precision", choices=PRECISIONS, default="fp16")
     parser.add_argument(
-        "--graphs", default=",".join(GRAPH_NAMES), help="comma-separated subset of %(default)s"
+        "--text-engines", choices=TEXT_ENGINES, default="merged",
+        help="merged: one text engine with a profile per phase (the text weights once, default); separate: "
+        "prefill and decode engines (blocked prefill attention, the text weights twice)",
+    )
+    parser.add_argument(
+        "--graphs", default=None, help="comma-separated subset of the arrangement's graphs (default: all of them)"
     )
     parser.add_argument(
         "--dim",
         action="append",
         default=[],
         metavar="NAME=MIN:OPT:MAX",
-        help="profile range override (B, N, S, M)",
+        help="profile range override (B, K, N, S, P, M, T)",
     )
     parser.add_argument("--workspace-mib", type=int, default=None)
     parser.add_argument("--timing-cache", type=Path, default=None, help="default: OUT_DIR/timing.cache")
@@ -494,7 +533,8 @@ def build_engines_main(argv: Sequence[str] | None = None) -> int:
     )
     options = BuildOptions(
         precision=args.precision,
-        graphs=tuple(g for g in args.graphs.split(",") if g),
+        graphs=tuple(g for g in args.graphs.split(",") if g) if args.graphs else None,
+        text_engines=args.text_engines,
         dims=_parse_dims(args.dim),
         workspace_mib=args.workspace_mib,
         timing_cache=args.timing_cache,
