@@ -190,19 +190,24 @@ def full_width_graphs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any
     import resource
 
     base = config_from_dict(RELEASED_CONFIG)
-    cfg = dataclasses.replace(base, text=dataclasses.replace(base.text, num_hidden_layers=3),
-                              expert=dataclasses.replace(base.expert, num_hidden_layers=3))
-    model = traceable_model(cfg, "bfloat16")
-    graphs = {name: trace_graph(model, name, "bfloat16") for name in EXPORTED}
+
+    def layers(n: int) -> Any:
+        return traceable_model(dataclasses.replace(
+            base, text=dataclasses.replace(base.text, num_hidden_layers=n),
+            expert=dataclasses.replace(base.expert, num_hidden_layers=n)), "bfloat16")
+
+    model = layers(3)
+    graphs = {name: trace_graph(model, name, "bfloat16") for name in EXPORTED if name != "expert_step"}
+    graphs["expert_step"] = trace_graph(layers(1), "expert_step", "bfloat16")  # 8 query blocks per layer
     out = tmp_path_factory.mktemp("full_width")
     for graph in graphs.values():  # weights stay graph inputs: nothing of them is written
         (out / f"{graph.name}.onnx").write_bytes(graph.proto.SerializeToString())
     rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    return {"graphs": graphs, "dir": out, "cfg": cfg, "model": model, "rss_gb": rss_gb}
+    return {"graphs": graphs, "dir": out, "model": model, "rss_gb": rss_gb}
 
 
 def test_graphs_at_the_real_widths_keep_the_contract(full_width_graphs: dict[str, Any]) -> None:
-    golden, model = golden_contract(3), full_width_graphs["model"]
+    model = full_width_graphs["model"]
     released_shapes = state_shapes(model)
     assert full_width_graphs["rss_gb"] < 4  # 3.3 B parameters in bf16 would be 6.6 GB: none was materialised
     for name, graph in full_width_graphs["graphs"].items():
@@ -211,8 +216,9 @@ def test_graphs_at_the_real_widths_keep_the_contract(full_width_graphs: dict[str
         inputs = [(i.name, ELEM[i.type.tensor_type.elem_type], _shape(i)) for i in proto.graph.input
                   if i.name not in graph.weights]
         outputs = [(o.name, ELEM[o.type.tensor_type.elem_type], _shape(o)) for o in proto.graph.output]
-        assert inputs == golden[name][0], name
-        assert outputs == golden[name][1], name
+        golden = golden_contract(1 if name == "expert_step" else 3)[name]
+        assert inputs == golden[0], name
+        assert outputs == golden[1], name
         for input_name, ref in graph.weights.items():  # every weight is a checkpoint tensor, as released
             shape = released_shapes[ref.key]
             assert graph.weight_shapes[input_name] == (tuple(reversed(shape)) if ref.ops == (("transpose", (1, 0)),)
@@ -243,7 +249,11 @@ def test_tensorrt_parser_accepts_the_graphs_at_the_real_widths(full_width_graphs
 
 def test_engine_profiles_cover_the_real_capacities(tmp_path: Path) -> None:
     """The merged text engine's two profiles at the release's capacities (build-engines defaults)."""
-    from alpamayo_ros.runtime.tensorrt.manifest import default_dim_ranges, load_onnx_manifest, phase_dim_ranges
+    from alpamayo_ros.runtime.tensorrt.manifest import (
+        default_dim_ranges,
+        load_onnx_manifest,
+        phase_dim_ranges,
+    )
 
     cfg = RuntimeConfig()
     io = graph_io(cfg, "bfloat16")
