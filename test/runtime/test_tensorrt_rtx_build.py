@@ -51,6 +51,15 @@ def test_graph_parses_and_builds_with_tensorrt_parser(onnx_dir: Path, tmp_path: 
     for tensor in entry.tensors:
         named = [d for d in tensor.shape if isinstance(d, str)]
         assert (tensor.profile is not None) == (tensor.is_input and bool(named)), tensor
+    if graph == "text":  # the merged engine: one network, an optimization profile per phase
+        assert entry.profiles == ["prefill", "decode"]
+        ids = next(t for t in entry.tensors if t.name == "input_ids")
+        assert ids.phase_profiles == {"prefill": {"min": [1, 1], "opt": [1, manifest.prefix_capacity],
+                                                  "max": [1, manifest.prefix_capacity]},
+                                      "decode": {"min": [1, 1], "opt": [manifest.max_batch, 1],
+                                                 "max": [manifest.max_batch, 1]}}
+        prefix = next(t for t in entry.tensors if t.name == "prefix_key_0")
+        assert prefix.phase_profiles is not None and prefix.phase_profiles["prefill"]["max"][1] == 0  # empty
     if graph == "decode":
         ids = next(t for t in entry.tensors if t.name == "input_ids")
         assert ids.profile == {"min": [1, 1], "opt": [manifest.max_batch, 1], "max": [manifest.max_batch, 1]}
@@ -109,3 +118,18 @@ def test_mismatched_model_config_is_refused(onnx_dir: Path, tmp_path: Path) -> N
     (model_dir / "config.json").write_text(json.dumps(config))
     with pytest.raises(ManifestError, match="re-export the ONNX from this model directory"):
         build_engines(onnx_dir, tmp_path / "engines", RTX, model_dir=model_dir)
+
+
+@pytest.mark.slow
+def test_bf16_text_graph_builds_as_one_engine_with_two_profiles(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """The deployment build: graphs exported in the checkpoint's bf16, strongly typed, the merged text engine."""
+    from alpamayo_ros.runtime.export import export_onnx
+
+    export_onnx(tiny_model_dir, tmp_path / "onnx", graphs=("text",), dtype="bfloat16")
+    options = BuildOptions(precision="bf16", tensorrt_module=RTX_MODULE, graphs=("text",))
+    manifest = build_engines(tmp_path / "onnx", tmp_path / "engines", options)
+    entry = manifest.engines["text"]
+    assert manifest.text_engines == "merged" and entry.precision == "bf16" and entry.strongly_typed
+    assert entry.profiles == ["prefill", "decode"]
+    kv = next(t for t in entry.tensors if t.name == "new_key_0")
+    assert kv.dtype == "BF16" and next(t for t in entry.tensors if t.name == "logits").dtype == "FLOAT"
