@@ -22,7 +22,7 @@ def test_manifest_matches_graphs(tiny_model_dir: Path, tiny_onnx_dir: Path) -> N
     manifest = read_manifest(tiny_onnx_dir, cfg.config_hash, weights_fingerprint(tiny_model_dir))
     assert manifest["opset"] == OPSET >= 17
     assert (manifest["prefix_capacity"], manifest["suffix_capacity"]) == (cfg.prefix_capacity, cfg.suffix_capacity)
-    assert set(manifest["graphs"]) == {"vision", "prefill", "decode", "expert_step", "sample"}
+    assert set(manifest["graphs"]) == {"vision", "prefill", "decode", "expert_step", "sample", "text"}
     for name, entry in manifest["graphs"].items():
         model = onnx.load(str(tiny_onnx_dir / entry["file"]))
         assert {o.domain for o in model.opset_import} <= {"", "ai.onnx"}
