@@ -34,6 +34,8 @@ setup(
         "replay": ["rosbags>=0.10", "mcap>=1.2", "mcap-ros2-support>=0.5", "matplotlib>=3.7", "tqdm>=4.60"],
         # `alpamayo-ros import-pai`: PhysicalAI-AV clips -> bags (with the replay extra)
         "pai": ["av>=14", "pyarrow>=14"],
+        # `alpamayo-ros evaluate --ray`: bags spread over a Ray cluster (with the replay extra)
+        "ray": ["ray>=2.40"],
     },
     entry_points={
         "console_scripts": [

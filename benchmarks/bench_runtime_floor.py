@@ -75,7 +75,7 @@ def worker(model_dir: str, ticks: int, max_gen: int, threads: int, k: int, memor
         runs.append({"stages_ms": {s: 1e3 * out.timings_s.get(s, 0.0) for s in STAGES},
                      "decode_calls": out.counters.get("decode_calls", 0),
                      "images_encoded": out.counters.get("images_encoded", 0),
-                     "tokens": out.generated_ids, "actions": np.asarray(out.actions).round(5).tolist()})
+                     "tokens": out.generated_ids, "actions": np.asarray(out.actions).round(7).tolist()})
     greedy_out = backend.infer(src.tick(3 + ticks).inputs, greedy)
     backend.close()
     return {"prompt_tokens": len(src.tick(3).inputs.input_ids), "runs": runs,

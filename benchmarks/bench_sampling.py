@@ -3,7 +3,9 @@
 `core.sampling.sample_tokens` (temperature 0.6, top-p 0.98, the 4000 `<i*>` ids masked, as the
 orchestrator calls it) on synthetic logits of three shapes, and, with `--whole-vocabulary`, the
 previous sampler (float64 softmax of the whole vocabulary, per-row sort) for comparison; both draw the
-same tokens. Prints median / p90 / min ms per step and the load average; writes JSON.
+same tokens. Prints median / p90 / min ms per step and the load average; writes JSON. Also prints this
+machine's floor for a flat row: one float32 exp over the K × V logits (every token's weight enters the
+normaliser, so an exact sampler cannot do less on flat logits), timed the same way.
 
     python benchmarks/bench_sampling.py [--k 6] [--steps 40] [--whole-vocabulary] [--out ...]
 """
@@ -66,7 +68,12 @@ def main() -> int:
     results: dict = {"load_avg_at_start": list(os.getloadavg()), "k": args.k, "vocab": VOCAB, "shapes": {}}
     print(f"load average {results['load_avg_at_start']}; K={args.k}, V={VOCAB}, T=0.6, top-p 0.98")
     print(f"{'logits':<8} {'sampler':<18} {'median ms':>10} {'p90 ms':>8} {'min ms':>8}")
-    for name, logits in logit_shapes(args.k, np.random.default_rng(0)).items():
+    shapes = logit_shapes(args.k, np.random.default_rng(0))
+    scratch = np.empty_like(shapes["flat"])
+    results["exp_floor"] = timed(lambda s: np.exp(shapes["flat"], out=scratch), args.steps)
+    print(f"{'(floor)':<8} {'exp of K x V':<18} {results['exp_floor']['median_ms']:>10.2f} "
+          f"{results['exp_floor']['p90_ms']:>8.2f} {results['exp_floor']['min_ms']:>8.2f}")
+    for name, logits in shapes.items():
         entry = {"vectorised": timed(lambda s, z=logits: sample_tokens(z, np.random.default_rng(s), 0.6, 0.98,
                                                                         MASKED), args.steps)}
         if args.whole_vocabulary:

@@ -81,7 +81,7 @@ if ! fresh torchvision-extra "$key"; then
   stamp torchvision-extra "$key"
 fi
 
-key=$(digest "$ROOT/CMakeLists.txt" "$ROOT/package.xml" "$ROOT"/msg/*.msg)
+key=$(digest "$ROOT/CMakeLists.txt" "$ROOT/package.xml" "$ROOT"/msg/*.msg "$ROOT"/srv/*.srv)
 if ! fresh interfaces "$key"; then
   log "generating alpamayo_ros interfaces into the venv"
   export AMENT_PREFIX_PATH="$VENV"
@@ -90,13 +90,14 @@ if ! fresh interfaces "$key"; then
     || { cat "$BUILD.log"; exit 1; }
   "$VENV/bin/cmake" --build "$BUILD" -j2 >>"$BUILD.log" 2>&1 || { tail -50 "$BUILD.log"; exit 1; }
   "$VENV/bin/cmake" --install "$BUILD" >>"$BUILD.log" 2>&1 || { tail -50 "$BUILD.log"; exit 1; }
-  # A colcon install merges the generated alpamayo_ros/msg and its type-support modules into the
+  # A colcon install merges the generated alpamayo_ros/msg, srv and their type-support modules into the
   # alpamayo_ros Python package. Reproduce that layout for the editable install: move them from
   # site-packages into the source package (git-ignored) and drop rosidl's egg, which pip would
   # otherwise take for an installed alpamayo_ros and uninstall.
   site=$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-  rm -rf "$ROOT/alpamayo_ros/msg" "$ROOT"/alpamayo_ros/*rosidl_typesupport*
+  rm -rf "$ROOT/alpamayo_ros/msg" "$ROOT/alpamayo_ros/srv" "$ROOT"/alpamayo_ros/*rosidl_typesupport*
   mv "$site/alpamayo_ros/msg" "$ROOT/alpamayo_ros/msg"
+  mv "$site/alpamayo_ros/srv" "$ROOT/alpamayo_ros/srv"
   mv "$site"/alpamayo_ros/*rosidl_typesupport*.so "$ROOT/alpamayo_ros/"
   rm -rf "$site/alpamayo_ros" "$site"/alpamayo_ros-*.egg-info
   stamp interfaces "$key"

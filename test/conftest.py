@@ -43,3 +43,22 @@ def ros_context() -> Iterator[object]:
 def unique_name() -> str:
     """A topic/node-name suffix unique to this test (tests in one domain never cross-talk)."""
     return "t" + uuid.uuid4().hex[:8]
+
+
+@pytest.fixture(scope="session")
+def tiny_1_5_model_dir(tmp_path_factory: pytest.TempPathFactory):
+    """The tiny Alpamayo 1.5 (its config keys, token names and capacities), made once per session."""
+    pytest.importorskip("torch")
+    from alpamayo_ros.runtime.tiny_model import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("tiny_1_5"), seed=0, variant="alpamayo1_5")
+
+
+@pytest.fixture(scope="session")
+def tiny_1_5_onnx_dir(tiny_1_5_model_dir):
+    """Its ONNX graph family (extend included), exported once per session (about a minute on 2 cores)."""
+    pytest.importorskip("onnxruntime")
+    from alpamayo_ros.runtime.export import export_onnx
+
+    export_onnx(tiny_1_5_model_dir)
+    return tiny_1_5_model_dir / "onnx"

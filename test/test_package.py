@@ -73,8 +73,10 @@ def test_package_xml_names_every_ros_package_the_code_imports() -> None:
 
 def test_interface_files_are_declared_in_cmake() -> None:
     cmake = (ROOT / "CMakeLists.txt").read_text()
-    for msg in sorted((ROOT / "msg").glob("*.msg")):
-        assert f'"msg/{msg.name}"' in cmake, f"{msg.name} is not in rosidl_generate_interfaces"
+    files = sorted((ROOT / "msg").glob("*.msg")) + sorted((ROOT / "srv").glob("*.srv"))
+    assert any(f.suffix == ".srv" for f in files)
+    for f in files:
+        assert f'"{f.parent.name}/{f.name}"' in cmake, f"{f.name} is not in rosidl_generate_interfaces"
 
 
 @pytest.mark.parametrize(

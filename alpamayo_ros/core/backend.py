@@ -30,6 +30,10 @@ class SamplingRequest:
     temperature: float = 0.6
     top_p: float = 0.98
     max_generation_length: int = 256
+    # Alpamayo 1.5 flow matching: the initial noise is scaled by this (1 = the R1 reference; its nav demo
+    # uses 0.6), and navigation guidance blends (1 - w)·v_uncond + w·v_cond (0 = off, plain conditioning)
+    noise_temperature: float = 1.0
+    nav_guidance_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.num_candidates < 1:
@@ -42,6 +46,10 @@ class SamplingRequest:
             raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
         if self.max_generation_length < 1:
             raise ValueError(f"max_generation_length must be >= 1, got {self.max_generation_length}")
+        if not self.noise_temperature > 0.0:
+            raise ValueError(f"noise_temperature must be > 0, got {self.noise_temperature}")
+        if not self.nav_guidance_weight >= 0.0:
+            raise ValueError(f"nav_guidance_weight must be >= 0 (0 = off), got {self.nav_guidance_weight}")
 
 
 @dataclass
@@ -56,6 +64,17 @@ class BackendOutput:
     generated_ids: list[list[int]] = field(default_factory=list)
     timings_s: dict[str, float] = field(default_factory=dict)  # stage -> seconds (vision, prefill, ...)
     counters: dict[str, int] = field(default_factory=dict)  # e.g. images_encoded, prefill_calls
+    nav_guidance_weight: float = 0.0  # the guidance weight the expert applied (0: none)
+
+
+@dataclass
+class AnswerOutput:
+    """A question answered over one tick's frames (Alpamayo 1.5's question prompt)."""
+
+    text: str  # the answer, special tokens removed
+    complete: bool  # the model closed it with <|answer_end|> (False: cut by the token limit or ended otherwise)
+    num_tokens: int
+    timings_s: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -75,6 +94,11 @@ class TrajectoryBackend(Protocol):
     def identity(self) -> BackendIdentity: ...
 
     def infer(self, inputs: ModelInputs, request: SamplingRequest) -> BackendOutput: ...
+
+    # Backends with a language model also have
+    #   answer(inputs: ModelInputs, request: SamplingRequest, max_new_tokens: int,
+    #          cancelled: Callable[[], bool] | None = None) -> AnswerOutput
+    # (the question prompt of build_question_inputs; the Planner checks for it with hasattr).
 
     def close(self) -> None:
         """Release engines, buffers and caches (lifecycle cleanup)."""

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["ACTION_SHAPE", "FlowMatchingSampler", "VelocityFn", "make_noise"]
+__all__ = ["ACTION_SHAPE", "FlowMatchingSampler", "VelocityFn", "guided_velocity", "initial_noise", "make_noise"]
 
 ACTION_SHAPE = (64, 2)
 VelocityFn = Callable[[Any, float], Any]
@@ -31,6 +31,23 @@ def make_noise(
         raise ValueError("k must be >= 1")
     rng = np.random.Generator(np.random.PCG64(seed))
     return rng.standard_normal((k, *shape), dtype=dtype)
+
+
+def initial_noise(k: int, seed: int, shape: Sequence[int] = ACTION_SHAPE, temperature: float = 1.0) -> NDArray[np.float32]:
+    """The sampler's starting point: ``make_noise`` scaled by Alpamayo 1.5's noise ``temperature``
+    (``randn(...) * temperature``; 1 = Alpamayo-R1; below 1 the samples are steadier and less diverse)."""
+    if not temperature > 0.0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    x = make_noise(k, seed, shape, np.float32)
+    return x if temperature == 1.0 else (x * np.float32(temperature)).astype(np.float32)
+
+
+def guided_velocity(v_cond: Any, v_uncond: Any, weight: float) -> Any:
+    """Alpamayo 1.5's navigation guidance (classifier-free): ``(1 − w)·v_uncond + w·v_cond``.
+
+    w = 1 is the conditional velocity alone, w = 0 the unconditional one, w > 1 extrapolates
+    towards the instruction (NVIDIA's demo: 1.5)."""
+    return (1.0 - weight) * v_uncond + weight * v_cond
 
 
 @dataclass(frozen=True)

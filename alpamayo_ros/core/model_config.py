@@ -33,6 +33,79 @@ SPECIAL_TOKEN_KEYS: tuple[str, ...] = (
     "answer_start", "answer_end",
     "image_pad",
 )  # fmt: skip
+# Alpamayo 1.5 renamed the keys it does not use to "_padding_<n>" (same slots, so the same ids).
+_RENAMED_1_5 = {"image_pre_tkn": "_padding_0", "traj_history_pre_tkn": "_padding_1", "meta_action_start": "_padding_2",
+                "meta_action_end": "_padding_3", "traj_future_pre_tkn": "_padding_4", "vectorized_wm": "_padding_5",
+                "vectorized_wm_start": "_padding_6", "vectorized_wm_end": "_padding_7",
+                "vectorized_wm_pre_tkn": "_padding_8"}
+SPECIAL_TOKEN_KEYS_1_5: tuple[str, ...] = tuple(_RENAMED_1_5.get(k, k) for k in SPECIAL_TOKEN_KEYS)
+
+
+@dataclass(frozen=True)
+class ModelVariant:
+    """What differs between the Alpamayo models this package runs; chosen by config.json ``model_type``.
+
+    Everything after the prompt (history tokens, stop rule, expert, action space) is shared.
+    """
+
+    model_type: str  # config.json "model_type"
+    display_name: str
+    special_token_keys: tuple[str, ...]
+    camera_text: bool  # "<name>: " before each camera's first image (1.5: config include_camera_ids)
+    frame_text: bool  # "frame <k> " before every image (1.5: config include_frame_nums)
+    route: bool  # <|route_start|>…<|route_end|> navigation text, navigation guidance
+    questions: bool  # the VQA prompt (<|question_start|>…, assistant prefix <|answer_start|>)
+    camera_counts: tuple[int, ...]  # how many cameras the model takes
+    default_cameras: tuple[int, ...] = (0, 1, 2, 6)
+
+    def check_cameras(self, camera_ids: tuple[int, ...] | list[int]) -> tuple[int, ...]:
+        """The camera set in model order (ascending index), or ValueError saying what the model takes."""
+        cams = tuple(sorted(int(c) for c in camera_ids))
+        if len(set(cams)) != len(cams) or not cams:
+            raise ValueError(f"camera ids {list(camera_ids)} must be distinct and non-empty")
+        if any(not 0 <= c <= 6 for c in cams):
+            raise ValueError(f"camera ids {list(cams)} must be Alpamayo camera indices 0..6 (spec §1.1)")
+        if len(cams) not in self.camera_counts:
+            raise ValueError(f"{self.display_name} takes {' or '.join(map(str, self.camera_counts))} cameras, "
+                             f"got {len(cams)} ({list(cams)})")
+        if len(self.camera_counts) == 1 and cams != self.default_cameras:
+            raise ValueError(f"{self.display_name} was trained on cameras {list(self.default_cameras)} only, "
+                             f"got {list(cams)}")
+        return cams
+
+
+ALPAMAYO_R1 = ModelVariant(
+    model_type="alpamayo_r1", display_name="Alpamayo-R1", special_token_keys=SPECIAL_TOKEN_KEYS,
+    camera_text=False, frame_text=False, route=False, questions=False, camera_counts=(4,))
+ALPAMAYO_1_5 = ModelVariant(
+    model_type="alpamayo1_5", display_name="Alpamayo 1.5", special_token_keys=SPECIAL_TOKEN_KEYS_1_5,
+    camera_text=True, frame_text=True, route=True, questions=True, camera_counts=(1, 2, 4))
+VARIANTS: dict[str, ModelVariant] = {v.model_type: v for v in (ALPAMAYO_R1, ALPAMAYO_1_5)}
+
+
+def variant_from_config(cfg: Mapping[str, Any]) -> ModelVariant:
+    """The variant config.json names (``model_type``; absent: Alpamayo-R1, the first release).
+
+    Alpamayo 1.5's prompt text items follow its ``include_camera_ids`` / ``include_frame_nums`` keys,
+    True when absent (the reference's inference helper always writes both).
+    """
+    model_type = str(cfg.get("model_type", ALPAMAYO_R1.model_type))
+    variant = VARIANTS.get(model_type)
+    if variant is None:
+        raise ValueError(f"config.json model_type {model_type!r} is not a supported Alpamayo model; supported: "
+                         f"{sorted(VARIANTS)}")
+    if variant.camera_text or variant.frame_text:
+        from dataclasses import replace
+
+        variant = replace(variant, camera_text=bool(cfg.get("include_camera_ids", True)),
+                          frame_text=bool(cfg.get("include_frame_nums", True)))
+    return variant
+
+
+def variant_for_special_tokens(has_token: Any) -> ModelVariant:
+    """The variant whose special-token names an extended tokenizer holds (``has_token(text) -> bool``)."""
+    return ALPAMAYO_1_5 if has_token(special_token(SPECIAL_TOKEN_KEYS_1_5[3])) else ALPAMAYO_R1
+
 
 # Qwen tokens the Alpamayo code uses (ids come from the base tokenizer, never from arithmetic).
 QWEN_TOKENS: dict[str, str] = {
@@ -56,10 +129,9 @@ def special_token(key: str) -> str:
     return f"<|{key}|>"
 
 
-def new_special_keys(existing: set[str] | None = None) -> list[str]:
-    """The special keys that get new ids, in order (those not already in the base vocabulary)."""
-    existing = existing if existing is not None else {"<|image_pad|>"}
-    return [k for k in SPECIAL_TOKEN_KEYS if special_token(k) not in existing]
+def new_special_keys(keys: tuple[str, ...] = SPECIAL_TOKEN_KEYS) -> list[str]:
+    """The special keys that get new ids, in order (all but ``image_pad``, which the base vocabulary has)."""
+    return [k for k in keys if special_token(k) != QWEN_TOKENS["image_pad"]]
 
 
 @dataclass(frozen=True)
@@ -70,6 +142,8 @@ class TokenLayout:
     traj_vocab_size: int = 4000
     future_bins: int = 3000
     qwen_ids: Mapping[str, int] = field(default_factory=lambda: dict(REFERENCE_QWEN_IDS))
+    # the variant's SPECIAL_TOKENS_KEYS (same ids, 1.5 renamed the unused ones)
+    special_keys: tuple[str, ...] = SPECIAL_TOKEN_KEYS
 
     def __post_init__(self) -> None:
         if not 0 < self.future_bins <= self.traj_vocab_size:
@@ -97,14 +171,14 @@ class TokenLayout:
     def special_id(self, key: str) -> int:
         if key in QWEN_TOKENS:
             return int(self.qwen_ids[key])
-        keys = new_special_keys()
+        keys = new_special_keys(self.special_keys)
         if key not in keys:
             raise KeyError(f"unknown special token key {key!r}")
         return self.traj_token_end_idx + keys.index(key)
 
     @property
     def vocab_size(self) -> int:
-        return self.traj_token_end_idx + len(new_special_keys())
+        return self.traj_token_end_idx + len(new_special_keys(self.special_keys))
 
     @property
     def image_pad(self) -> int:
@@ -157,7 +231,7 @@ class TokenLayout:
     def expected_tokens(self) -> dict[str, int]:
         """Every token string the extended tokenizer must map to these ids (for verification)."""
         out = {f"<i{i}>": self.base_vocab_size + i for i in range(self.traj_vocab_size)}
-        out.update({special_token(k): self.special_id(k) for k in new_special_keys()})
+        out.update({special_token(k): self.special_id(k) for k in new_special_keys(self.special_keys)})
         out.update({QWEN_TOKENS[k]: int(v) for k, v in self.qwen_ids.items()})
         return out
 
@@ -178,11 +252,13 @@ class TokenLayout:
         for our in ("im_start", "im_end", "pad"):
             if f"{our}_token_id" in cfg:
                 qwen[our] = int(cfg[f"{our}_token_id"])
-        layout = cls(base_vocab_size=base, traj_vocab_size=traj_vocab, future_bins=future_bins, qwen_ids=qwen)
+        keys = variant_from_config(cfg).special_token_keys
+        layout = cls(base_vocab_size=base, traj_vocab_size=traj_vocab, future_bins=future_bins, qwen_ids=qwen,
+                     special_keys=keys)
         if "vocab_size" in cfg and int(cfg["vocab_size"]) != layout.vocab_size:
             raise ValueError(
                 f"config vocab_size={cfg['vocab_size']} disagrees with the derived layout ({layout.vocab_size} = "
-                f"{base} base + {traj_vocab} <i*> + {len(new_special_keys())} special tokens)"
+                f"{base} base + {traj_vocab} <i*> + {len(new_special_keys(keys))} special tokens)"
             )
         return layout
 
@@ -231,15 +307,19 @@ class InputConfig:
     history_steps: int = 16
     history_dt_s: float = 0.1
     tokens_per_history_traj: int = 48
-    prompt_variant: str = "ar1"  # "ar1" (no camera text) or "ar1.5" (camera names + "frame k")
+    variant: ModelVariant = ALPAMAYO_R1  # prompt text items, route/question support, camera sets
 
     def __post_init__(self) -> None:
         if list(self.camera_ids) != sorted(self.camera_ids):
             raise ValueError(f"camera_ids {list(self.camera_ids)} must be sorted by index (spec §1.1)")
         if self.num_frames < 1 or self.frame_spacing_s <= 0:
             raise ValueError("num_frames must be >= 1 and frame_spacing_s > 0")
-        if self.prompt_variant not in ("ar1", "ar1.5"):
-            raise ValueError(f"prompt_variant {self.prompt_variant!r} must be 'ar1' or 'ar1.5'")
+
+    def with_cameras(self, camera_ids: tuple[int, ...] | list[int]) -> InputConfig:
+        """This config on another camera set, checked against what the model takes (ValueError)."""
+        from dataclasses import replace
+
+        return replace(self, camera_ids=self.variant.check_cameras(camera_ids))
 
     def frame_offsets_s(self) -> tuple[float, ...]:
         """Slot offsets relative to t0, oldest first: (-0.3, -0.2, -0.1, 0.0) for the reference."""
@@ -249,13 +329,14 @@ class InputConfig:
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> InputConfig:
         d = cls()
-        cams = cfg.get("camera_ids", d.camera_ids)
+        variant = variant_from_config(cfg)
+        cams = cfg.get("camera_ids", variant.default_cameras)
         return cls(
             camera_ids=tuple(sorted(int(c) for c in cams)),
             num_frames=int(cfg.get("num_frames", d.num_frames)),
             history_steps=int(cfg.get("num_history_steps", d.history_steps)),
             tokens_per_history_traj=int(cfg.get("tokens_per_history_traj", d.tokens_per_history_traj)),
-            prompt_variant=str(cfg.get("prompt_variant", "ar1.5" if cfg.get("model_type") == "alpamayo1_5" else "ar1")),
+            variant=variant,
         )
 
 

@@ -1,15 +1,19 @@
 """One tick's model inputs: token ids, MRoPE positions and the 16 images (spec §1–§2).
 
 ``build_model_inputs`` does no image work: the frames were preprocessed on arrival, the prompt
-template and its positions are cached per prompt shape (image grids, camera set, variant), so a tick
-copies the template, writes the 48 history ids and gathers 16 cached frames. The runtime encodes
-each image once and caches its embedding under ``ImageInput.key`` = (camera_id, stamp_ns).
+template and its positions are cached per prompt shape (image grids, camera set, variant, route
+text), so a tick copies the template, writes the 48 history ids and gathers 16 cached frames. The
+runtime encodes each image once and caches its embedding under ``ImageInput.key`` = (camera_id, stamp_ns).
+
+Alpamayo 1.5 adds a route instruction to the prompt, and navigation guidance needs the same prompt
+without it (``ModelInputs.unguided``: the reference's ``remove_nav_text``, same images and history);
+``build_question_inputs`` makes the question prompt over a tick's frames.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import numpy as np
@@ -49,6 +53,9 @@ class ModelInputs:
     images: list[ImageInput]
     image_token_spans: tuple[tuple[int, int], ...]  # [start, end) of each image's <|image_pad|> run
     t0_ns: int | None = None
+    route_text: str | None = None  # the navigation instruction in the prompt (Alpamayo 1.5)
+    # the same tick without the route span, for navigation guidance (None: not requested or no route)
+    unguided: ModelInputs | None = None
 
     @property
     def image_grid_thw(self) -> np.ndarray:
@@ -70,21 +77,54 @@ class ModelInputs:
         return out
 
 
-def prompt_spec_for(frames: Sequence[PreprocessedFrame], cfg: ModelInputConfig) -> PromptSpec:
+def prompt_spec_for(frames: Sequence[PreprocessedFrame], cfg: ModelInputConfig, route_text: str | None = None,
+                    question: str | None = None) -> PromptSpec:
     inp = cfg.inputs
+    variant = inp.variant
+    if route_text is not None and not variant.route:
+        raise PromptError(f"{variant.display_name} takes no route instruction (an Alpamayo 1.5 input)")
+    if question is not None and not variant.questions:
+        raise PromptError(f"{variant.display_name} has no question prompt (an Alpamayo 1.5 feature)")
     return PromptSpec(
         camera_ids=tuple(inp.camera_ids),
         num_frames=inp.num_frames,
         image_tokens=tuple(f.num_llm_tokens for f in frames),
         tokens_per_history=inp.tokens_per_history_traj,
-        variant=inp.prompt_variant,
+        camera_text=variant.camera_text,
+        frame_text=variant.frame_text,
+        route_text=route_text,
+        question=question,
     )
 
 
 def build_model_inputs(selection: TickSelection | Sequence[PreprocessedFrame], history_token_ids: np.ndarray,
-                       tokenizer: AlpamayoTokenizer, cfg: ModelInputConfig | None = None) -> ModelInputs:
-    """Assemble one tick's inputs from 16 cached frames and the 48 history token ids."""
+                       tokenizer: AlpamayoTokenizer, cfg: ModelInputConfig | None = None, *,
+                       route_text: str | None = None, unguided: bool = False) -> ModelInputs:
+    """Assemble one tick's inputs from 16 cached frames and the 48 history token ids.
+
+    ``route_text``: the navigation instruction (Alpamayo 1.5); ``unguided``: also build the prompt
+    without it (``ModelInputs.unguided``) for navigation guidance.
+    """
     cfg = cfg or ModelInputConfig(layout=tokenizer.layout)
+    frames = _checked_frames(selection, tokenizer, cfg)
+    inputs = _inputs(frames, prompt_spec_for(frames, cfg, route_text=route_text), history_token_ids, tokenizer, cfg,
+                     selection)
+    if unguided and route_text is not None:
+        plain = _inputs(frames, prompt_spec_for(frames, cfg), history_token_ids, tokenizer, cfg, selection)
+        inputs = replace(inputs, unguided=plain)
+    return inputs
+
+
+def build_question_inputs(selection: TickSelection | Sequence[PreprocessedFrame], question: str,
+                          tokenizer: AlpamayoTokenizer, cfg: ModelInputConfig) -> ModelInputs:
+    """The question prompt (Alpamayo 1.5 VQA) over a tick's frames: no history, assistant prefix <|answer_start|>."""
+    frames = _checked_frames(selection, tokenizer, cfg)
+    return _inputs(frames, prompt_spec_for(frames, cfg, question=question), np.empty(0, np.int64), tokenizer, cfg,
+                   selection)
+
+
+def _checked_frames(selection: TickSelection | Sequence[PreprocessedFrame], tokenizer: AlpamayoTokenizer,
+                    cfg: ModelInputConfig) -> list[PreprocessedFrame]:
     frames = frames_from(selection)
     n_expected = len(cfg.inputs.camera_ids) * cfg.inputs.num_frames
     if len(frames) != n_expected:
@@ -100,7 +140,12 @@ def build_model_inputs(selection: TickSelection | Sequence[PreprocessedFrame], h
             raise PromptError(f"camera {want[c * n]} frames must be oldest first with distinct stamps, got {stamps}")
     if tokenizer.layout != cfg.layout:
         raise PromptError("tokenizer layout differs from the model config's token layout")
-    spec = prompt_spec_for(frames, cfg)
+    return list(frames)
+
+
+def _inputs(frames: list[PreprocessedFrame], spec: PromptSpec, history_token_ids: np.ndarray,
+            tokenizer: AlpamayoTokenizer, cfg: ModelInputConfig,
+            selection: TickSelection | Sequence[PreprocessedFrame]) -> ModelInputs:
     grids = tuple(tuple(int(v) for v in f.grid_thw) for f in frames)
     template, positions, delta = _template_and_positions(tokenizer, spec, grids, cfg.processor.merge_size)
     return ModelInputs(
@@ -110,6 +155,7 @@ def build_model_inputs(selection: TickSelection | Sequence[PreprocessedFrame], h
         images=[ImageInput(f) for f in frames],
         image_token_spans=template.image_token_spans,
         t0_ns=selection.t0_ns if isinstance(selection, TickSelection) else None,
+        route_text=spec.route_text,
     )
 
 

@@ -22,7 +22,7 @@ import hashlib
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,15 +30,15 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from .action_space import ActionSpaceConfig, Normalization, action_to_traj, denormalize_action, estimate_v0
-from .backend import BackendIdentity, SamplingRequest, TrajectoryBackend
+from .backend import AnswerOutput, BackendIdentity, SamplingRequest, TrajectoryBackend
 from .egomotion import EgoHistory, HistoryUnavailable, PoseBuffer, PoseRejected, Reason
-from .frames import MAX_LOOKAHEAD_S, FrameSelectionConfig, FrameSelectionError, FrameStore
+from .frames import MAX_LOOKAHEAD_S, FrameSelectionConfig, FrameSelectionError, FrameStore, TickSelection
 from .gates import GateResult, InputGateConfig, OutputGateConfig, check_input, check_output
 from .geometry import yaw_from_rotmat
 from .history_tokens import HistoryTokenizerConfig, history_token_ids
 from .image_preprocess import ExactResizer, preprocess_frame
 from .model_config import ModelInputConfig, load_model_dir_config
-from .model_inputs import build_model_inputs
+from .model_inputs import build_model_inputs, build_question_inputs
 from .tokenizer import AlpamayoTokenizer
 
 __all__ = ["NORMALIZATION_CHOICES", "PlanResult", "Planner", "PlannerConfig", "TickNotReady", "build_planner",
@@ -120,6 +120,8 @@ class PlanResult:
     history: EgoHistory | None = None
     counters: dict[str, int] = field(default_factory=dict)
     gates_enabled: bool = True
+    route_instruction: str = ""  # the navigation instruction the prompt carried ("" none)
+    nav_guidance_weight: float = 0.0  # the navigation guidance weight the expert applied (0: none)
 
     @property
     def num_candidates(self) -> int:
@@ -173,14 +175,15 @@ class Planner:
                  action_space: ActionSpaceConfig, history_tokens: HistoryTokenizerConfig,
                  config: PlannerConfig, normalization: Normalization | None = None,
                  exact_resizer: ExactResizer | None = None) -> None:
-        model_cams = tuple(inputs.inputs.camera_ids)
-        if tuple(config.camera_ids) != model_cams:
-            raise ValueError(f"the configured cameras {list(config.camera_ids)} are not the model's cameras "
-                             f"{list(model_cams)} (in model order)")
+        try:
+            inputs = replace(inputs, inputs=inputs.inputs.with_cameras(config.camera_ids))
+        except ValueError as exc:
+            raise ValueError(f"the configured cameras {list(config.camera_ids)} do not fit the model: {exc}") from exc
         self.backend = backend
         self.exact_resizer = exact_resizer  # None: core's NumPy kernel (runtime.image_resize has torch's)
         self.tokenizer = tokenizer
         self.inputs = inputs
+        self.variant = inputs.inputs.variant
         # the constants every trajectory is de-normalised with, and their source (diagnostics)
         self.normalization = normalization or action_space.normalization("explicit")
         self.action_space = action_space.with_normalization(self.normalization)
@@ -195,6 +198,7 @@ class Planner:
                                 continuity=config.input_gate.continuity)
         self._frames_lock = threading.Lock()
         self.counters: dict[str, int] = {"frames_added": 0, "poses_added": 0, "ticks": 0, "resets": 0}
+        self.last_selection: TickSelection | None = None  # the frames of the newest tick (questions)
 
     # ------------------------------------------------------------------ inputs
     def add_image(self, camera_id: int, stamp_s: float, rgb: np.ndarray) -> None:
@@ -227,6 +231,7 @@ class Planner:
         """Drop every buffered frame and pose (time jumped backwards: bag loop, clock reset)."""
         with self._frames_lock:
             self.frames.clear()
+            self.last_selection = None
         self.poses.reset()
         self.counters["resets"] += 1
 
@@ -268,8 +273,13 @@ class Planner:
                                    "at which every camera fills every slot", {"lag_s": lag})
             return t0
 
-    def plan(self, t0: float | None = None) -> PlanResult:
-        """Run one tick at t0 (default: ``latest_ready_t0()``). Raises TickNotReady."""
+    def plan(self, t0: float | None = None, route: str | None = None) -> PlanResult:
+        """Run one tick at t0 (default: ``latest_ready_t0()``). Raises TickNotReady.
+
+        ``route``: the navigation instruction in effect (Alpamayo 1.5; checked text, see core.navigation).
+        """
+        if route is not None and not self.variant.route:
+            raise ValueError(f"{self.variant.display_name} takes no route instruction")
         clock = _Stopwatch()
         t0_ns = self._choose_t0_ns() if t0 is None else round(t0 * NS)
         with self._frames_lock:
@@ -287,12 +297,17 @@ class Planner:
         hist_xyz, hist_rot = hist_xyz[0, 0], hist_rot[0, 0]
         input_gate = check_input(history, cfg=self.config.input_gate)
         ids = history_token_ids(hist_xyz, self.history_tokens)
-        inputs = build_model_inputs(selection, ids, self.tokenizer, self.inputs)
+        guided = route is not None and self.config.sampling.nav_guidance_weight > 0.0
+        inputs = build_model_inputs(selection, ids, self.tokenizer, self.inputs, route_text=route, unguided=guided)
         clock.lap("inputs")
 
         seed = self._seed_for(t0_ns)
-        request = _with_seed(self.config.sampling, seed)
+        request = replace(self.config.sampling, seed=seed)
+        if not guided and request.nav_guidance_weight:  # nothing to guide by without an instruction
+            request = replace(request, nav_guidance_weight=0.0)
         out = self.backend.infer(inputs, request)
+        with self._frames_lock:
+            self.last_selection = selection
         clock.lap("backend")
 
         actions = np.asarray(out.actions, dtype=np.float32)
@@ -316,7 +331,32 @@ class Planner:
             selected=selected, reasoning=list(out.reasoning), input_gate=input_gate, output_gates=output_gates,
             ok=ok, backend=self.backend.identity, timings_s=timings,
             t0_pose_world=(history.origin.position.copy(), history.origin.rot.copy()), seed=seed,
-            history=history, counters=dict(out.counters), gates_enabled=self.config.gates_enabled)
+            history=history, counters=dict(out.counters), gates_enabled=self.config.gates_enabled,
+            route_instruction=route or "", nav_guidance_weight=float(out.nav_guidance_weight))
+
+    # ------------------------------------------------------------------ questions
+    @property
+    def answers_questions(self) -> bool:
+        """The model has a question prompt and the backend a language model to answer it."""
+        return self.variant.questions and callable(getattr(self.backend, "answer", None))
+
+    def answer(self, question: str, max_new_tokens: int, cancelled: Any = None) -> tuple[AnswerOutput, float]:
+        """Answer ``question`` (checked text) over the newest tick's frames; returns (answer, that tick's t0).
+
+        Raises TickNotReady("no_tick") before the first tick, ValueError when the model or backend
+        cannot answer. Call it from the thread that runs ``plan`` (one model, one tick at a time).
+        """
+        if not self.answers_questions:
+            raise ValueError(f"{self.variant.display_name} on backend '{self.backend.identity.name}' cannot answer "
+                             "questions (Alpamayo 1.5 on a backend with a language model can)")
+        with self._frames_lock:
+            selection = self.last_selection
+        if selection is None:
+            raise TickNotReady("no_tick", "no tick has run yet: a question is asked about the newest tick's frames")
+        inputs = build_question_inputs(selection, question, self.tokenizer, self.inputs)
+        request = replace(self.config.sampling, seed=self._seed_for(selection.t0_ns))
+        out = self.backend.answer(inputs, request, max_new_tokens, cancelled)  # type: ignore[attr-defined]
+        return out, selection.t0_ns / NS
 
     def _output_gates(self, xyz: np.ndarray, rot: np.ndarray, accel: np.ndarray, kappa: np.ndarray,
                       v0: float) -> list[GateResult]:
@@ -331,12 +371,6 @@ class Planner:
         # Derived from (seed, t0) only, so a replay and the live node draw the same samples at a t0.
         digest = hashlib.blake2b(f"{base}:{t0_ns}".encode(), digest_size=8).digest()
         return int.from_bytes(digest, "little") >> 1
-
-
-def _with_seed(request: SamplingRequest, seed: int) -> SamplingRequest:
-    from dataclasses import replace
-
-    return replace(request, seed=seed)
 
 
 class _Stopwatch:

@@ -7,9 +7,12 @@ AR1 renders, with real newlines and no separators between content items::
     <|traj_history|>×48<|traj_history_end|>output the chain-of-thought reasoning of the driving process,
     then output the future trajectory.<|im_end|>\\n<|im_start|>assistant\\n<|cot_start|>
 
-(``continue_final_message`` leaves no ``<|im_end|>`` after the assistant prefix.) The Alpamayo 1.5
-variant puts ``"<Display name>: "`` before each camera group and ``"frame k "`` (k from 0) before each
-image, and may add ``<|route_start|>…<|route_end|>`` after the history block.
+(``continue_final_message`` leaves no ``<|im_end|>`` after the assistant prefix.) Alpamayo 1.5 puts
+``"<Display name>: "`` before each camera group and ``"frame k "`` (k from 0, per camera) before each
+image (``helper._build_image_content``), and may add ``<|route_start|>{text}<|route_end|>`` between the
+history block and the unchanged instruction. Its question prompt (``create_vqa_message``) replaces the
+history block and instruction with ``<|question_start|>{q}<|question_end|>`` and pre-fills the
+assistant turn with ``<|answer_start|>`` instead of ``<|cot_start|>``.
 
 The string is tokenized once per prompt shape and cached; a tick only replaces the 48
 ``<|traj_history|>`` placeholders with the history token ids (the reference's ``masked_scatter``).
@@ -45,39 +48,53 @@ class PromptSpec:
     num_frames: int = 4
     image_tokens: tuple[int, ...] = (180,) * 16  # <|image_pad|> count per image, camera-major
     tokens_per_history: int = 48
-    variant: str = "ar1"
-    route_text: str | None = None
+    camera_text: bool = False  # "<name>: " before each camera's first image (Alpamayo 1.5)
+    frame_text: bool = False  # "frame <k> " before every image (Alpamayo 1.5)
+    route_text: str | None = None  # navigation instruction (Alpamayo 1.5)
+    question: str | None = None  # the question prompt (Alpamayo 1.5): no history, no instruction
 
     def __post_init__(self) -> None:
         if len(self.image_tokens) != len(self.camera_ids) * self.num_frames:
             raise PromptError(
                 f"{len(self.image_tokens)} images given for {len(self.camera_ids)} cameras x {self.num_frames} frames"
             )
-        if self.variant not in ("ar1", "ar1.5"):
-            raise PromptError(f"prompt variant {self.variant!r} must be 'ar1' or 'ar1.5'")
-        if self.route_text is not None and self.variant != "ar1.5":
-            raise PromptError("route text is an Alpamayo 1.5 prompt feature (variant 'ar1.5')")
+        if self.route_text is not None and self.question is not None:
+            raise PromptError("the question prompt carries no route text")
+
+    @property
+    def history_tokens(self) -> int:
+        """``<|traj_history|>`` placeholders in the prompt (none in the question prompt)."""
+        return 0 if self.question is not None else self.tokens_per_history
+
+
+def camera_display_name(camera_id: int) -> str:
+    return CAMERA_DISPLAY_NAMES.get(camera_id, f"Camera {camera_id}")
 
 
 def render_prompt(spec: PromptSpec) -> str:
     """The exact chat string the reference tokenizes (image pads already expanded)."""
     user: list[str] = []
     for c, cam in enumerate(spec.camera_ids):
-        if spec.variant == "ar1.5":
-            user.append(f"{CAMERA_DISPLAY_NAMES.get(cam, f'Camera {cam}')}: ")
+        if spec.camera_text:
+            user.append(f"{camera_display_name(cam)}: ")
         for f in range(spec.num_frames):
-            if spec.variant == "ar1.5":
+            if spec.frame_text:
                 user.append(f"frame {f} ")
             n = spec.image_tokens[c * spec.num_frames + f]
             user.append("<|vision_start|>" + "<|image_pad|>" * n + "<|vision_end|>")
-    user.append("<|traj_history_start|>" + "<|traj_history|>" * spec.tokens_per_history + "<|traj_history_end|>")
-    if spec.route_text is not None:
-        user.append(f"<|route_start|>{spec.route_text}<|route_end|>")
-    user.append(INSTRUCTION_TEXT)
+    if spec.question is not None:
+        user.append(f"<|question_start|>{spec.question}<|question_end|>")
+        prefix = "<|answer_start|>"
+    else:
+        user.append("<|traj_history_start|>" + "<|traj_history|>" * spec.tokens_per_history + "<|traj_history_end|>")
+        if spec.route_text is not None:
+            user.append(f"<|route_start|>{spec.route_text}<|route_end|>")
+        user.append(INSTRUCTION_TEXT)
+        prefix = "<|cot_start|>"
     return (
         f"<|im_start|>system\n{SYSTEM_TEXT}<|im_end|>\n"
         f"<|im_start|>user\n{''.join(user)}<|im_end|>\n"
-        "<|im_start|>assistant\n<|cot_start|>"
+        f"<|im_start|>assistant\n{prefix}"
     )
 
 
@@ -122,9 +139,9 @@ def _cached_template(key: _TokKey, spec: PromptSpec) -> PromptTemplate:
     lay = tok.layout
     ids = tok.encode(render_prompt(spec))
     hist = np.flatnonzero(ids == lay.traj_history)
-    if hist.shape[0] != spec.tokens_per_history:
+    if hist.shape[0] != spec.history_tokens:
         raise PromptError(f"tokenized prompt has {hist.shape[0]} <|traj_history|> tokens, expected "
-                          f"{spec.tokens_per_history}: does the tokenizer treat it as one special token?")
+                          f"{spec.history_tokens}: does the tokenizer treat it as one special token?")
     spans = _runs(ids == lay.image_pad)
     if [e - s for s, e in spans] != list(spec.image_tokens):
         raise PromptError(f"image pad runs {[e - s for s, e in spans]} differ from {list(spec.image_tokens)}")

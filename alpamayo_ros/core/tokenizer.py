@@ -1,13 +1,13 @@
 """The Alpamayo-extended Qwen3-VL tokenizer (spec §2.2), built with the ``tokenizers`` library.
 
 Extension, in the reference order: ``<i0>…<i{N-1}>`` as normal added tokens (N = ``traj_vocab_size``,
-4000), then the 29 ``<|key|>`` special tokens of ``SPECIAL_TOKEN_KEYS`` (``<|image_pad|>`` already
-exists, so 28 new ids). With the Qwen3-VL base (151669 tokens) this gives ``<i0>`` = 151669 and
+4000), then the 29 ``<|key|>`` special tokens of the variant's keys (``<|image_pad|>`` already
+exists, so 28 new ids; Alpamayo 1.5 named its unused ones ``<|_padding_k|>``, same ids). With the Qwen3-VL base (151669 tokens) this gives ``<i0>`` = 151669 and
 vocab 155697; every id is derived from the base size, so a small synthetic base (for tests and tiny
 models) gets the same layout shifted down.
 
-CLI: ``python -m alpamayo_ros.core.tokenizer BASE_DIR OUT_DIR`` (``BASE_DIR`` holds the Qwen3-VL
-``tokenizer.json``) writes ``OUT_DIR/tokenizer.json`` and ``OUT_DIR/token_layout.json``.
+CLI: ``python -m alpamayo_ros.core.tokenizer BASE_DIR OUT_DIR [--variant alpamayo1_5]`` (``BASE_DIR`` holds
+the Qwen3-VL ``tokenizer.json``) writes ``OUT_DIR/tokenizer.json`` and ``OUT_DIR/token_layout.json``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,15 @@ from pathlib import Path
 import numpy as np
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 
-from .model_config import QWEN_TOKENS, SPECIAL_TOKEN_KEYS, TokenLayout, new_special_keys, special_token
+from .model_config import (
+    QWEN_TOKENS,
+    SPECIAL_TOKEN_KEYS,
+    VARIANTS,
+    TokenLayout,
+    new_special_keys,
+    special_token,
+    variant_for_special_tokens,
+)
 
 # The 26 added tokens of the Qwen3-VL base tokenizer, in id order (151643..151668 in the real one).
 QWEN_ADDED_TOKENS: tuple[str, ...] = (
@@ -64,15 +72,17 @@ class AlpamayoTokenizer:
         return cls(tok, layout_from_tokenizer(tok, traj_vocab_size, future_bins))
 
     @classmethod
-    def from_base(cls, base: Tokenizer, traj_vocab_size: int = 4000, future_bins: int = 3000) -> AlpamayoTokenizer:
-        tok = extend_tokenizer(base, traj_vocab_size)
+    def from_base(cls, base: Tokenizer, traj_vocab_size: int = 4000, future_bins: int = 3000,
+                  special_keys: tuple[str, ...] = SPECIAL_TOKEN_KEYS) -> AlpamayoTokenizer:
+        tok = extend_tokenizer(base, traj_vocab_size, special_keys)
         return cls(tok, layout_from_tokenizer(tok, traj_vocab_size, future_bins))
 
     @classmethod
     def synthetic(cls, traj_vocab_size: int = 4000, pad_regular_to: int | None = None,
-                  future_bins: int = 3000) -> AlpamayoTokenizer:
+                  future_bins: int = 3000, special_keys: tuple[str, ...] = SPECIAL_TOKEN_KEYS) -> AlpamayoTokenizer:
         """The extended synthetic tokenizer used by tests and tiny models."""
-        return cls.from_base(build_synthetic_base_tokenizer(pad_regular_to), traj_vocab_size, future_bins)
+        return cls.from_base(build_synthetic_base_tokenizer(pad_regular_to), traj_vocab_size, future_bins,
+                             special_keys)
 
 
 def load_tokenizer(path: str | Path) -> Tokenizer:
@@ -107,7 +117,8 @@ def build_synthetic_base_tokenizer(pad_regular_to: int | None = None) -> Tokeniz
     return tok
 
 
-def extend_tokenizer(base: Tokenizer, traj_vocab_size: int = 4000) -> Tokenizer:
+def extend_tokenizer(base: Tokenizer, traj_vocab_size: int = 4000,
+                     special_keys: tuple[str, ...] = SPECIAL_TOKEN_KEYS) -> Tokenizer:
     """Return a copy of ``base`` with ``<i*>`` and the Alpamayo special tokens added (spec §2.2)."""
     tok = Tokenizer.from_str(base.to_str())
     missing = [t for t in QWEN_TOKENS.values() if tok.token_to_id(t) is None]
@@ -120,9 +131,9 @@ def extend_tokenizer(base: Tokenizer, traj_vocab_size: int = 4000) -> Tokenizer:
     n = tok.add_tokens([AddedToken(f"<i{i}>", special=False, normalized=True) for i in range(traj_vocab_size)])
     if n != traj_vocab_size:
         raise TokenizerError(f"only {n} of {traj_vocab_size} <i*> tokens were new")
-    tok.add_special_tokens([AddedToken(special_token(k), special=True, normalized=False) for k in SPECIAL_TOKEN_KEYS])
+    tok.add_special_tokens([AddedToken(special_token(k), special=True, normalized=False) for k in special_keys])
     size = tok.get_vocab_size(with_added_tokens=True)
-    want = base_size + traj_vocab_size + len(new_special_keys())
+    want = base_size + traj_vocab_size + len(new_special_keys(special_keys))
     if size != want:
         raise TokenizerError(f"extended vocabulary has {size} tokens, expected {want}")
     return tok
@@ -139,8 +150,9 @@ def layout_from_tokenizer(tok: Tokenizer, traj_vocab_size: int = 4000, future_bi
         if tid is None:
             raise TokenizerError(f"tokenizer lacks {text}")
         qwen[key] = int(tid)
+    keys = variant_for_special_tokens(lambda text: tok.token_to_id(text) is not None).special_token_keys
     layout = TokenLayout(base_vocab_size=int(i0), traj_vocab_size=traj_vocab_size, future_bins=future_bins,
-                         qwen_ids=qwen)
+                         qwen_ids=qwen, special_keys=keys)
     bad = [(t, tok.token_to_id(t), want) for t, want in layout.expected_tokens().items() if tok.token_to_id(t) != want]
     if bad:
         raise TokenizerError(f"{len(bad)} token ids differ from the Alpamayo layout, e.g. {bad[:3]} (token, got, want)")
@@ -161,13 +173,19 @@ def layout_to_dict(layout: TokenLayout) -> dict[str, int]:
         "vocab_size": layout.vocab_size,
     }
     d.update({f"{k}_id": int(v) for k, v in layout.qwen_ids.items()})
-    d.update({f"{k}_id": layout.special_id(k) for k in new_special_keys()})
+    d.update({f"{k}_id": layout.special_id(k) for k in new_special_keys(layout.special_keys)})
     return d
 
 
-def prepare_tokenizer(base_dir: str | Path, out_dir: str | Path, traj_vocab_size: int = 4000) -> TokenLayout:
-    """Extend the base ``tokenizer.json`` and write ``tokenizer.json`` + ``token_layout.json`` to out_dir."""
-    tok = AlpamayoTokenizer.from_base(load_tokenizer(base_dir), traj_vocab_size)
+def prepare_tokenizer(base_dir: str | Path, out_dir: str | Path, traj_vocab_size: int = 4000,
+                      variant: str = "alpamayo_r1") -> TokenLayout:
+    """Extend the base ``tokenizer.json`` and write ``tokenizer.json`` + ``token_layout.json`` to out_dir.
+
+    ``variant`` is the model's config.json ``model_type`` (its special-token names)."""
+    if variant not in VARIANTS:
+        raise TokenizerError(f"unknown variant {variant!r}; choose one of {sorted(VARIANTS)}")
+    tok = AlpamayoTokenizer.from_base(load_tokenizer(base_dir), traj_vocab_size,
+                                      special_keys=VARIANTS[variant].special_token_keys)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tok.tok.save(str(out / "tokenizer.json"))
@@ -180,9 +198,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("base_dir", help="directory (or file) with the base Qwen3-VL tokenizer.json")
     ap.add_argument("out_dir", help="where to write the extended tokenizer.json and token_layout.json")
     ap.add_argument("--traj-vocab-size", type=int, default=4000)
+    ap.add_argument("--variant", default="alpamayo_r1", choices=sorted(VARIANTS),
+                    help="the model's config.json model_type (Alpamayo 1.5 names its unused special tokens "
+                         "<|_padding_k|>)")
     args = ap.parse_args(argv)
     try:
-        layout = prepare_tokenizer(args.base_dir, args.out_dir, args.traj_vocab_size)
+        layout = prepare_tokenizer(args.base_dir, args.out_dir, args.traj_vocab_size, args.variant)
     except (FileNotFoundError, TokenizerError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -181,6 +181,8 @@ class CandidateExtras:
     fallback_reason: str = ""
     inference_time_s: float = 0.0
     input_to_publish_s: float = 0.0
+    route_instruction: str = ""  # the navigation instruction the tick's prompt carried (Alpamayo 1.5)
+    nav_guidance_weight: float = 0.0  # the navigation guidance weight the expert applied
 
 
 def make_candidates_msg(paths: list[Path], traj: FramedTrajectories, extra: CandidateExtras) -> TrajectoryCandidates:
@@ -196,6 +198,8 @@ def make_candidates_msg(paths: list[Path], traj: FramedTrajectories, extra: Cand
         cur = [] if extra.curvature is None else np.asarray(extra.curvature[k], dtype=np.float32).tolist()
         controls.append(CandidateControls(dt=float(traj.dt), v0=float(extra.v0), acceleration=acc, curvature=cur))
     msg.controls = controls
+    msg.route_instruction = extra.route_instruction
+    msg.nav_guidance_weight = float(extra.nav_guidance_weight)
     msg.model_id = extra.model_id
     msg.backend = extra.backend
     msg.fallback = bool(extra.fallback)

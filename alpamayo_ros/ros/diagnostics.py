@@ -154,6 +154,16 @@ class NodeDiagnostics:
         self.stages: dict[str, LatencyWindow] = {}  # per-tick stages (core select/inputs/rollout, node publish)
         self._window = latency_window
         self._prev: dict[str, Any] = {}
+        # navigation instruction (~/route_instruction) and questions (~/ask), Alpamayo 1.5
+        self.route_supported = True
+        self.route_text = ""  # the instruction in effect ("" none)
+        self.route_received_mono: float | None = None
+        self.route_counts: Counter = Counter()  # received, rejected, expired, ignored, cleared, untrained_wording
+        self.route_last_problem = ""
+        self.nav_guidance_weight = 0.0
+        self.questions: Counter = Counter()  # answered, failed
+        self.last_question_error = ""
+        self.answer_time = LatencyWindow(latency_window)
 
     # --- events -------------------------------------------------------------------------------
     def received(self, name: str) -> None:
@@ -249,6 +259,25 @@ class NodeDiagnostics:
         with self._lock:
             self.overtaken += 1
             self.last_overtaken = message
+
+    def route_event(self, kind: str, text: str = "", problem: str = "") -> None:
+        """kind: received | rejected | expired | ignored | cleared | untrained_wording."""
+        with self._lock:
+            self.route_counts[kind] += 1
+            if kind == "received":
+                self.route_text, self.route_received_mono = text, self._clock()
+            elif kind in ("expired", "cleared"):
+                self.route_text, self.route_received_mono = "", None
+            if problem:
+                self.route_last_problem = problem
+
+    def question(self, ok: bool, seconds: float | None = None, error: str = "") -> None:
+        with self._lock:
+            self.questions["answered" if ok else "failed"] += 1
+            if seconds is not None:
+                self.answer_time.add(seconds)
+            if error:
+                self.last_question_error = error
 
     def backend_error(self, message: str) -> None:
         with self._lock:
@@ -377,12 +406,35 @@ class NodeDiagnostics:
                   "errors": str(self.backend_errors), "last_error": self.backend_last_error}
         return StatusEntry(f"{self.node_name}: backend", level, msg, values)
 
+    def _navigation_entry(self, now: float) -> StatusEntry:
+        """The route instruction in effect and the ~/ask questions; WARN when either had trouble in the period."""
+        c = self.route_counts
+        problems = {k: self._delta(f"nav/route_{k}", c[k]) for k in ("rejected", "expired", "ignored", "untrained_wording")}
+        d_failed = self._delta("nav/questions_failed", self.questions["failed"])
+        level, msg = OK, (f"route: '{self.route_text}'" if self.route_text else "no route instruction")
+        if any(problems.values()):
+            level, msg = WARN, f"route instruction problem: {self.route_last_problem}"
+        if d_failed:
+            level = WARN
+            msg += f"; {d_failed} questions not answered, last: {self.last_question_error}"
+        age = now - self.route_received_mono if self.route_received_mono is not None else None
+        values = {"route_supported": str(self.route_supported).lower(), "route": self.route_text,
+                  "route_age_s": f"{age:.1f}" if age is not None else "", "last_route_problem": self.route_last_problem,
+                  "nav_guidance_weight": f"{self.nav_guidance_weight:g}",
+                  "questions_answered": str(self.questions["answered"]), "questions_failed": str(self.questions["failed"]),
+                  "last_question_error": self.last_question_error}
+        values.update({f"route_{k}": str(c[k]) for k in ("received", "rejected", "expired", "ignored", "cleared",
+                                                           "untrained_wording")})
+        values.update({f"answer_ms.{k}": f"{v:.1f}" for k, v in self.answer_time.percentiles_ms((50.0, 99.0)).items()})
+        return StatusEntry(f"{self.node_name}: navigation and questions", level, msg, values)
+
     def snapshot(self) -> list[StatusEntry]:
         now = self._clock()
         with self._lock:
             lags = self._camera_lags()
             entries = [self._input_entry(n, st, now, lags) for n, st in self.inputs.items()]
-            entries += [self._sync_entry(lags), self._inference_entry(now), self._gates_entry(), self._backend_entry()]
+            entries += [self._sync_entry(lags), self._inference_entry(now), self._gates_entry(),
+                        self._navigation_entry(now), self._backend_entry()]
         return entries
 
 

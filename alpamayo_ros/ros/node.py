@@ -21,6 +21,10 @@ use_sim_time works; input times come from the message headers.
 Safety (docs/ros_interface.md, "Gates and fallback"): outputs never go back in t0 (`_publish`), an
 odometry track that restarts (relocalisation, frame switch, time jump) drops the last plan, and the
 core's gates apply the plausibility limits.
+
+Alpamayo 1.5 (ros/navigation.py): the route instruction topic feeds every tick's prompt, and the
+`~/ask` service (a coroutine, so the executor thread stays free) queues a question on the inference
+worker behind the tick in progress; ticks wait while it is answered.
 """
 
 from __future__ import annotations
@@ -45,17 +49,21 @@ from std_msgs.msg import String
 from visualization_msgs.msg import MarkerArray
 
 from alpamayo_ros.core.image_preprocess import smart_resize
+from alpamayo_ros.core.navigation import PromptTextError
 from alpamayo_ros.msg import TrajectoryCandidates
+from alpamayo_ros.srv import Ask
 
 from .conversions import (
     CandidateExtras,
     PathCache,
+    duration_msg,
     express_in_frame,
     make_candidates_msg,
     make_markers,
     make_path,
     serialized_header_stamp,
     stamp_to_sec,
+    time_msg,
 )
 from .diagnostics import NodeDiagnostics, Throttle, to_diagnostic_array
 from .fallback import LastPlan, reexpress_plan, stop_trajectory
@@ -69,6 +77,7 @@ from .image_bridge import (
     image_dims,
     oversize_reason,
 )
+from .navigation import QuestionJob, RouteInput, route_qos
 from .params import (
     CONFIGURE_TIME,
     CameraParams,
@@ -197,6 +206,7 @@ class _Runtime:
     planner: Any
     model_grid: tuple[int, int, int] | None  # (t, h, w) patches the model's vision graph takes; None = any
     stats: NodeDiagnostics
+    route: RouteInput
     cameras: dict[str, _CameraState]
     decode_pool: ThreadPoolExecutor
     infer_pool: ThreadPoolExecutor
@@ -221,6 +231,8 @@ class _Runtime:
     last_diag_mono: float = 0.0
     subs: list[Any] = field(default_factory=list)
     timers: list[Any] = field(default_factory=list)
+    ask_inflight: Future | None = None  # a ~/ask question queued or running on the inference worker
+    ask_job: QuestionJob | None = None
     path_cache: PathCache = field(default_factory=PathCache)  # plans only (the inference worker)
 
 
@@ -244,6 +256,10 @@ class PlannerNode(LifecycleNode):
         self._input_groups: dict[str, MutuallyExclusiveCallbackGroup] = {}
         self._tick_group = MutuallyExclusiveCallbackGroup()
         self._diag_group = MutuallyExclusiveCallbackGroup()
+        self._ask_group = MutuallyExclusiveCallbackGroup()
+        # for the node's lifetime (a response to a destroyed service would raise in the executor): an
+        # inactive node answers with the reason
+        self.create_service(Ask, "~/ask", self._on_ask, callback_group=self._ask_group)
         self._rt: _Runtime | None = None
         self._configured = False
         self._throttle = Throttle(_LOG_THROTTLE_S)
@@ -306,6 +322,7 @@ class PlannerNode(LifecycleNode):
         backend = None
         try:
             backend, planner = self._load(params)
+            self._check_variant(params, planner)
             model_grid = self._check_model_capacity(params, backend)
             if params.warmup:
                 t = time.perf_counter()
@@ -333,6 +350,19 @@ class PlannerNode(LifecycleNode):
         self.last_transition_error = f"configure failed: {message}"
         self.get_logger().error(self.last_transition_error)
         return TransitionCallbackReturn.FAILURE
+
+    @staticmethod
+    def _check_variant(params: NodeParams, planner: Any) -> None:
+        """Parameters only some models have (the camera set was checked when the planner was built)."""
+        variant = planner.variant
+        if params.nav_guidance_weight > 0.0 and not variant.route:
+            raise ParameterError("nav_guidance_weight", f"{variant.display_name} has no navigation input to guide by",
+                                 "set nav_guidance_weight: 0.0, or use an Alpamayo 1.5 model directory")
+        executor = getattr(getattr(planner.backend, "orchestrator", None), "executor", None)
+        if params.nav_guidance_weight > 0.0 and executor is not None and not executor.supports_guidance:
+            raise ParameterError("nav_guidance_weight", f"backend '{params.backend}' has no `extend` graph/engine "
+                                 "(navigation guidance needs it)", "set nav_guidance_weight: 0.0, or re-export the ONNX "
+                                 "(export-onnx) / rebuild the engines with `extend`")
 
     @staticmethod
     def _check_model_capacity(params: NodeParams, backend: Any) -> tuple[int, int, int] | None:
@@ -413,6 +443,8 @@ class PlannerNode(LifecycleNode):
         stats.backend_name = getattr(ident, "name", params.backend)
         stats.model_id = getattr(ident, "model_id", "")
         stats.normalization = planner.normalization.describe()
+        stats.nav_guidance_weight = params.nav_guidance_weight
+        route = RouteInput(params.route, planner.variant.route, planner.variant.display_name, stats, self._warn)
         pubs = {
             "candidates": self._lc_pub(TrajectoryCandidates, "~/candidates"),
             "selected": self._lc_pub(Path, "~/selected_path"),
@@ -422,7 +454,7 @@ class PlannerNode(LifecycleNode):
         }
         path_pubs = [self._lc_pub(Path, f"~/candidate_{k}/path") for k in range(params.num_candidates)]
         return _Runtime(
-            params=params, backend=backend, planner=planner, model_grid=model_grid, stats=stats,
+            params=params, backend=backend, planner=planner, model_grid=model_grid, stats=stats, route=route,
             cameras={c.name: _CameraState(c) for c in params.cameras},
             decode_pool=ThreadPoolExecutor(params.image_workers, thread_name_prefix="alpamayo_decode"),
             infer_pool=ThreadPoolExecutor(1, thread_name_prefix="alpamayo_infer"),
@@ -455,6 +487,9 @@ class PlannerNode(LifecycleNode):
         rt.subs.append(self.create_subscription(
             Odometry, p.odometry_topic, self._on_odometry, _qos(p.odometry_reliability, p.odometry_depth),
             callback_group=self._input_group(_ODOM), event_callbacks=_no_sub_events()))
+        rt.subs.append(self.create_subscription(
+            String, p.route.topic, lambda msg: rt.route.on_message(msg.data, self._now()), route_qos(),
+            callback_group=self._input_group("route"), event_callbacks=_no_sub_events()))
         rt.timers.append(self.create_timer(1.0 / p.rate_hz, self._on_tick, callback_group=self._tick_group))
         rt.timers.append(self.create_timer(p.diagnostics_period_s, self._publish_diagnostics,
                                            callback_group=self._diag_group))
@@ -521,6 +556,8 @@ class PlannerNode(LifecycleNode):
         self._configured = False
         if rt is None:
             return
+        if rt.ask_job is not None:  # a question still waiting: answered now, not left hanging
+            rt.ask_job.fail(rt.stats, "the node is cleaning up")
         rt.decode_pool.shutdown(wait=True, cancel_futures=True)
         rt.infer_pool.shutdown(wait=True, cancel_futures=True)
         for pub in list(rt.pubs.values()) + rt.path_pubs:
@@ -694,6 +731,7 @@ class PlannerNode(LifecycleNode):
         """Time went backwards (bag loop, clock reset): drop every buffered input and the last plan."""
         self.get_logger().warning(f"time jump: {why}; resetting the input buffers")
         rt.planner.reset()
+        rt.route.clear()
         for cam in rt.cameras.values():
             cam.last_stamp = None
         with rt.lock:
@@ -778,6 +816,9 @@ class PlannerNode(LifecycleNode):
         if rt is None:
             return
         now = time.monotonic()
+        if rt.ask_inflight is not None and not rt.ask_inflight.done():
+            rt.stats.tick_busy()  # the worker answers a question; the next tick waits for it
+            return
         if rt.inflight is not None and not rt.inflight.done():
             rt.stats.tick_busy()
             if not rt.timeout_reported and now - rt.inflight_start > rt.params.fallback.inference_timeout_s:
@@ -813,7 +854,7 @@ class PlannerNode(LifecycleNode):
                     return
                 tick_start = time.monotonic()  # latency counts from when the input was complete
             cpu_start = time.thread_time()
-            result = planner.plan(t0)
+            result = planner.plan(t0, route=rt.route.current(self._now()) if rt.route.supported else None)
         except TickNotReady as exc:
             code = str(getattr(exc, "code", "not_ready"))
             rt.stats.tick_not_ready(code, str(exc))
@@ -871,7 +912,8 @@ class PlannerNode(LifecycleNode):
             scores=last.scores, selected=selected, reasoning=last.reasoning,
             acceleration=np.asarray(result.acceleration), curvature=np.asarray(result.curvature), v0=float(result.v0),
             model_id=rt.stats.model_id, backend=rt.stats.backend_name,
-            inference_time_s=float(result.timings_s.get("backend", 0.0)))
+            inference_time_s=float(result.timings_s.get("backend", 0.0)),
+            route_instruction=result.route_instruction, nav_guidance_weight=result.nav_guidance_weight)
         if not self._publish(rt, last.t0, last.dt, last.xyz, last.yaw, result.t0_pose_world, extras,
                              per_candidate=True, cache=rt.path_cache, kind="plan"):
             return
@@ -991,6 +1033,8 @@ class PlannerNode(LifecycleNode):
             return
         rt.last_diag_mono = time.monotonic()
         self._check_input_graph(rt)
+        if rt.route.supported:
+            rt.route.current(self._now())  # an instruction that aged out is reported even between ticks
         load = rt.stats.decode_load(time.monotonic())
         if load > 0.9:
             self._warn("decode_saturated", f"image preprocessing is saturated (load {load:.2f}): frames are "
@@ -1003,3 +1047,47 @@ class PlannerNode(LifecycleNode):
         if time.monotonic() - rt.last_diag_mono >= _DIAG_EVENT_MIN_PERIOD_S:
             self._publish_diagnostics()
 
+
+    # --- questions (~/ask, Alpamayo 1.5) ------------------------------------------------------------
+    async def _on_ask(self, request: Any, response: Any) -> Any:
+        """Queue the question on the inference worker (behind the tick in progress) and await its answer;
+        a coroutine, so the executor keeps serving inputs and timers meanwhile."""
+        from rclpy.clock import Clock, ClockType
+        from rclpy.task import Future as RclpyFuture
+
+        rt = self._rt
+        refusal = "the node is not active" if rt is None or rt.stopping or not rt.timers else ""
+        question = ""
+        if rt is not None:
+            try:
+                question = QuestionJob.check(request.question, rt.params.ask)
+            except PromptTextError as exc:
+                refusal = str(exc)
+            if not refusal and rt.ask_inflight is not None and not rt.ask_inflight.done():
+                refusal = "another question is being answered; ask again when it is done"
+        if refusal:
+            if rt is not None:
+                rt.stats.question(False, error=refusal)
+            response.success, response.message = False, refusal
+            return response
+        assert rt is not None
+        done: RclpyFuture = RclpyFuture(executor=self.executor)
+        done.add_done_callback(lambda _f: None)  # set_result from the worker then wakes the executor
+        job = QuestionJob(question, rt.params.ask, time.monotonic() + rt.params.ask.timeout_s, done.set_result)
+        rt.ask_job = job
+        timeout = self.create_timer(
+            rt.params.ask.timeout_s, lambda: job.fail(rt.stats, f"timed out after ask.timeout_s="
+                                                                 f"{rt.params.ask.timeout_s:g} s"),
+            callback_group=self._ask_group, clock=Clock(clock_type=ClockType.STEADY_TIME))
+        try:
+            rt.ask_inflight = rt.infer_pool.submit(job.run, rt.planner, rt.stats)
+        except RuntimeError:  # pool shut down by a concurrent cleanup
+            job.fail(rt.stats, "the node is shutting down")
+        fields = await done
+        self.destroy_timer(timeout)
+        self._diag_event(rt)
+        response.success, response.message = fields["success"], fields["message"]
+        response.answer, response.complete = fields["answer"], fields["complete"]
+        response.frames_stamp = time_msg(fields["frames_stamp_s"])
+        response.inference_time = duration_msg(fields["inference_time_s"])
+        return response

@@ -22,11 +22,13 @@ if TYPE_CHECKING:
 __all__ = [
     "BACKENDS",
     "DEFAULT_CAMERAS",
+    "AskParams",
     "CameraParams",
     "FallbackParams",
     "NodeParams",
     "ParameterError",
     "PlausibilityParams",
+    "RouteParams",
     "clear_declare_error",
     "declare_error",
     "declare_errors",
@@ -54,6 +56,9 @@ DEFAULT_CAMERAS: dict[str, int] = {
     "cross_right_120fov": 2,
     "front_tele_30fov": 6,
 }
+# Every camera of the PhysicalAI-AV rig (Alpamayo 1.5 takes subsets): a key with one of these names
+# gets its model camera id by default.
+KNOWN_CAMERAS: dict[str, int] = {**DEFAULT_CAMERAS, "rear_left_70fov": 3, "rear_tele_30fov": 4, "rear_right_70fov": 5}
 
 
 class ParameterError(ValueError):
@@ -97,6 +102,24 @@ class PlausibilityParams:
 
 
 @dataclass(frozen=True)
+class RouteParams:
+    """The navigation instruction input (Alpamayo 1.5)."""
+
+    topic: str = "~/route_instruction"  # std_msgs/String, transient local
+    max_age_s: float = 10.0  # an instruction older than this (node clock) is dropped
+    max_chars: int = 200
+
+
+@dataclass(frozen=True)
+class AskParams:
+    """The ~/ask question service (Alpamayo 1.5)."""
+
+    max_question_chars: int = 500
+    max_answer_tokens: int = 128
+    timeout_s: float = 30.0  # waiting behind the tick in progress included
+
+
+@dataclass(frozen=True)
 class NodeParams:
     backend: str
     model_dir: str
@@ -136,6 +159,10 @@ class NodeParams:
     latency_window: int = 200
     frame_lookahead_s: float = 0.002
     normalization_constants: str = "auto"
+    nav_guidance_weight: float = 0.0
+    noise_temperature: float = 1.0
+    route: RouteParams = field(default_factory=RouteParams)
+    ask: AskParams = field(default_factory=AskParams)
 
     @property
     def camera_ids(self) -> tuple[int, ...]:
@@ -178,6 +205,19 @@ _SPECS: dict[str, tuple[Any, str, tuple[float, float] | None, tuple[str, ...] | 
     "normalization_constants": ("auto", "action de-normalisation: auto = the checkpoint's action_space buffers "
                                 "(or recorded at export), else config.json bf16-rounded; config_bf16; config",
                                 None, NORMALIZATION_CONSTANTS),
+    "nav_guidance_weight": (0.0, "Alpamayo 1.5 navigation guidance: the expert blends (1 - w)·v_unguided + w·v_route "
+                            "(one more prefill and twice the expert batch); 0 = off; NVIDIA's demo uses 1.5",
+                            (0.0, 10.0), None),
+    "noise_temperature": (1.0, "scale of the flow-matching initial noise (Alpamayo 1.5's temperature; 1 = the R1 "
+                          "reference, NVIDIA's 1.5 navigation demo uses 0.6)", (0.05, 2.0), None),
+    "route.topic": ("~/route_instruction", "std_msgs/String navigation instruction (Alpamayo 1.5), transient local, "
+                    "e.g. 'Turn left in 40m'; '' clears it", None, None),
+    "route.max_age_s": (10.0, "a route instruction older than this (node clock) is dropped", (0.1, 3600.0), None),
+    "route.max_chars": (200, "longer route instructions are refused", (8, 1000), None),
+    "ask.max_question_chars": (500, "longer questions to ~/ask are refused", (8, 4000), None),
+    "ask.max_answer_tokens": (128, "~/ask answers stop after this many tokens", (1, 4096), None),
+    "ask.timeout_s": (30.0, "~/ask gives up after this long (waiting for the tick in progress included)",
+                      (0.1, 600.0), None),
     "max_pose_age_s": (0.1, "how far odometry may lag the cameras' t0", (0.001, 2.0), None),
     "time_jump_threshold_s": (1.0, "a camera stamp this far backwards resets the buffers", (0.01, 3600.0), None),
     "gates_enabled": (True, "input and output gates of the core", None, None),
@@ -208,8 +248,8 @@ _SPECS: dict[str, tuple[Any, str, tuple[float, float] | None, tuple[str, ...] | 
 }
 
 _CAMERA_SPECS: dict[str, tuple[Any, str, tuple[float, float] | None, tuple[str, ...] | None]] = {
-    "model_camera_id": (-1, "Alpamayo camera index (0 cross_left, 1 front_wide, 2 cross_right, 6 front_tele)",
-                        (-1, 6), None),
+    "model_camera_id": (-1, "Alpamayo camera index (0 cross_left, 1 front_wide, 2 cross_right, 3 rear_left, "
+                        "4 rear_tele, 5 rear_right, 6 front_tele)", (-1, 6), None),
     "topic": ("", "image topic", None, None),
     "transport": ("compressed", "raw (sensor_msgs/Image) or compressed (CompressedImage)", None, TRANSPORTS),
     "crop": ([0, 0, 0, 0], "x, y, width, height crop before resize; width 0 = none", None, None),
@@ -308,8 +348,8 @@ def declare_camera_parameters(node: Node, names: list[str]) -> None:
     for cam in names:
         for key, spec in _CAMERA_SPECS.items():
             default: Any = None
-            if key == "model_camera_id" and cam in DEFAULT_CAMERAS:
-                default = DEFAULT_CAMERAS[cam]
+            if key == "model_camera_id" and cam in KNOWN_CAMERAS:
+                default = KNOWN_CAMERAS[cam]
             elif key == "topic":
                 default = f"/camera/{cam}/image_raw/compressed"
             _declare(node, f"cameras.{cam}.{key}", spec, default)
@@ -337,7 +377,8 @@ def read_parameters(node: Node) -> NodeParams:
 def _check_topic_names(node: Node, params: NodeParams) -> None:
     """Topic names by rclpy's rules, expanded against the node's name and namespace (as the
     subscriptions will be): a bad one fails configure here instead of activate."""
-    named = [(f"cameras.{c.name}.topic", c.topic) for c in params.cameras] + [("odometry.topic", params.odometry_topic)]
+    named = [(f"cameras.{c.name}.topic", c.topic) for c in params.cameras] + [("odometry.topic", params.odometry_topic),
+                                                                              ("route.topic", params.route.topic)]
     for name, topic in named:
         try:
             node.resolve_topic_name(topic)
@@ -506,7 +547,21 @@ def validate(raw: dict[str, Any]) -> NodeParams:
         latency_window=int(_number(raw, "latency_window", 10, 100000)),
         frame_lookahead_s=_number(raw, "frame_lookahead_s", 0.0, 0.02),
         normalization_constants=_choice(raw, "normalization_constants", NORMALIZATION_CONSTANTS),
+        nav_guidance_weight=_ranged(raw, "nav_guidance_weight"),
+        noise_temperature=_ranged(raw, "noise_temperature"),
+        route=_route(raw),
+        ask=AskParams(max_question_chars=int(_ranged(raw, "ask.max_question_chars")),
+                      max_answer_tokens=int(_ranged(raw, "ask.max_answer_tokens")),
+                      timeout_s=_ranged(raw, "ask.timeout_s")),
     )
+
+
+def _route(raw: dict[str, Any]) -> RouteParams:
+    topic = str(raw["route.topic"]).strip()
+    if not topic:
+        raise ParameterError("route.topic", "is empty", "set the route instruction topic, e.g. ~/route_instruction")
+    return RouteParams(topic=topic, max_age_s=_ranged(raw, "route.max_age_s"),
+                       max_chars=int(_ranged(raw, "route.max_chars")))
 
 
 def default_raw(model_dir: str = "") -> dict[str, Any]:
@@ -555,6 +610,8 @@ def planner_config(params: NodeParams) -> Any:
         temperature=params.temperature,
         top_p=params.top_p,
         max_generation_length=params.max_generation_length,
+        noise_temperature=params.noise_temperature,
+        nav_guidance_weight=params.nav_guidance_weight,
     )
     pl = params.plausibility
     limits = PlausibilityLimits(max_speed_mps=pl.max_speed_mps, max_lateral_accel_mps2=pl.max_lateral_accel_mps2)

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from alpamayo_ros.core.model_config import TokenLayout
+from alpamayo_ros.core.model_config import TokenLayout, variant_from_config
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,10 @@ class ActionInProjConfig:
 
 
 PREFILL_QUERY_BLOCK = 512  # prefill queries per causal-attention block when the prompt fills the capacity
+# Default capacities that differ from RuntimeConfig's (a config.json "runtime" section overrides them).
+# Alpamayo 1.5's prompt is ~64 tokens longer (camera and frame text) plus the route span, and a guided
+# tick's unguided suffix holds the prompt's tail after the route span (~26 tokens) before the reasoning.
+VARIANT_CAPACITIES: dict[str, dict[str, int]] = {"alpamayo1_5": {"prefix_capacity": 3328, "suffix_capacity": 320}}
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,20 @@ class RuntimeConfig:
     suffix_capacity: int = 256
     max_candidates: int = 8
     config_hash: str = ""
+    model_type: str = "alpamayo_r1"  # config.json model_type (core.model_config.VARIANTS)
+
+    @property
+    def guidance(self) -> bool:
+        """The model takes a route instruction, so ticks may run navigation guidance (Alpamayo 1.5):
+        the `extend` graph exists and the expert runs up to 2 × max_candidates rows."""
+        from alpamayo_ros.core.model_config import VARIANTS
+
+        return VARIANTS[self.model_type].route
+
+    @property
+    def max_expert_rows(self) -> int:
+        """Rows of one expert_step call: K candidates, twice that with navigation guidance."""
+        return self.max_candidates * (2 if self.guidance else 1)
 
     @property
     def patches_per_image(self) -> int:
@@ -171,6 +189,9 @@ def config_from_dict(raw: dict[str, Any], **overrides: Any) -> RuntimeConfig:
         layout=layout,
         config_hash=config_hash(raw),
     )
+    variant = variant_from_config(raw)
+    kwargs["model_type"] = variant.model_type
+    kwargs.update(VARIANT_CAPACITIES.get(variant.model_type, {}))
     for name in ("prefix_capacity", "suffix_capacity", "max_candidates"):
         if name in raw.get("runtime", {}):
             kwargs[name] = int(raw["runtime"][name])

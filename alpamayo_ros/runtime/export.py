@@ -29,13 +29,23 @@ if TYPE_CHECKING:
     import onnx
     import torch
 
+# 4: the merged `text` graph (prefill + decode), weights in one external file `weights.bin` in the export
+#    dtype (`dtype`, `weights_file`), KV and image features in that dtype;
+# 3: expert_step takes a prefix mask and a row mix (navigation guidance), `extend` for Alpamayo 1.5;
 # 2: per-layer KV inputs, calls return only the new tokens' K/V (1: whole caches in and out).
-MANIFEST_FORMAT = "alpamayo_ros.onnx/2"
-GRAPH_NAMES = ("vision", "prefill", "decode", "expert_step", "sample", "text")
+MANIFEST_FORMAT = "alpamayo_ros.onnx/4"
+GRAPH_NAMES = ("vision", "prefill", "decode", "expert_step", "sample", "text", "extend")
 DTYPES = ("float32", "bfloat16", "float16")
 WEIGHTS_FILE = "weights.bin"
 WEIGHT_ALIGNMENT = 4096  # page-aligned tensors: ONNX Runtime and TensorRT may map them instead of copying
 _ONNX_DTYPE = {"float32": 1, "float16": 10, "bfloat16": 16}  # onnx.TensorProto data types
+
+
+def model_graphs(cfg: Any) -> tuple[str, ...]:
+    """The graphs a model needs: `extend` only where navigation guidance exists (a route input)."""
+    return GRAPH_NAMES if cfg.guidance else tuple(g for g in GRAPH_NAMES if g != "extend")
+
+
 OPSET = 18
 # Ops the graphs may contain (TensorRT-buildable standard ONNX); anything else fails the export.
 ALLOWED_OPS = {
@@ -97,13 +107,22 @@ def graph_io(cfg: Any, dtype: str = "float32") -> dict[str, dict[str, Any]]:
                 ["new_key", f, [L, H, "B", 1, Dh]], ["new_value", f, [L, H, "B", 1, Dh]],
             ]),
         },
-        "expert_step": {
+        "expert_step": {  # K = expert rows: the candidates, twice that with navigation guidance
             "inputs": io([
                 ["x", "float32", ["K", W, cfg.action_dim]], ["t", "float32", [1]], ["dt", "float32", [1]],
-                ["position_ids", "int64", [3, "K", W]], ["suffix_mask", "float32", ["K", Cs]],
+                ["row_mix", "float32", ["K", "K"]], ["position_ids", "int64", [3, "K", W]],
+                ["suffix_mask", "float32", ["K", Cs]], ["prefix_mask", "float32", ["K", "P"]],
                 *_layer_io(L, H, Dh, Cs, "K", f),
             ]),
             "outputs": io([["x_next", "float32", ["K", W, cfg.action_dim]]]),
+        },
+        "extend": {
+            "inputs": io([
+                ["input_ids", "int64", ["B", "T"]], ["position_ids", "int64", [3, "B", "T"]],
+                ["prefix_mask", "float32", [1, "P"]], ["own_mask", "float32", ["B", "T", "T"]],
+                *[row for row in _layer_io(L, H, Dh, Cs, "B", f) if row[0].startswith("prefix")],
+            ]),
+            "outputs": io([["new_key", f, [L, H, "B", "T", Dh]], ["new_value", f, [L, H, "B", "T", Dh]]]),
         },
         "sample": {
             "inputs": io([
@@ -112,14 +131,16 @@ def graph_io(cfg: Any, dtype: str = "float32") -> dict[str, dict[str, Any]]:
             ]),
             "outputs": io([["token_ids", "int64", ["B"]], ["covered", "bool", ["B"]]]),
         },
-        "text": {  # prefill (B = 1, T = prompt, P = 0) and decode (T = 1, M = 0) in one graph
+        # prefill (B = 1, Q = the prompt, P = 0) and decode (Q = 1, M = 0) in one graph; Q (new tokens per
+        # row) is not extend's T: the two have different profile ranges
+        "text": {
             "inputs": io([
-                ["input_ids", "int64", ["B", "T"]], ["position_ids", "int64", [3, "B", "T"]], *images,
+                ["input_ids", "int64", ["B", "Q"]], ["position_ids", "int64", [3, "B", "Q"]], *images,
                 ["suffix_mask", "float32", ["B", Cs]], *_layer_io(L, H, Dh, Cs, "B", f),
             ]),
             "outputs": io([
                 ["logits", "float32", ["B", t.vocab_size]],
-                *[[name, f, [H, "B", "T", Dh]] for name in prefill_kv_output_names(L)],
+                *[[name, f, [H, "B", "Q", Dh]] for name in prefill_kv_output_names(L)],
             ]),
         },
     }
@@ -158,8 +179,13 @@ def _example_inputs(name: str, cfg: Any, dtype: str = "float32") -> tuple[Any, .
         n = 5
         return (torch.randint(0, 100, (b, n)), torch.arange(n).repeat(3, b, 1) + p, *images, torch.zeros(b, Cs),
                 *kv(p, b))
-    return (randn(b, W, cfg.action_dim, dt=torch.float32), torch.tensor([0.1]), torch.tensor([0.1]),
-            torch.full((3, b, W), 40), torch.zeros(b, Cs), *kv(p, b))
+    if name == "extend":
+        n = 5
+        return (torch.randint(0, 100, (b, n)), torch.full((3, b, n), 30), torch.zeros(1, p), torch.zeros(b, n, n),
+                *kv(p, b)[:2])
+    k = 4  # expert rows: distinct from B (row_mix is K x K)
+    return (randn(k, W, cfg.action_dim, dt=torch.float32), torch.tensor([0.1]), torch.tensor([0.1]), torch.eye(k),
+            torch.full((3, k, W), 40), torch.zeros(k, Cs), torch.zeros(k, p), *kv(p, k))
 
 
 def _dynamic_shapes(name: str, cfg: Any) -> dict[str, Any]:
@@ -181,16 +207,21 @@ def _dynamic_shapes(name: str, cfg: Any) -> dict[str, Any]:
     # the text graph's prefill has no prefix yet (P = 0) and its decode no image (M = 0): empty tensors
     p = Dim("P", min=0 if name == "text" else 2, max=1 << 16)
     batch = "K" if name == "expert_step" else "B"
-    b = Dim(batch, min=1, max=64)
+    b = Dim(batch, min=1, max=128)
     prefix, suffix = [{1: p}] * layers, [{1: b}] * layers
     kv = {"prefix_keys": prefix, "prefix_values": prefix, "suffix_keys": suffix, "suffix_values": suffix}
     if name == "decode":
         return {"input_ids": {0: b}, "position_ids": {1: b}, "suffix_mask": {0: b}, **kv}
     if name == "text":
-        t, m = Dim("T", min=1, max=1 << 16), Dim("M", min=0, max=1 << 16)
-        return {"input_ids": {0: b, 1: t}, "position_ids": {1: b, 2: t}, "image_embeds": {0: m},
+        q, m = Dim("Q", min=1, max=1 << 16), Dim("M", min=0, max=1 << 16)
+        return {"input_ids": {0: b, 1: q}, "position_ids": {1: b, 2: q}, "image_embeds": {0: m},
                 "deepstack_embeds": {1: m}, "image_token_index": {0: m}, "suffix_mask": {0: b}, **kv}
-    return {"x": {0: b}, "t": None, "dt": None, "position_ids": {1: b}, "suffix_mask": {0: b}, **kv}
+    if name == "extend":
+        t = Dim("T", min=1, max=1 << 12)
+        return {"input_ids": {0: b, 1: t}, "position_ids": {1: b, 2: t}, "prefix_mask": {1: p},
+                "own_mask": {0: b, 1: t, 2: t}, "prefix_keys": prefix, "prefix_values": prefix}
+    return {"x": {0: b}, "t": None, "dt": None, "row_mix": {0: b, 1: b}, "position_ids": {1: b},
+            "suffix_mask": {0: b}, "prefix_mask": {0: b, 1: p}, **kv}
 
 
 def check_standard_ops(path: str | Path | onnx.ModelProto) -> list[str]:
@@ -449,11 +480,12 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path | None = None, graphs
     weight_files(root)  # fail before tracing when there are no weights
     cfg = load_config(root)
     model = traceable_model(cfg, dtype)
-    names = graphs or GRAPH_NAMES
+    names = graphs or model_graphs(cfg)
     io = graph_io(cfg, dtype)
     manifest: dict[str, Any] = {
         "format": MANIFEST_FORMAT, "opset": OPSET, "config_hash": cfg.config_hash,
         "weights_hash": weights_fingerprint(root), "dtype": dtype, "weights_file": WEIGHTS_FILE,
+        "model_type": cfg.model_type, "navigation_guidance": cfg.guidance,
         "prefix_capacity": cfg.prefix_capacity, "suffix_capacity": cfg.suffix_capacity, "max_batch": max_batch,
         "image_grid_thw": list(cfg.image_grid_thw), "prefill_query_blocks": cfg.prefill_query_blocks,
         # the action de-normalisation the graphs' outputs need, for engines that travel without the weights
@@ -481,8 +513,9 @@ def check_manifest_format(path: Path, found: Any) -> None:
     """A manifest of another format (an export by an older version) is a clear error naming the fix."""
     if found != MANIFEST_FORMAT:
         raise ValueError(
-            f"{path}: format {found!r}, this version reads {MANIFEST_FORMAT!r} (graphs with per-layer KV inputs "
-            f"that return only the new tokens' K/V); re-export with `alpamayo-ros export-onnx <model_dir>`"
+            f"{path}: format {found!r}, this version reads {MANIFEST_FORMAT!r} (per-layer KV inputs, an expert_step "
+            f"with a prefix mask and a row mix for navigation guidance, the merged text graph, the weights in one "
+            f"external file in the export dtype); re-export with `alpamayo-ros export-onnx <model_dir>`"
         )
 
 
@@ -518,16 +551,17 @@ def manifest_normalization(manifest: dict[str, Any], path: str | Path) -> Normal
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    ap = argparse.ArgumentParser(prog="export-onnx", description="Export the Alpamayo-R1 ONNX graph family")
+    ap = argparse.ArgumentParser(prog="export-onnx", description="Export the Alpamayo ONNX graph family")
     ap.add_argument("model_dir")
     ap.add_argument("--out", default=None, help="output directory (default: MODEL_DIR/onnx)")
     ap.add_argument("--max-batch", type=int, default=8)
     ap.add_argument("--dtype", choices=DTYPES, default="float32",
                     help="weights and activations: float32 for ONNX Runtime on a CPU (default), the checkpoint's "
                          "bfloat16 (or float16) for TensorRT")
-    ap.add_argument("--graphs", default=",".join(GRAPH_NAMES), help="comma-separated subset of %(default)s")
+    ap.add_argument("--graphs", default="", help=f"comma-separated subset of {','.join(GRAPH_NAMES)} (default: "
+                    "every graph the model needs; `extend` exists for models with navigation guidance)")
     args = ap.parse_args(argv)
-    graphs = tuple(g for g in args.graphs.split(",") if g)
+    graphs = tuple(g for g in args.graphs.split(",") if g) or None
     manifest = export_onnx(args.model_dir, args.out, graphs=graphs, max_batch=args.max_batch, dtype=args.dtype)
     for name, secs in manifest["export_seconds"].items():
         print(f"{name}: exported in {secs} s")

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from alpamayo_ros.core.backend import BackendIdentity, BackendOutput, SamplingRequest
+from alpamayo_ros.core.backend import AnswerOutput, BackendIdentity, BackendOutput, SamplingRequest
 from alpamayo_ros.core.model_inputs import ModelInputs
 from alpamayo_ros.core.tokenizer import AlpamayoTokenizer
 from alpamayo_ros.runtime.executor import GraphExecutor
@@ -51,6 +52,11 @@ class GraphBackend:
         if request.shared_reasoning and self.orchestrator.mode != "shared_reasoning":
             return self._with_mode("shared_reasoning", inputs, request, noise)
         return self.orchestrator.run(inputs, request, noise)
+
+    def answer(self, inputs: ModelInputs, request: SamplingRequest, max_new_tokens: int,
+               cancelled: Callable[[], bool] | None = None) -> AnswerOutput:
+        """A question over a tick's frames (the question prompt, core.model_inputs.build_question_inputs)."""
+        return self.orchestrator.answer(inputs, request, max_new_tokens, cancelled)
 
     def _with_mode(self, mode: str, inputs: ModelInputs, request: SamplingRequest, noise: np.ndarray | None
                    ) -> BackendOutput:

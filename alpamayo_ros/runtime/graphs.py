@@ -1,4 +1,5 @@
-"""The ONNX graph family (docs/runtime.md §3): vision, prefill, decode, expert_step.
+"""The ONNX graph family (docs/runtime.md §3): vision, prefill, decode, expert_step, sample, text
+(prefill and decode in one graph), and for models with navigation guidance (Alpamayo 1.5) extend.
 
 These modules are what `export.py` writes to ONNX and what the torch executor runs, so both
 backends execute the same computation. KV caches cross the graph boundary one layer at a time and
@@ -85,9 +86,10 @@ def _cache_parts(
     suffix_mask: torch.Tensor,  # (B, Cs)
     own_key: torch.Tensor,  # (B, Hkv, T, Dh) as projected
     own_value: torch.Tensor,
+    prefix_mask: torch.Tensor | None = None,  # (B, P): the expert's unguided rows hide the route span
 ) -> list[KVPart]:
     return [
-        KVPart(prefix_key, prefix_value),  # the whole prompt is visible: no mask
+        KVPart(prefix_key, prefix_value, prefix_mask),  # decode: the whole prompt is visible, no mask
         KVPart(suffix_key, suffix_value, suffix_mask),
         KVPart(head_major(own_key), head_major(own_value)),
     ]
@@ -136,7 +138,7 @@ def expert_query_block(cfg) -> int:
     (Hq × K_max × block × (Cp + Cs + W) fp32) stays under SCORE_BLOCK_BYTES. Bounded temporaries are
     reused by the allocator instead of mapped fresh (page faults) every call."""
     e, w = cfg.expert, cfg.n_waypoints
-    per_token = 4 * e.num_attention_heads * cfg.max_candidates * (cfg.prefix_capacity + cfg.suffix_capacity + w)
+    per_token = 4 * e.num_attention_heads * cfg.max_expert_rows * (cfg.prefix_capacity + cfg.suffix_capacity + w)
     block = w
     while block > 1 and (block * per_token > SCORE_BLOCK_BYTES or w % block):
         block //= 2
@@ -144,7 +146,14 @@ def expert_query_block(cfg) -> int:
 
 
 class ExpertStepGraph(nn.Module):
-    """x_next = x + dt · v(x, t) for K candidates, reading prefix + suffix KV (read only)."""
+    """x_next = x + dt · M·v(x, t) for R rows, reading prefix + suffix KV (read only).
+
+    R = K candidates, or 2K with navigation guidance (Alpamayo 1.5): rows [0, K) read the prompt with the
+    route instruction and their reasoning, rows [K, 2K) the same x over the prompt without it (the
+    route span hidden by `prefix_mask`, their own suffix). `row_mix` M (R, R) blends the velocities:
+    the identity without guidance (exactly v), [[w·I, (1 − w)·I], [w·I, (1 − w)·I]] with guidance, so both
+    halves stay equal to x + dt·((1 − w)·v_unguided + w·v_route). Elementwise (no MatMul: no TF32).
+    """
 
     def __init__(self, model: AlpamayoR1) -> None:
         super().__init__()
@@ -155,25 +164,66 @@ class ExpertStepGraph(nn.Module):
 
     def forward(
         self,
-        x: torch.Tensor,  # (K, W, 2)
+        x: torch.Tensor,  # (R, W, 2)
         t: torch.Tensor,  # (1,)
         dt: torch.Tensor,  # (1,)
-        position_ids: torch.Tensor,  # (3, K, W)
-        suffix_mask: torch.Tensor,  # (K, Cs)
+        row_mix: torch.Tensor,  # (R, R)
+        position_ids: torch.Tensor,  # (3, R, W)
+        suffix_mask: torch.Tensor,  # (R, Cs)
+        prefix_mask: torch.Tensor,  # (R, P)
         prefix_keys: list[torch.Tensor],  # L × (Hkv, P, Dh)
         prefix_values: list[torch.Tensor],
-        suffix_keys: list[torch.Tensor],  # L × (Hkv, K, Cs, Dh)
+        suffix_keys: list[torch.Tensor],  # L × (Hkv, R, Cs, Dh)
         suffix_values: list[torch.Tensor],
     ) -> torch.Tensor:
-        h = self.action_in_proj(x, t)  # (K, W, E)
+        h = self.action_in_proj(x, t)  # (R, W, E)
         cos, sin = self.expert.rotary(position_ids)
         for i, layer in enumerate(self.expert.layers):
             q, k, v = layer.project_qkv(h, cos, sin)
-            parts = _cache_parts(prefix_keys[i], prefix_values[i], suffix_keys[i], suffix_values[i], suffix_mask, k, v)
+            parts = _cache_parts(prefix_keys[i], prefix_values[i], suffix_keys[i], suffix_values[i], suffix_mask, k, v,
+                                 prefix_mask)
             blocks = [cached_attention(q[:, :, j:j + self.query_block], parts, layer.self_attn.scaling)
                       for j in range(0, q.shape[2], self.query_block)]  # rows are independent: W/block blocks
             h = layer.finish(h, blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=1))
-        return x + dt * self.action_out_proj(self.expert.norm(h)).float()
+        v = self.action_out_proj(self.expert.norm(h)).float()  # (R, W, 2)
+        return x + dt * (row_mix[:, :, None, None] * v[None]).sum(1)
+
+
+class ExtendGraph(nn.Module):
+    """K/V of T new tokens per row over the shared prompt prefix, causal among themselves (navigation
+    guidance: the unguided prompt's tail and each candidate's sampled reasoning, one call).
+
+    `prefix_mask` (1, P) hides prefix columns (the route span and what follows it), `own_mask` (B, T, T)
+    is causal and hides padding tokens (a row that finished early), as the reference's attention mask.
+    Returns the new tokens' K/V (L, Hkv, B, T, Dh); no logits.
+    """
+
+    def __init__(self, model: AlpamayoR1) -> None:
+        super().__init__()
+        self.text = model.text
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,  # (B, T)
+        position_ids: torch.Tensor,  # (3, B, T)
+        prefix_mask: torch.Tensor,  # (1, P)
+        own_mask: torch.Tensor,  # (B, T, T)
+        prefix_keys: list[torch.Tensor],  # L × (Hkv, P, Dh)
+        prefix_values: list[torch.Tensor],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.text.embed_tokens(input_ids)  # (B, T, D)
+        cos, sin = self.text.rotary(position_ids)
+        new_k, new_v = [], []
+        last = len(self.text.layers) - 1
+        for i, layer in enumerate(self.text.layers):
+            q, k, v = layer.project_qkv(h, cos, sin)
+            parts = [KVPart(prefix_keys[i], prefix_values[i], prefix_mask),
+                     KVPart(head_major(k), head_major(v), own_mask)]
+            if i < last:  # the last layer's output feeds nothing: only its K/V are wanted
+                h = layer.finish(h, cached_attention(q, parts, layer.self_attn.scaling))
+            new_k.append(parts[1].key)
+            new_v.append(parts[1].value)
+        return torch.stack(new_k), torch.stack(new_v)
 
 
 SAMPLE_WINDOW = 2048  # top-k window of the sampling graph (TensorRT's TopK allows k ≤ 3840)
@@ -285,4 +335,5 @@ GRAPH_CLASSES = {
     "expert_step": ExpertStepGraph,
     "sample": SampleGraph,
     "text": TextGraph,
+    "extend": ExtendGraph,
 }

@@ -18,7 +18,7 @@ import numpy as np
 
 from alpamayo_ros.core.action_space import ActionSpaceConfig, traj_to_action
 from alpamayo_ros.core.backend import BackendIdentity, BackendOutput, SamplingRequest
-from alpamayo_ros.core.flow_matching import FlowMatchingSampler, make_noise
+from alpamayo_ros.core.flow_matching import FlowMatchingSampler, initial_noise
 from alpamayo_ros.core.history_tokens import HistoryTokenizerConfig
 from alpamayo_ros.core.model_config import TokenLayout, load_model_dir_config
 from alpamayo_ros.runtime.weights import config_normalization, resolve_normalization
@@ -119,7 +119,8 @@ class KinematicBackend:
         fut_xyz, fut_rot = constant_turn_future(speed, curvature, n)
         target = traj_to_action(hist_xyz, hist_rot, fut_xyz, fut_rot, self.action_cfg).astype(np.float32)
         k = request.num_candidates
-        x0 = make_noise(k, request.seed, (n, 2)) if noise is None else np.asarray(noise, dtype=np.float32)
+        x0 = (initial_noise(k, request.seed, (n, 2), request.noise_temperature) if noise is None
+              else np.asarray(noise, dtype=np.float32))
         targets = target[None] + np.float32(self.spread) * x0
 
         def velocity(x: np.ndarray, t: float) -> np.ndarray:

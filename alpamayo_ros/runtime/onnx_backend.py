@@ -77,7 +77,9 @@ class OnnxRuntimeExecutor(GraphExecutor):
         opts.enable_cpu_mem_arena = cpu_mem_arena
         self.heap_retained = retain_heap and retain_freed_memory()
         self.sessions = {}
-        for name in GRAPHS:
+        # extend: navigation guidance (exported for models that take a route, Alpamayo 1.5; optional)
+        wanted = (*GRAPHS, "extend") if config.guidance and "extend" in manifest["graphs"] else GRAPHS
+        for name in wanted:
             if name not in manifest["graphs"]:
                 raise FileNotFoundError(
                     f"{root}/manifest.json has no '{name}' graph; re-export with `alpamayo-ros export-onnx <model_dir>`"
@@ -87,6 +89,7 @@ class OnnxRuntimeExecutor(GraphExecutor):
                 raise FileNotFoundError(f"{path} missing; re-export with `alpamayo-ros export-onnx <model_dir>`")
             self.sessions[name] = ort.InferenceSession(str(path), opts, providers=providers or ["CPUExecutionProvider"])
         self.kv = HostKVCache(config)
+        self.supports_guidance = "extend" in self.sessions
 
     def encode_images(self, pixel_rows: np.ndarray) -> list[ImageFeatures]:
         emb, ds = self.sessions["vision"].run(None, {"pixel_rows": np.ascontiguousarray(pixel_rows, dtype=np.float32)})
@@ -106,7 +109,7 @@ class OnnxRuntimeExecutor(GraphExecutor):
                 binding.bind_output(f"new_{kind}_{i}", "cpu", 0, np.float32, list(layer.shape), layer.ctypes.data)
         session.run_with_iobinding(binding)
         self.kv.set_prefix(p)
-        return binding.copy_outputs_to_cpu()[0][0]
+        return binding.get_outputs()[0].numpy()[0]  # the logits only (copy_outputs_to_cpu would copy the K/V too)
 
     def start_decode(self, batch: int) -> None:
         self.kv.batch = batch
@@ -119,13 +122,24 @@ class OnnxRuntimeExecutor(GraphExecutor):
         self.kv.write_suffix(write_index, new_key, new_value)
         return logits
 
-    def run_expert(self, x0, steps, position_ids, suffix_mask) -> np.ndarray:
-        k = x0.shape[0]
+    def extend(self, input_ids, position_ids, prefix_mask, own_mask) -> None:
+        if "extend" not in self.sessions:
+            super().extend(input_ids, position_ids, prefix_mask, own_mask)
+        feeds = {"input_ids": np.asarray(input_ids, dtype=np.int64), "position_ids": position_ids,
+                 "prefix_mask": prefix_mask, "own_mask": own_mask}
+        prefix = {name: value for name, value in self.kv.feeds().items() if name.startswith("prefix_")}
+        keys, values = self.sessions["extend"].run(None, {**feeds, **prefix})
+        self.kv.write_unguided(keys, values)
+
+    def run_expert(self, x0, steps, position_ids, suffix_mask, prefix_mask=None, row_mix=None) -> np.ndarray:
+        r = x0.shape[0]
+        k, prefix_mask, row_mix = self.expert_extras(r, self.kv.prefix_len, prefix_mask, row_mix)
         if self.kv.batch != k:  # shared reasoning: one suffix row for K candidates (the prefix is never copied)
-            self.count("suffix_kv_copies", k - 1)
+            self.count("suffix_kv_copies", k - self.kv.batch)
         x = np.ascontiguousarray(x0, dtype=np.float32)
         sess = self.sessions["expert_step"]
-        feeds = {"position_ids": position_ids, "suffix_mask": suffix_mask, **self.kv.feeds(k)}
+        feeds = {"position_ids": position_ids, "suffix_mask": suffix_mask, "prefix_mask": prefix_mask,
+                 "row_mix": row_mix, **self.kv.feeds(k, r)}
         for t, dt in steps:
             (x,) = sess.run(None, {**feeds, "x": x, "t": np.array([t], dtype=np.float32),
                                    "dt": np.array([dt], dtype=np.float32)})

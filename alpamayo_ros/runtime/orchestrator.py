@@ -4,19 +4,27 @@ vision cache -> one prefill -> K candidates decoding as one batch over the share
 expert Euler loop over the KV in place. All decisions (which images are new, sampling, the stop
 rule, positions, masks, noise) are made here in numpy with core's functions, so executors that
 compute the same logits produce the same tokens.
+
+Navigation guidance (Alpamayo 1.5, `SamplingRequest.nav_guidance_weight` with a route in the prompt):
+the reference re-prefills the prompt without its route span and runs the sampled reasoning over it.
+The two prompts are identical up to the route span (every image and the history come before it), so
+that head's K/V are the prefill's own: one `extend` call computes only the unguided prompt's tail and
+each candidate's reasoning over the head (the route span hidden), and the expert runs both branches as
+one batch of 2K rows, blending (1 − w)·v_unguided + w·v_route in the graph. `answer` is the question
+prompt's generation (Alpamayo 1.5 VQA) over the same cached image embeddings.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from alpamayo_ros.core.backend import BackendOutput, SamplingRequest
-from alpamayo_ros.core.flow_matching import FlowMatchingSampler, make_noise
+from alpamayo_ros.core.backend import AnswerOutput, BackendOutput, SamplingRequest
+from alpamayo_ros.core.flow_matching import FlowMatchingSampler, initial_noise
 from alpamayo_ros.core.rope import decode_positions, expert_offsets
 from alpamayo_ros.core.sampling import (
     StopRule,
@@ -222,12 +230,69 @@ class Orchestrator:
         suffix_mask = np.where(slots < visible[:, None], 0.0, MASK_VALUE).astype(np.float32)
         return positions, suffix_mask
 
+    def guidance_inputs(self, inputs: ModelInputs, gen: GenerationResult, k: int, weight: float,
+                        expert: tuple[np.ndarray, np.ndarray], stats: TickStats
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The unguided branch: `extend` its K/V, then the expert inputs of both branches (2K rows).
+
+        Returns positions (3, 2K, W), suffix mask (2K, Cs), prefix mask (2K, P) and row mix (2K, 2K).
+        """
+        cfg, lay = self.config, self.config.layout
+        assert inputs.unguided is not None
+        ids_a = np.asarray(inputs.input_ids, dtype=np.int64)
+        ids_b = np.asarray(inputs.unguided.input_ids, dtype=np.int64)
+        p_a, p_b = ids_a.shape[0], ids_b.shape[0]
+        differ = np.flatnonzero(ids_a[:p_b] != ids_b)
+        if not differ.size or not np.array_equal(ids_a[p_a - (p_b - differ[0]):], ids_b[differ[0]:]):
+            raise InputError("the unguided prompt is not the prompt without a span: cannot guide by the route")
+        head, tail = int(differ[0]), ids_b[differ[0]:]  # head: identical tokens and positions in both prompts
+        out_ids = gen.output_ids(lay)  # the reference forwards these (pad after <|traj_future_start|>)
+        n = out_ids.shape[1]
+        offsets, _ = expert_offsets(np.concatenate([np.broadcast_to(ids_a, (len(out_ids), p_a)), out_ids], 1),
+                                    lay.traj_future_start)
+        seen = np.minimum(offsets - p_a, n)  # reasoning tokens the unguided expert rows see (all n without EOS)
+        t_gen, t = int(seen.max()), tail.shape[0] + int(seen.max())
+        if t > cfg.suffix_capacity:
+            raise InputError(f"navigation guidance needs {t} suffix slots (the prompt's {tail.shape[0]}-token tail "
+                             f"after the route + {t_gen} reasoning tokens), runtime.suffix_capacity is "
+                             f"{cfg.suffix_capacity}; raise it in config.json or lower max_generation_length")
+        rows = out_ids.shape[0]
+        tokens = np.concatenate([np.broadcast_to(tail, (rows, tail.shape[0])), out_ids[:, :t_gen]], axis=1)
+        pos = np.empty((3, rows, t), dtype=np.int64)
+        pos[:, :, : tail.shape[0]] = np.asarray(inputs.unguided.position_ids)[:, None, head:]
+        pos[:, :, tail.shape[0]:] = decode_positions(p_b, int(inputs.rope_delta), t_gen)
+        hidden = np.zeros((rows, t), dtype=bool)
+        hidden[:, tail.shape[0]:] = out_ids[:, :t_gen] == lay.pad  # as the reference's attention mask
+        causal = np.arange(t)[None, :] <= np.arange(t)[:, None]
+        own = np.where(causal[None] & ~hidden[:, None, :], 0.0, MASK_VALUE).astype(np.float32)
+        prefix_mask = np.where(np.arange(p_a) < head, 0.0, MASK_VALUE).astype(np.float32)[None]
+        t0 = time.perf_counter()
+        self.executor.extend(tokens, pos, prefix_mask, own)
+        stats.time("guidance_extend", time.perf_counter() - t0)
+        stats.add("extend_calls")
+        stats.add("extend_tokens", rows * t)
+        positions, suffix_mask = expert
+        if rows != k:  # shared reasoning: one reasoning row for the K candidates
+            seen = np.repeat(seen, k)
+        slots = np.arange(cfg.suffix_capacity)[None, :]
+        unguided_mask = np.where(slots < tail.shape[0] + seen[:, None], 0.0, MASK_VALUE).astype(np.float32)
+        eye = np.eye(k, dtype=np.float32)
+        mix = np.block([[weight * eye, (1.0 - weight) * eye], [weight * eye, (1.0 - weight) * eye]])
+        return (np.concatenate([positions, positions - (p_a - p_b)], axis=1),
+                np.concatenate([suffix_mask, unguided_mask]),
+                np.concatenate([np.zeros((k, p_a), np.float32), np.repeat(prefix_mask, k, axis=0)]),
+                mix.astype(np.float32))
+
     # ------------------------------------------------------------------ the tick
     def run(self, inputs: ModelInputs, request: SamplingRequest, noise: np.ndarray | None = None) -> BackendOutput:
         cfg = self.config
         k = request.num_candidates
+        guided = request.nav_guidance_weight > 0.0 and inputs.unguided is not None
         if k > cfg.max_candidates:
             raise InputError(f"num_candidates={k} exceeds the backend's max_candidates={cfg.max_candidates}")
+        if guided and not self.executor.supports_guidance:
+            raise InputError(f"navigation guidance needs the `extend` graph, which {self.executor.name} does not have "
+                             "(an Alpamayo 1.5 export or engine build has it); set nav_guidance_weight to 0")
         if request.max_generation_length > cfg.suffix_capacity + 1:
             raise InputError(
                 f"max_generation_length={request.max_generation_length} exceeds suffix_capacity+1="
@@ -243,10 +308,18 @@ class Orchestrator:
         batch = 1 if self.mode == "shared_reasoning" else k
         gen = self.generate(logits, prompt_ids.shape[0], int(inputs.rope_delta), batch, request, stats)
         positions, suffix_mask = self.expert_inputs(gen, prompt_ids, int(inputs.rope_delta), k)
-        x0 = make_noise(k, request.seed, (cfg.n_waypoints, cfg.action_dim)) if noise is None else noise
+        shape = (cfg.n_waypoints, cfg.action_dim)
+        x0 = initial_noise(k, request.seed, shape, request.noise_temperature) if noise is None else noise
+        x0 = np.asarray(x0, dtype=np.float32)
+        guidance: tuple[np.ndarray, ...] = ()  # (prefix mask, row mix) of the 2K guided rows
+        if guided:
+            positions, suffix_mask, *masks = self.guidance_inputs(
+                inputs, gen, k, request.nav_guidance_weight, (positions, suffix_mask), stats)
+            guidance = tuple(masks)
+            x0 = np.concatenate([x0, x0])  # both branches start from the same noise and stay equal
         steps = FlowMatchingSampler(request.num_diffusion_steps).steps()
         t0 = time.perf_counter()
-        actions = self.executor.run_expert(np.asarray(x0, dtype=np.float32), steps, positions, suffix_mask)
+        actions = self.executor.run_expert(x0, steps, positions, suffix_mask, *guidance)[:k]
         stats.time("expert", time.perf_counter() - t0)
         stats.add("expert_steps", len(steps))
         stats.counters.update(self.executor.take_counters())
@@ -260,7 +333,49 @@ class Orchestrator:
         stats.time("tick", time.perf_counter() - t_tick)
         stats.counters["decode_steps"] = int(gen.tokens.shape[1])
         return BackendOutput(actions=np.asarray(actions, dtype=np.float32), reasoning=texts, generated_ids=ids,
-                             timings_s=stats.timings_s, counters=stats.counters)
+                             timings_s=stats.timings_s, counters=stats.counters,
+                             nav_guidance_weight=request.nav_guidance_weight if guided else 0.0)
+
+    # ------------------------------------------------------------------ questions
+    def answer(self, inputs: ModelInputs, request: SamplingRequest, max_new_tokens: int,
+               cancelled: Callable[[], bool] | None = None) -> AnswerOutput:
+        """Alpamayo 1.5's `generate_text` on the question prompt: one row, the request's temperature and
+        top-p without the `<i*>` mask (the reference sets no logits processor), until `<|answer_end|>`,
+        an end of turn (`<|im_end|>`, `<|endoftext|>`), `max_new_tokens` or `cancelled()`.
+
+        The answer is the text before `<|answer_end|>` (the reference's extraction), special tokens
+        dropped; `complete` says whether the model closed it.
+        """
+        cfg, lay, ex = self.config, self.config.layout, self.executor
+        stats = TickStats()
+        t_all = time.perf_counter()
+        feats = self.vision_cache.features(inputs.images, ex, stats)
+        ids = np.asarray(inputs.input_ids, dtype=np.int64)
+        logits = self._prefill(inputs, feats, stats)
+        limit = max(1, min(max_new_tokens, cfg.suffix_capacity + 1))
+        answer_end = lay.special_id("answer_end")
+        stops = {answer_end, lay.im_end, lay.pad}
+        rng = sampling_rng(request)
+        suffix_mask = np.full((1, cfg.suffix_capacity), MASK_VALUE, dtype=np.float32)
+        ex.start_decode(1)
+        tokens = [int(self._sample_text(logits[None], request, rng)[0])]
+        while tokens[-1] not in stops and len(tokens) < limit and not (cancelled is not None and cancelled()):
+            i = len(tokens) - 1
+            if i:
+                suffix_mask[:, i - 1] = 0.0
+            pos = decode_positions(ids.shape[0] + i, int(inputs.rope_delta))
+            tokens.append(int(self._sample_text(ex.decode(np.array(tokens[-1:]), pos, i, suffix_mask), request, rng)[0]))
+        stats.time("answer", time.perf_counter() - t_all)
+        end = next((j for j, tok in enumerate(tokens) if tok in stops), len(tokens))
+        text = self.tokenizer.decode(tokens[:end], skip_special_tokens=True).strip()
+        return AnswerOutput(text=text, complete=end < len(tokens) and tokens[end] == answer_end,
+                            num_tokens=len(tokens), timings_s=stats.timings_s)
+
+    @staticmethod
+    def _sample_text(logits: np.ndarray, request: SamplingRequest, rng: np.random.Generator) -> np.ndarray:
+        if request.temperature == 0.0:
+            return np.asarray(logits, dtype=np.float32).reshape(1, -1).argmax(axis=1)
+        return sample_tokens(logits, rng, request.temperature, request.top_p)
 
     def reasoning_texts(self, prompt_ids: np.ndarray, tokens: np.ndarray) -> list[str]:
         """CoC per row of the output ids: decode the sequence with specials, text between <|cot_start|> and

@@ -88,10 +88,11 @@ class CalibrationRecorder(GraphExecutor):
         self._steps = 0
         return logits
 
-    def _kv_feeds(self, rows: int | None = None) -> Feeds:
-        """The per-layer KV inputs as the graph reads them now; prefixes from this tick's copy."""
+    def _kv_feeds(self, k: int | None = None, r: int | None = None) -> Feeds:
+        """The per-layer KV inputs as the graph reads them now (decode, or an expert_step of r rows for k
+        candidates); prefixes from this tick's copy."""
         feeds = {}
-        for name, value in self.inner.kv.feeds(rows).items():
+        for name, value in self.inner.kv.feeds(k, r).items():
             part, kind, layer = name.split("_")
             feeds[name] = self._prefix[kind][int(layer)] if part == "prefix" else value.copy()
         return feeds
@@ -114,17 +115,27 @@ class CalibrationRecorder(GraphExecutor):
         self._steps += 1
         return self.inner.decode(token_ids, position_ids, write_index, suffix_mask)
 
-    def run_expert(self, x0: Any, steps: Any, position_ids: Any, suffix_mask: Any) -> np.ndarray:
+    @property
+    def supports_guidance(self) -> bool:  # type: ignore[override]
+        return bool(self.inner.supports_guidance)
+
+    def extend(self, input_ids: Any, position_ids: Any, prefix_mask: Any, own_mask: Any) -> None:
+        self.inner.extend(input_ids, position_ids, prefix_mask, own_mask)  # not calibrated: `extend` stays as is
+
+    def run_expert(self, x0: Any, steps: Any, position_ids: Any, suffix_mask: Any, prefix_mask: Any = None,
+                   row_mix: Any = None) -> np.ndarray:
         if self._want("expert_step"):  # every Euler step's input, from the fp32 expert itself
-            kv = self._kv_feeds(int(x0.shape[0]))
+            r = int(x0.shape[0])
+            k, seen, mix = self.expert_extras(r, self.inner.kv.prefix_len, prefix_mask, row_mix)
+            kv = self._kv_feeds(k, r)
             session, x = self.inner.sessions["expert_step"], np.ascontiguousarray(x0, np.float32)
             for t, dt in steps:
-                feeds = {"x": x, "t": np.array([t], np.float32), "dt": np.array([dt], np.float32),
+                feeds = {"x": x, "t": np.array([t], np.float32), "dt": np.array([dt], np.float32), "row_mix": mix,
                          "position_ids": np.asarray(position_ids, np.int64), "suffix_mask": np.asarray(suffix_mask),
-                         **kv}
+                         "prefix_mask": seen, **kv}
                 self.feeds["expert_step"].append(feeds)
                 (x,) = session.run(None, feeds)
-        return self.inner.run_expert(x0, steps, position_ids, suffix_mask)
+        return self.inner.run_expert(x0, steps, position_ids, suffix_mask, prefix_mask, row_mix)
 
     def take_counters(self) -> dict[str, int]:
         return self.inner.take_counters()

@@ -5,6 +5,10 @@ concatenation, the expert attends over `[cache ; own tokens]` with the spec's ad
 (`core.rope.expert_positions_and_mask`), and the result goes through `action_to_traj`. Sampling,
 the stop rule and the noise are the same numpy code the orchestrator uses, so every backend can
 be compared with this token for token.
+
+Alpamayo 1.5's navigation guidance is NVIDIA's `sample_trajectories_from_data_with_vlm_rollout_cfg_nav`
+written out: the prompt without the route span prefilled in full, the sampled reasoning forwarded over
+it (padding masked), the expert on both caches, velocities blended; `answer` is its `generate_text`.
 """
 
 from __future__ import annotations
@@ -22,10 +26,10 @@ from alpamayo_ros.core.action_space import (
     action_to_traj,
 )
 from alpamayo_ros.core.backend import SamplingRequest
-from alpamayo_ros.core.flow_matching import FlowMatchingSampler, make_noise
+from alpamayo_ros.core.flow_matching import FlowMatchingSampler, initial_noise
 from alpamayo_ros.core.rope import decode_positions, expert_offsets, expert_positions_and_mask
-from alpamayo_ros.core.sampling import extract_reasoning, replace_padding_after_eos
-from alpamayo_ros.runtime.modeling.attention import causal_mask
+from alpamayo_ros.core.sampling import extract_reasoning, replace_padding_after_eos, sample_tokens
+from alpamayo_ros.runtime.modeling.attention import MASK_VALUE, causal_mask
 from alpamayo_ros.runtime.orchestrator import make_stop_rule, sample_next, sampling_rng
 
 if TYPE_CHECKING:
@@ -135,10 +139,19 @@ def sample_trajectories(
         positions, mask = np.repeat(positions, k, axis=0), np.repeat(mask, k, axis=0)
     pos_t = torch.from_numpy(np.ascontiguousarray(np.broadcast_to(positions, (3, *positions.shape))))
     mask_t = torch.from_numpy(mask)
-    x0 = make_noise(k, request.seed, (cfg.n_waypoints, cfg.action_dim)) if noise is None else noise
+    shape = (cfg.n_waypoints, cfg.action_dim)
+    x0 = initial_noise(k, request.seed, shape, request.noise_temperature) if noise is None else noise
     x = torch.from_numpy(np.asarray(x0, dtype=np.float32))
+    guided = request.nav_guidance_weight > 0.0 and inputs.unguided is not None
+    if guided:
+        assert inputs.unguided is not None
+        cache_b, pos_b, mask_b = _unguided_branch(model, inputs.unguided, seqs[:, p:], k)
+        w = request.nav_guidance_weight
     for t, dt in FlowMatchingSampler(request.num_diffusion_steps).steps():
-        x = x + dt * _expert(model, cache, x, t, pos_t, mask_t)
+        v = _expert(model, cache, x, t, pos_t, mask_t)
+        if guided:
+            v = (1.0 - w) * _expert(model, cache_b, x, t, pos_b, mask_b) + w * v
+        x = x + dt * v
     actions = x.numpy()
     xyz, rot = action_to_traj(actions, hist_xyz, hist_rot, action_space or buffer_action_space(model))
     head = tokenizer.decode(prompt[-64:])
@@ -147,6 +160,61 @@ def sample_trajectories(
     if rows != k:
         texts = texts * k
     return ReferenceResult(texts, generated, actions, np.asarray(xyz), np.asarray(rot))
+
+
+def _unguided_branch(model: AlpamayoR1, inputs: ModelInputs, generated: np.ndarray, k: int
+                     ) -> tuple[Cache, torch.Tensor, torch.Tensor]:
+    """The unguided cache (the prompt without the route, prefilled, then the sampled tokens forwarded over
+    it with padding masked), its expert positions and mask, repeated to K rows."""
+    lay, text = model.config.layout, model.text
+    ids = np.asarray(inputs.input_ids, dtype=np.int64)
+    p, delta = ids.shape[0], int(inputs.rope_delta)
+    rows, n = generated.shape
+    _, cache = _prefill(model, inputs)
+    cache = [(ck.repeat(rows, 1, 1, 1), cv.repeat(rows, 1, 1, 1)) for ck, cv in cache]
+    h = text.embed_tokens(torch.from_numpy(np.ascontiguousarray(generated)))
+    cos, sin = text.rotary(torch.from_numpy(np.broadcast_to(decode_positions(p, delta, n), (3, rows, n)).copy()))
+    visible = np.concatenate([np.ones((rows, p), bool), generated != lay.pad], axis=1)  # the attention mask
+    causal = np.arange(p + n)[None, :] <= (p + np.arange(n))[:, None]
+    mask = torch.from_numpy(np.where(causal[None] & visible[:, None, :], 0.0, MASK_VALUE).astype(np.float32))
+    grown: Cache = []
+    for layer, (ck, cv) in zip(text.layers, cache, strict=True):
+        q, kk, vv = layer.project_qkv(h, cos, sin)
+        ck, cv = torch.cat([ck, kk], dim=2), torch.cat([cv, vv], dim=2)
+        h = layer.finish(h, layer.attend(q, ck, cv, mask))
+        grown.append((ck, cv))
+    offsets, _ = expert_offsets(np.concatenate([np.broadcast_to(ids, (rows, p)), generated], 1), lay.traj_future_start)
+    positions3, emask = expert_positions_and_mask(offsets, p + n, delta, model.config.n_waypoints)
+    positions, emask = positions3[0], emask
+    if rows != k:
+        grown = [(ck.expand(k, -1, -1, -1), cv.expand(k, -1, -1, -1)) for ck, cv in grown]
+        positions, emask = np.repeat(positions, k, axis=0), np.repeat(emask, k, axis=0)
+    pos_t = torch.from_numpy(np.ascontiguousarray(np.broadcast_to(positions, (3, *positions.shape))))
+    return grown, pos_t, torch.from_numpy(emask)
+
+
+@torch.no_grad()
+def answer_question(model: AlpamayoR1, tokenizer: AlpamayoTokenizer, inputs: ModelInputs, request: SamplingRequest,
+                    max_new_tokens: int) -> tuple[list[int], str]:
+    """`generate_text` on a question prompt, plainly: prefill, then one sampled token at a time (no `<i*>`
+    mask) until `<|answer_end|>`, an end of turn or `max_new_tokens`; (tokens, text before <|answer_end|>)."""
+    lay = model.config.layout
+    p, delta = len(inputs.input_ids), int(inputs.rope_delta)
+    logits, cache = _prefill(model, inputs)
+    rng = sampling_rng(request)
+    stops = {lay.special_id("answer_end"), lay.im_end, lay.pad}
+
+    def draw(z: torch.Tensor) -> int:
+        if request.temperature == 0.0:
+            return int(z.numpy().reshape(-1).argmax())
+        return int(sample_tokens(z.numpy().reshape(1, -1), rng, request.temperature, request.top_p)[0])
+
+    tokens = [draw(logits)]
+    while tokens[-1] not in stops and len(tokens) < max_new_tokens:
+        logits, cache = _decode_step(model, np.array(tokens[-1:]), p + len(tokens) - 1 + delta, cache)
+        tokens.append(draw(logits))
+    end = next((j for j, tok in enumerate(tokens) if tok in stops), len(tokens))
+    return tokens, tokenizer.decode(tokens[:end], skip_special_tokens=True).strip()
 
 
 def buffer_action_space(model: AlpamayoR1) -> ActionSpaceConfig:

@@ -68,10 +68,15 @@ class SyntheticInputs:
                                                   (1080, 1920))
         return self._frames[key]
 
-    def tick(self, index: int, speed: float = 8.0, curvature: float = 0.0) -> SyntheticTick:
-        """Tick whose newest frame is frame `index` (frames index-3 … index of each camera)."""
-        frames = [self.frame(c, index - 3 + f) for c in self.cfg.inputs.camera_ids for f in range(4)]
+    def tick(self, index: int, speed: float = 8.0, curvature: float = 0.0, route: str | None = None,
+             unguided: bool = False) -> SyntheticTick:
+        """Tick whose newest frame is frame `index` (frames index-3 … index of each camera); `route`: the
+        navigation instruction (Alpamayo 1.5), `unguided`: also the prompt without it (navigation guidance)."""
+        frames = self.frames(index)
         xyz, rot = constant_motion_history(speed, curvature)
         ids = history_token_ids(xyz, self.hist_cfg)
-        inputs = build_model_inputs(frames, ids, self.tokenizer, self.cfg)
+        inputs = build_model_inputs(frames, ids, self.tokenizer, self.cfg, route_text=route, unguided=unguided)
         return SyntheticTick(inputs, xyz, rot)
+
+    def frames(self, index: int) -> list[PreprocessedFrame]:
+        return [self.frame(c, index - 3 + f) for c in self.cfg.inputs.camera_ids for f in range(4)]

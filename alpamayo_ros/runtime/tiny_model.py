@@ -1,4 +1,4 @@
-"""A tiny Alpamayo-R1 of the same architecture, made deterministically from a seed.
+"""A tiny Alpamayo-R1 or Alpamayo 1.5 of the same architecture, made deterministically from a seed.
 
 Same file layout as the released model directory (config.json, model.safetensors, tokenizer.json),
 same key layout, a synthetic byte-level tokenizer with the full Alpamayo extension (4000 `<i*>` +
@@ -12,7 +12,14 @@ Random weights, with three deliberate choices so that demos behave sanely:
 * that bias favours `<|cot_end|>` and `<|traj_future_start|>` a little, so sampled reasoning ends
   after tens of tokens rather than always at max_generation_length.
 
-CLI: `python -m alpamayo_ros.runtime.tiny_model OUT_DIR [--seed N]` (also `alpamayo-ros make-tiny-model`).
+`--variant alpamayo1_5` makes the Alpamayo 1.5 layout: config.json `model_type: alpamayo1_5` with
+`include_camera_ids` / `include_frame_nums`, the 1.5 special-token names (`<|_padding_k|>`), no
+action_space / Fourier buffers in the weights (1.5 rebuilds them from config.json), a prefix capacity
+for its longer prompt (camera and frame text, a route instruction), and `<|answer_end|>` favoured too so
+that answers to questions end.
+
+CLI: `python -m alpamayo_ros.runtime.tiny_model OUT_DIR [--seed N] [--variant alpamayo1_5]` (also
+`alpamayo-ros make-tiny-model`).
 """
 
 from __future__ import annotations
@@ -50,6 +57,12 @@ TINY_EXPERT = dict(hidden_size=48, num_attention_heads=4, head_dim=16, intermedi
 TINY_ACTION_IN_PROJ = dict(hidden_size=32, num_enc_layers=2, num_fourier_feats=20, max_freq=100)
 # Biases (≈ logit units: channel 0 is ≈1 after the final norm) that the constant channel gives tokens.
 END_BIASES = {"cot_end": 1.0, "traj_future_start": 1.6}
+END_BIASES_1_5 = {**END_BIASES, "answer_end": 1.6}
+VARIANTS = ("alpamayo_r1", "alpamayo1_5")
+# The tiny tokenizer is byte level: "Front left camera: frame 0 " costs 27 tokens where Qwen's costs ~7, so
+# the 1.5 prompt (3362 tokens with 4 cameras) plus a 200-character route needs more prefix room, and a
+# guided tick's unguided suffix starts with the prompt's tail after the route span (111 bytes).
+CAPACITIES_1_5 = {"prefix_capacity": 3584, "suffix_capacity": 384}
 TEXT_BIAS, TEXT_CHARS = 1.2, "etaoinshrdlucmwfgypb "
 
 # spec §6.1 released values (bf16-rounded in AR1's persistent buffers)
@@ -100,7 +113,7 @@ def tiny_config_dict(layout_dict: dict[str, int], **overrides: Any) -> dict[str,
     return cfg
 
 
-def _init_weights(model: Any, seed: int, layout: Any, text_ids: list[int]) -> None:
+def _init_weights(model: Any, seed: int, layout: Any, text_ids: list[int], end_biases: dict[str, float]) -> None:
     import torch
 
     from alpamayo_ros.core.action_space import bf16_round
@@ -125,7 +138,7 @@ def _init_weights(model: Any, seed: int, layout: Any, text_ids: list[int]) -> No
         lm = model.vlm.lm_head.weight
         lm[:, 0] = 0.0
         lm[torch.as_tensor(text_ids), 0] = TEXT_BIAS  # readable-ish reasoning
-        for key, bias in END_BIASES.items():
+        for key, bias in end_biases.items():
             lm[layout.special_id(key), 0] = bias
         model.action_out_proj.weight.mul_(0.05)
         model.action_out_proj.bias.zero_()
@@ -135,25 +148,43 @@ def _init_weights(model: Any, seed: int, layout: Any, text_ids: list[int]) -> No
             getattr(model.action_space, name).fill_(bf16_round(ACTION_SPACE_CFG[name]))
 
 
-def make_tiny_model(out_dir: str | Path, seed: int = TINY_SEED, **config_overrides: Any) -> Path:
+def tiny_1_5_overrides() -> dict[str, Any]:
+    """config.json keys of the tiny Alpamayo 1.5 over the R1 ones."""
+    return {"model_type": "alpamayo1_5", "architectures": ["Alpamayo1_5"], "include_camera_ids": True,
+            "include_frame_nums": True, "runtime": dict(CAPACITIES_1_5)}
+
+
+def make_tiny_model(out_dir: str | Path, seed: int = TINY_SEED, variant: str = "alpamayo_r1",
+                    **config_overrides: Any) -> Path:
     """Write a tiny model directory (config.json, model.safetensors, tokenizer.json) and return it."""
     import torch
 
+    from alpamayo_ros.core.model_config import VARIANTS as MODEL_VARIANTS
     from alpamayo_ros.core.tokenizer import AlpamayoTokenizer, layout_to_dict
     from alpamayo_ros.runtime.config import config_from_dict
     from alpamayo_ros.runtime.modeling.model import AlpamayoR1
-    from alpamayo_ros.runtime.weights import save_weights
+    from alpamayo_ros.runtime.weights import ACTION_SPACE_KEYS, FOURIER_FREQ_KEYS, save_weights
 
+    if variant not in VARIANTS:
+        raise ValueError(f"variant {variant!r} must be one of {VARIANTS}")
+    is_1_5 = variant == "alpamayo1_5"
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tok = AlpamayoTokenizer.synthetic()
+    tok = AlpamayoTokenizer.synthetic(special_keys=MODEL_VARIANTS[variant].special_token_keys)
     layout = layout_to_dict(tok.layout)
-    raw = tiny_config_dict(layout, **config_overrides)
+    overrides = tiny_1_5_overrides() if is_1_5 else {}
+    for key, value in config_overrides.items():
+        both_dicts = isinstance(value, dict) and isinstance(overrides.get(key), dict)
+        overrides[key] = {**overrides[key], **value} if both_dicts else value
+    raw = tiny_config_dict(layout, **overrides)
     cfg = config_from_dict(raw)
     torch.manual_seed(seed)
     model = AlpamayoR1(cfg)
-    _init_weights(model, seed, tok.layout, sorted(set(tok.encode(TEXT_CHARS).tolist())))
-    save_weights(model, out)
+    _init_weights(model, seed, tok.layout, sorted(set(tok.encode(TEXT_CHARS).tolist())),
+                  END_BIASES_1_5 if is_1_5 else END_BIASES)
+    # Alpamayo 1.5's action_space and Fourier buffers are non-persistent: not in its checkpoint.
+    skip = ACTION_SPACE_KEYS + FOURIER_FREQ_KEYS if is_1_5 else ()
+    save_weights(model, out, skip=skip)
     tok.tok.save(str(out / "tokenizer.json"))
     (out / "token_layout.json").write_text(json.dumps(layout, indent=1) + "\n")
     (out / "config.json").write_text(json.dumps(raw, indent=1) + "\n")
@@ -165,11 +196,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("out_dir", nargs="?", default=None, help="model directory to write (default with --resource)")
     ap.add_argument("--resource", action="store_true", help=f"write the committed copy ({RESOURCE_DIR})")
     ap.add_argument("--seed", type=int, default=TINY_SEED)
+    ap.add_argument("--variant", default="alpamayo_r1", choices=VARIANTS,
+                    help="the model it stands in for (config.json model_type)")
     ap.add_argument("--export-onnx", action="store_true", help="also export the ONNX graph family to OUT_DIR/onnx")
     args = ap.parse_args(argv)
     if args.out_dir is None and not args.resource:
         ap.error("give OUT_DIR or --resource")
-    path = make_tiny_model(RESOURCE_DIR if args.resource else args.out_dir, args.seed)
+    if args.resource and args.variant != "alpamayo_r1":
+        ap.error("the committed tiny model (--resource) is the Alpamayo-R1 one")
+    path = make_tiny_model(RESOURCE_DIR if args.resource else args.out_dir, args.seed, args.variant)
     print(f"wrote tiny model to {path}")
     if args.export_onnx:
         from alpamayo_ros.runtime.export import export_onnx

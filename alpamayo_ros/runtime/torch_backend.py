@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from alpamayo_ros.runtime.executor import GraphExecutor, HostKVCache, ImageFeatures, layer_input_names
-from alpamayo_ros.runtime.graphs import DecodeGraph, ExpertStepGraph, PrefillGraph, VisionGraph
+from alpamayo_ros.runtime.graphs import DecodeGraph, ExpertStepGraph, ExtendGraph, PrefillGraph, VisionGraph
 from alpamayo_ros.runtime.modeling.model import AlpamayoR1
 
 
@@ -25,11 +25,13 @@ class TorchExecutor(GraphExecutor):
         self.prefill_graph = PrefillGraph(model)
         self.decode_graph = DecodeGraph(model)
         self.expert_graph = ExpertStepGraph(model)
+        self.extend_graph = ExtendGraph(model) if self.config.guidance else None
+        self.supports_guidance = self.extend_graph is not None
         self.kv = HostKVCache(self.config)
 
-    def _layer_kv(self, rows: int | None = None) -> list[list[torch.Tensor]]:
+    def _layer_kv(self, k: int | None = None, r: int | None = None) -> list[list[torch.Tensor]]:
         """[prefix_keys, prefix_values, suffix_keys, suffix_values] per layer, sharing the buffers' memory."""
-        feeds = self.kv.feeds(rows)
+        feeds = self.kv.feeds(k, r)
         names = layer_input_names(self.kv.layers)
         n = self.kv.layers
         return [[torch.from_numpy(feeds[name]) for name in names[j * n:(j + 1) * n]] for j in range(4)]
@@ -63,15 +65,25 @@ class TorchExecutor(GraphExecutor):
         return logits.numpy()
 
     @torch.no_grad()
-    def run_expert(self, x0, steps, position_ids, suffix_mask) -> np.ndarray:
-        k = x0.shape[0]
+    def extend(self, input_ids, position_ids, prefix_mask, own_mask) -> None:
+        if self.extend_graph is None:
+            super().extend(input_ids, position_ids, prefix_mask, own_mask)
+        keys, values = self.extend_graph(
+            torch.from_numpy(np.asarray(input_ids, dtype=np.int64)), torch.from_numpy(position_ids),
+            torch.from_numpy(prefix_mask), torch.from_numpy(own_mask), *self._layer_kv()[:2])
+        self.kv.write_unguided(keys.numpy(), values.numpy())
+
+    @torch.no_grad()
+    def run_expert(self, x0, steps, position_ids, suffix_mask, prefix_mask=None, row_mix=None) -> np.ndarray:
+        r = x0.shape[0]
+        k, prefix_mask, row_mix = self.expert_extras(r, self.kv.prefix_len, prefix_mask, row_mix)
         if self.kv.batch != k:  # shared reasoning: one suffix row for K candidates (the prefix is never copied)
-            self.count("suffix_kv_copies", k - 1)
-        layer_kv = self._layer_kv(k)
+            self.count("suffix_kv_copies", k - self.kv.batch)
+        layer_kv = self._layer_kv(k, r)
         x = torch.from_numpy(x0)
-        pos, sm = torch.from_numpy(position_ids), torch.from_numpy(suffix_mask)
+        extras = [torch.from_numpy(a) for a in (row_mix, position_ids, suffix_mask, prefix_mask)]
         for t, dt in steps:
-            x = self.expert_graph(x, torch.tensor([t]), torch.tensor([dt]), pos, sm, *layer_kv)
+            x = self.expert_graph(x, torch.tensor([t]), torch.tensor([dt]), *extras, *layer_kv)
         return x.numpy()
 
 

@@ -102,15 +102,22 @@ class DeviceTorchExecutor(GraphExecutor):
         return logits.float().cpu().numpy()
 
     @torch.no_grad()
-    def run_expert(self, x0: Any, steps: Any, position_ids: Any, suffix_mask: Any) -> np.ndarray:
-        k = int(x0.shape[0])
+    def run_expert(self, x0: Any, steps: Any, position_ids: Any, suffix_mask: Any, prefix_mask: Any = None,
+                   row_mix: Any = None) -> np.ndarray:
+        """K candidate rows (no `extend` here: navigation guidance runs on the host torch, ONNX Runtime and
+        TensorRT executors)."""
+        r = int(x0.shape[0])
+        k, prefix_mask, row_mix = self.expert_extras(r, self.kv.prefix_len, prefix_mask, row_mix)
+        if r != k:
+            raise NotImplementedError(f"{self.name} (device): no extend graph, so no navigation guidance rows")
         if self.kv.batch != k:
-            self.count("suffix_kv_copies", k - 1)
+            self.count("suffix_kv_copies", k - self.kv.batch)
         layers = self.kv.layer_inputs(k)
         x, pos, mask = self._to(x0, torch.float32), self._to(position_ids), self._to(suffix_mask, torch.float32)
+        mix, seen = self._to(row_mix, torch.float32), self._to(prefix_mask, torch.float32)
         for t, dt in steps:
             x = self.expert_graph(x, torch.tensor([t], device=self.device), torch.tensor([dt], device=self.device),
-                                  pos, mask, *layers)
+                                  mix, pos, mask, seen, *layers)
         return x.float().cpu().numpy()
 
 

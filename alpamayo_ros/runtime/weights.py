@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 MAX_LISTED = 20
 ACTION_SPACE_KEYS = tuple(f"action_space.{k}" for k in NORMALIZATION_KEYS)
+FOURIER_FREQ_KEYS = ("action_in_proj.sinus.0.freqs", "action_in_proj.sinus.1.freqs",
+                     "action_in_proj.timestep_fourier_encoder.freqs")
 # safetensors dtype -> numpy dtype; BF16 is widened to float32 by hand (numpy has no bfloat16)
 _NUMPY_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": np.uint16}
 
@@ -263,13 +265,14 @@ def rebuilt_buffers(model: AlpamayoR1, stored: set[str], model_dir: str | Path) 
     return out
 
 
-def save_weights(model: AlpamayoR1, model_dir: str | Path, max_shard_bytes: int | None = None) -> list[Path]:
-    """Write model.safetensors (or shards + index when max_shard_bytes is given)."""
+def save_weights(model: AlpamayoR1, model_dir: str | Path, max_shard_bytes: int | None = None,
+                 skip: tuple[str, ...] = ()) -> list[Path]:
+    """Write model.safetensors (or shards + index when max_shard_bytes is given), without the ``skip`` keys."""
     from safetensors.torch import save_file
 
     root = Path(model_dir)
     root.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items() if k not in skip}
     if max_shard_bytes is None:
         path = root / "model.safetensors"
         save_file(state, str(path), metadata={"format": "pt"})

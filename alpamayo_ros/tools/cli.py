@@ -4,6 +4,7 @@
     alpamayo-ros make-demo-bag artifacts/demo_bag
     alpamayo-ros replay BAG [BAG ...] --model-dir DIR [--online] [--backend onnxruntime] [--out DIR]
     alpamayo-ros replay BAGS_DIR --protocol reference    # NVIDIA's open-loop protocol (minADE, t0 = 5.1 s)
+    alpamayo-ros evaluate BAGS... | --list FILE [--workers N | --ray [ADDRESS]]   # many bags, resumable
     alpamayo-ros import-pai DATASET_DIR --chunk 0 --out BAGS_DIR   # PhysicalAI-AV clips -> one bag each
     alpamayo-ros bag-info BAG
     alpamayo-ros make-tiny-model DIR | export-onnx ... | prepare-tokenizer ... | build-engines ...
@@ -168,9 +169,13 @@ def _replay_options(args: argparse.Namespace, params: Any) -> Any:
     if args.online and policy == "exact":
         raise SystemExit("error: --t0-policy exact is offline only: online, the node plans at its own t0 "
                          "(use --t0-policy node, or replay offline)")
+    from alpamayo_ros.tools.topics import resolve_node_topic
+
     return ReplayOptions(
         cameras=camera_topics(params), odom_topic=params.odometry_topic, period_s=args.period,
         include_tail=args.include_tail, max_ticks=args.max_ticks, t0_offsets_s=offsets, t0_policy=policy,
+        route_topic=resolve_node_topic(params.route.topic, args.node_name, args.namespace),
+        route_max_age_s=params.route.max_age_s,
     )
 
 
@@ -235,9 +240,9 @@ def _check_bags(bags: list[Path], opts: Any) -> tuple[list[Path], dict[Path, str
 
 def run_replay(args: argparse.Namespace) -> tuple[int, dict[str, Any] | None]:
     """Replay (one bag or many) + report; returns (exit code, report)."""
-    from alpamayo_ros.tools.replay import ReplayResult
-    from alpamayo_ros.tools.report import protocol_table, segment_table, summary_table, write_report
-    from alpamayo_ros.tools.scoring import GroundTruth
+    from alpamayo_ros.tools.evaluate import EvalSpec, params_meta, run_settings
+    from alpamayo_ros.tools.replay import failed_result
+    from alpamayo_ros.tools.report import write_report
 
     protocol = _protocol(args)
     params = _params(args, protocol.node_overrides() if protocol else None)
@@ -249,62 +254,49 @@ def run_replay(args: argparse.Namespace) -> tuple[int, dict[str, Any] | None]:
     if not good:
         return 2, None
     table = _t0_table(args.t0_file)
-    opts_for = _options_per_bag(opts, table)
+    spec = EvalSpec(params, opts, table, validate=False)  # checked above
     out = Path(args.out)
     if args.online:
-        results = [_run_online(args, params, opts_for(bag), bag, out / "runs" / bag.name if len(good) > 1 else out,
+        results = [_run_online(args, params, spec.options_for(bag), bag,
+                               out / "runs" / bag.name if len(good) > 1 else out,
                                _transports(params, bag), f"[{i + 1}/{len(good)}] " if len(good) > 1 else "")
                    for i, bag in enumerate(good)]
     else:
-        results = _run_offline(args, params, good, opts_for)
-    results += [ReplayResult("online" if args.online else "offline", bag, [], GroundTruth(), error=why)
-                for bag, why in bad.items()]
+        results = _run_offline(args, spec, good)
+    results += [failed_result(bag, why, "online" if args.online else "offline") for bag, why in bad.items()]
     for result in results:
-        result.meta.update({"backend": params.backend, "model_dir": params.model_dir, "K": params.num_candidates,
-                            "seed": params.seed, "seed_policy": params.seed_policy})
+        result.meta.update(params_meta(params))
     deviations = protocol.deviations(params) if protocol else []
-    paths, report = write_report(results, out, figures=not args.no_figures, protocol=protocol, deviations=deviations)
-    if not args.quiet:
-        if protocol:
-            print("\n" + protocol_table(report))
-        print()
-        print(summary_table(report))
-        print()
-        print(segment_table(report))
-        if report["error"]:
-            print(f"\nWARNING: {report['error']}\n  the report covers only what could be read.")
-        print(f"\nreport: {paths.markdown}\n        {paths.json}" + (f"\nfigures: {paths.out_dir / 'figures'}" if paths.figures else ""))
+    paths, report = write_report(results, out, figures=not args.no_figures, protocol=protocol, deviations=deviations,
+                                 settings=run_settings(params, opts, protocol, table))
+    _print_report(args, report, paths)
     return (3 if report["error"] else 0), report
 
 
-def _options_per_bag(opts: Any, table: dict[str, tuple[float, ...]]) -> Any:
-    """opts with the bag's own t0 list when --t0-file names the bag (directory name or clip id)."""
-    from dataclasses import replace
+def _print_report(args: argparse.Namespace, report: dict[str, Any], paths: Any) -> None:
+    from alpamayo_ros.tools.report import bag_table, protocol_table, segment_table, summary_table
 
-    from alpamayo_ros.tools.protocol import META_CLIP_ID, bag_custom_data
-
-    def opts_for(bag: Path) -> Any:
-        if not table:
-            return opts
-        key = bag.name if bag.name in table else bag_custom_data(bag).get(META_CLIP_ID, bag.name)
-        if key in table:
-            return replace(opts, t0_offsets_s=table[key])
-        return opts if opts.t0_offsets_s is not None else replace(opts, t0_offsets_s=_protocol_default_t0s())
-
-    return opts_for
-
-
-def _protocol_default_t0s() -> tuple[float, ...]:
-    from alpamayo_ros.tools.protocol import REFERENCE
-
-    return REFERENCE.t0_offsets_s
+    if args.quiet:
+        return
+    if report.get("protocol"):
+        print("\n" + protocol_table(report))
+    print()
+    print(summary_table(report))
+    print()
+    print(segment_table(report))
+    if report.get("runs"):
+        print()
+        print(bag_table(report))
+    if report["error"]:
+        print(f"\nWARNING: {report['error']}\n  the report covers only what could be read.")
+    print(f"\nreport: {paths.markdown}\n        {paths.json}" + (f"\nfigures: {paths.out_dir / 'figures'}" if paths.figures else ""))
 
 
-def _run_offline(args: argparse.Namespace, params: Any, bags: list[Path], opts_for: Any) -> list[Any]:
-    from alpamayo_ros.tools.planner_setup import build_planner_from_params
-    from alpamayo_ros.tools.replay import run_offline_many
+def _run_offline(args: argparse.Namespace, spec: Any, bags: list[Path]) -> list[Any]:
+    """The bags through one in-process BagWorker (the evaluate path with one worker)."""
+    from alpamayo_ros.tools.evaluate import run_bags
+    from alpamayo_ros.tools.executors import InProcessExecutor
 
-    backend, planner = build_planner_from_params(params)
     bar = _progress("offline replay", 0, args.quiet)
 
     def on_bag(i: int, bag: Path) -> None:
@@ -312,13 +304,12 @@ def _run_offline(args: argparse.Namespace, params: Any, bags: list[Path], opts_f
             bar.set_description(f"offline replay [{i + 1}/{len(bags)}] {bag.name}")
             bar.reset()
 
+    executor = InProcessExecutor(spec, tick_progress=_bar_update(bar), on_bag=on_bag)
     try:
-        return run_offline_many(bags, planner, opts_for, progress=_bar_update(bar), on_bag=on_bag)
+        return run_bags(bags, executor)
     finally:
         bar.close()
-        close = getattr(backend, "close", None)
-        if close is not None:
-            close()
+        executor.close()
 
 
 def _bar_update(bar: Any) -> Any:
@@ -393,6 +384,81 @@ def _default_params() -> Path:
 def cmd_replay(args: argparse.Namespace) -> int:
     code, _ = run_replay(args)
     return code
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Many bags, one planner per worker, per-bag results files (resumable), one report."""
+    from alpamayo_ros.tools.evaluate import (
+        EvalSpec,
+        Evaluation,
+        EvaluationConflict,
+        evaluate_bags,
+        read_bag_list,
+        run_settings,
+    )
+    from alpamayo_ros.tools.executors import make_executor
+    from alpamayo_ros.tools.report import write_report
+
+    names = list(args.bag or []) + (read_bag_list(args.list) if args.list else [])
+    if not names:
+        print("error: name the bags (BAG ... or a directory of bags) or --list FILE", file=sys.stderr)
+        return 2
+    bags = expand_bags(names)
+    protocol = _protocol(args)
+    params = _params(args, protocol.node_overrides() if protocol else None)
+    opts = _replay_options(args, params)
+    table = _t0_table(args.t0_file)
+    spec = EvalSpec(params, opts, table)
+    evaluation = Evaluation(args.out, run_settings(params, opts, protocol, table))
+    try:
+        evaluation.check(args.overwrite)
+        executor = make_executor(spec, args.workers, args.ray or None, args.ray is not None,
+                                 [g for g in (args.gpus or "").split(",") if g], args.gpus_per_worker,
+                                 args.cpus_per_worker)
+    except (EvaluationConflict, ImportError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(bags), desc="evaluate", unit="bag", disable=args.quiet, dynamic_ncols=True)
+    failed: list[str] = []
+
+    def on_start(todo: list[Path], done: list[Path]) -> None:
+        bar.update(len(done))
+        if not args.quiet:
+            bar.write(f"{len(bags)} bags: {len(done)} already evaluated in {evaluation.results_dir}, "
+                      f"{len(todo)} to run ({executor.name}, {executor.workers or 'auto'} worker(s))")
+
+    def on_result(bag: Path, outcome: Any) -> None:
+        error = getattr(outcome, "error", None) or getattr(outcome, "reason", None)
+        if error:
+            failed.append(bag.name)
+            bar.write(f"failed: {bag.name}: {error}")
+            bar.set_postfix_str(f"{len(failed)} failed")
+        bar.update(1)
+
+    try:
+        run = evaluate_bags(bags, executor, evaluation, args.overwrite, args.retry_failed, on_result, on_start)
+    except Exception as exc:  # the in-process planner could not be built: nothing can run
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        bar.close()
+    deviations = protocol.deviations(params) if protocol else []
+    paths, report = write_report(run.results, args.out, figures=not args.no_figures, protocol=protocol,
+                                 deviations=deviations, settings=run.settings)
+    _print_report(args, report, paths)
+    bad = [r.name for r in run.results if r.status != "ok"]
+    errors = report["summary"]["status"].get("error", 0)
+    if not args.quiet:
+        print(f"\n{len(run.results) - len(bad)} of {len(run.results)} bags evaluated in full "
+              f"({len(run.ran)} now, {len(run.skipped)} from earlier runs); failed or incomplete: {len(bad)}"
+              + (f" {bad[:10]}" if bad else "") + f"; ticks that raised an error: {errors}; wall {run.wall_s:.1f} s")
+    if run.settings.get("warning"):
+        print(f"WARNING: {run.settings['warning']}", file=sys.stderr)
+    if len(bad) == len(run.results):
+        return 2
+    return 1 if bad or errors or run.settings.get("warning") else 0
 
 
 def cmd_score(args: argparse.Namespace) -> int:
@@ -494,7 +560,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------------------------
 
 
-def _add_replay_args(p: argparse.ArgumentParser, online_default: bool = False) -> None:
+def _add_replay_args(p: argparse.ArgumentParser, online: bool = True, out: str = "artifacts/replay") -> None:
     p.add_argument("--params-file", default=None, help="node parameters (default: the package's config/planner.yaml)")
     p.add_argument("--backend", default=None, help="override the params file's backend")
     p.add_argument("--model-dir", default=None, help="override the params file's model_dir")
@@ -505,10 +571,12 @@ def _add_replay_args(p: argparse.ArgumentParser, online_default: bool = False) -
     p.add_argument("--camera", type=_parse_camera, action="append", metavar="ID=TOPIC",
                    help="bag topic of model camera ID (repeatable), e.g. --camera 1=/front/image/compressed")
     p.add_argument("--odom-topic", default=None, help="bag odometry topic (default: the params file's)")
+    p.add_argument("--node-name", default=NODE_NAME, help="the node whose section of the params file applies")
+    p.add_argument("--namespace", default="")
     p.add_argument("--period", type=float, default=0.1, help="seconds of bag time between ticks (default 0.1)")
     p.add_argument("--max-ticks", type=int, default=None, help="stop after this many ticks")
     p.add_argument("--include-tail", action="store_true", help="also plan in the last 6.4 s (not scored)")
-    p.add_argument("--out", default="artifacts/replay", help="report directory (default artifacts/replay)")
+    p.add_argument("--out", default=out, help=f"report directory (default {out})")
     p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
     p.add_argument("--quiet", action="store_true", help="no progress bar or table")
     g = p.add_argument_group("evaluation protocol (one tick per clip time instead of the periodic schedule)")
@@ -522,16 +590,16 @@ def _add_replay_args(p: argparse.ArgumentParser, online_default: bool = False) -
     g.add_argument("--t0-policy", choices=("exact", "node"), default=None,
                    help="exact: plan at exactly t0 (the reference; offline default) | node: the node's own t0 "
                         "after the messages up to t0 (online; offline too, to match an online run)")
+    if not online:
+        return
     g = p.add_argument_group("online mode (over DDS into the node)")
-    g.add_argument("--online", action=argparse.BooleanOptionalAction, default=online_default,
+    g.add_argument("--online", action=argparse.BooleanOptionalAction, default=False,
                    help="play the bag into the running node instead of driving the planner in-process")
     g.add_argument("--lockstep", action=argparse.BooleanOptionalAction, default=True,
                    help="wait for each plan before advancing (default); --no-lockstep plays in real time")
     g.add_argument("--rate", type=float, default=1.0, help="real-time factor without lockstep")
     g.add_argument("--node", choices=("subprocess", "external"), default="subprocess",
                    help="start the node here, or use one already running (e.g. from replay.launch.py)")
-    g.add_argument("--node-name", default=NODE_NAME)
-    g.add_argument("--namespace", default="")
     g.add_argument("--settle", type=float, default=0.05, help="seconds for the node's input threads per step")
     g.add_argument("--plan-timeout", type=float, default=30.0, help="seconds to wait for one plan")
 
@@ -546,6 +614,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--period", type=float, default=1.0, help="seconds of bag time between ticks (1 keeps the CPU demo short)")
     p.add_argument("--backend", default="onnxruntime", help="onnxruntime (tiny model) or kinematic")
     p.add_argument("--num-candidates", type=int, default=3, help="K candidates per tick")
+    p.add_argument("--model", default="alpamayo1_5", choices=("alpamayo1_5", "alpamayo_r1"),
+                   help="which tiny model (1.5 reads the bag's route instructions)")
     p.add_argument("--offline", action="store_true", help="drive the planner in-process instead of over DDS")
     p.add_argument("--fresh", action="store_true", help="remake the bag and the model even if present")
     p.add_argument("--quiet", action="store_true")
@@ -563,6 +633,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("bag", nargs="+", help="bag(s); a directory of bags (import-pai's output) stands for all of them")
     _add_replay_args(p)
     p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("evaluate", help="replay many bags offline on several workers (local or Ray), resumable, "
+                                        "one report")
+    p.add_argument("bag", nargs="*", help="bag(s); a directory of bags stands for all of them")
+    p.add_argument("--list", metavar="FILE", help="a text file naming the bags, one per line (# comments; relative "
+                                                  "paths are relative to the file)")
+    _add_replay_args(p, online=False, out="artifacts/evaluate")
+    g = p.add_argument_group("workers (one planner each, the model loaded once per worker)")
+    g.add_argument("--workers", type=int, default=None,
+                   help="worker count: 1 (default) runs in this process, N > 1 a local process pool; with --ray, "
+                        "the actor count (default: one per GPU of the cluster, else 1)")
+    g.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="run the workers as Ray actors: on the cluster at ADDRESS (or RAY_ADDRESS), else on a "
+                        "local Ray started on loopback (pip install 'alpamayo_ros[ray]')")
+    g.add_argument("--gpus", default=None, metavar="LIST",
+                   help="local workers: pin worker i to GPU LIST[i %% len] (CUDA_VISIBLE_DEVICES), e.g. 0,1")
+    g.add_argument("--gpus-per-worker", type=float, default=None,
+                   help="Ray: GPUs each actor holds (default 1 on a cluster with GPUs, else 0)")
+    g.add_argument("--cpus-per-worker", type=float, default=1.0, help="Ray: CPUs each actor holds (default 1)")
+    g = p.add_argument_group("results (OUT/results/<bag>.jsonl, written as each bag finishes)")
+    g.add_argument("--overwrite", action="store_true",
+                   help="discard results in OUT made with other settings (default: refuse to mix them)")
+    g.add_argument("--retry-failed", action="store_true",
+                   help="run bags again that failed in an earlier run (default: bags already done are skipped)")
+    p.set_defaults(func=cmd_evaluate, online=False)
 
     p = sub.add_parser("score", help="score plans recorded in a bag (node outputs) against odometry")
     p.add_argument("outputs", help="bag with the node's ~/candidates (e.g. OUT/outputs of an online replay)")

@@ -1,8 +1,9 @@
 """`alpamayo-ros demo`: the README's main job, end to end on a CPU.
 
 1. checks the development setup (generated messages importable; otherwise: `make setup`);
-2. makes the demo bag (synthetic 4-camera drive) and the tiny model (+ its ONNX graphs), unless
-   they are already in the output directory;
+2. makes the demo bag (synthetic 4-camera drive with route instructions) and the tiny model
+   (Alpamayo 1.5 by default, `--model alpamayo_r1`; + its ONNX graphs), unless they are already in
+   the output directory;
 3. starts the planner node (lifecycle, use_sim_time) and replays the bag into it over DDS in
    lockstep, recording its outputs;
 4. scores every plan against the bag's future odometry and writes the report.
@@ -71,17 +72,26 @@ def ensure_bag(out: Path, duration: float, fresh: bool) -> Path:
     return bag
 
 
-def ensure_model(out: Path, backend: str, fresh: bool) -> Path:
+def _model_type(model: Path) -> str | None:
+    try:
+        return str(json.loads((model / "config.json").read_text()).get("model_type", "alpamayo_r1"))
+    except (OSError, ValueError):
+        return None
+
+
+def ensure_model(out: Path, backend: str, fresh: bool, variant: str = "alpamayo1_5") -> Path:
     model = out / "tiny_model"
     need_onnx = backend == "onnxruntime"
-    have = (model / "config.json").exists() and (not need_onnx or (model / "onnx" / "manifest.json").exists())
+    have = _model_type(model) == variant and (not need_onnx or (model / "onnx" / "manifest.json").exists())
     if have and not fresh:
         print(f"    using {model}")
         return model
     from alpamayo_ros.runtime.tiny_model import make_tiny_model
 
-    t = _step("making the tiny model (same architecture, random weights)")
-    make_tiny_model(model)
+    if model.is_symlink():  # someone else's model: replace the link, never write into it
+        model.unlink()
+    t = _step(f"making the tiny model ({variant}: same architecture, random weights)")
+    make_tiny_model(model, variant=variant)
     _done(t, str(model))
     if need_onnx:
         from alpamayo_ros.runtime.export import export_onnx
@@ -114,7 +124,7 @@ def run_demo(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     _step(f"demo data in {out}")
     bag = ensure_bag(out, args.duration, args.fresh)
-    model = ensure_model(out, args.backend, args.fresh)
+    model = ensure_model(out, args.backend, args.fresh, getattr(args, "model", "alpamayo1_5"))
     report_dir = out / "report"
     mode = "offline (in-process)" if args.offline else "online: planner node over DDS, lockstep"
     t = _step(f"replaying the bag — {mode}, backend {args.backend}, K={args.num_candidates}, "

@@ -6,7 +6,9 @@ front-wide, cross-right, front-tele) see the road, lane markings, poles, roadsid
 stop line through a pinhole model, so the images change with the motion. Odometry is 50 Hz
 `nav_msgs/Odometry` in a REP-105 `odom` frame (pose + body twist); cameras are 10 Hz JPEG
 `CompressedImage` (optionally raw `Image`). A `std_msgs/String` topic carries the phase label so
-replay can break scores down per segment.
+replay can break scores down per segment; another one, at 1 Hz on the planner's route topic,
+carries the navigation instruction a route planner would give (Alpamayo 1.5's trained wording):
+"Turn left in <d>m" before the curve, "Turn left" in it, "Continue straight" after it.
 
 Everything is computed from closed-form profiles, so the same arguments give the same bag.
 """
@@ -22,14 +24,17 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from alpamayo_ros.core.navigation import format_route_instruction
 from alpamayo_ros.tools.topics import (
     DEFAULT_CAMERAS,
     DEFAULT_ODOM_TOPIC,
+    DEFAULT_ROUTE_TOPIC,
     DEFAULT_SEGMENT_TOPIC,
     CameraTopic,
 )
 
-DEMO_BAG_VERSION = 2  # bump when the drive or the rendering changes (demo caches check it)
+DEMO_BAG_VERSION = 3  # bump when the drive or the rendering changes (demo caches check it)
+ROUTE_HZ = 1.0  # route instructions per second (a route planner re-publishing as the distance shrinks)
 LANE_WIDTH_M = 3.5
 CAMERA_HEIGHT_M = 1.5
 EPOCH_S = 1_700_000_000.0  # bag time starts here (a plausible wall-clock epoch, not zero)
@@ -79,6 +84,7 @@ class DemoBagConfig:
     cameras: tuple[CameraTopic, ...] = DEFAULT_CAMERAS
     odom_topic: str = DEFAULT_ODOM_TOPIC
     segment_topic: str = DEFAULT_SEGMENT_TOPIC
+    route_topic: str = DEFAULT_ROUTE_TOPIC
 
     def __post_init__(self) -> None:
         if self.raw_images and self.cameras == DEFAULT_CAMERAS:  # image_transport naming: raw has no suffix
@@ -121,6 +127,15 @@ class Drive:
             if a <= t < b:
                 return name
         return self.phase_bounds[-1][0]
+
+    def route_at(self, t: float) -> str:
+        """The navigation instruction at t: the distance along the road to the (left) curve, then in it, then past it."""
+        curve = next(((a, b) for name, a, b in self.phase_bounds if name == "curve"), None)
+        if curve is None or t >= curve[1]:
+            return format_route_instruction("straight")
+        if t >= curve[0]:
+            return format_route_instruction("left")
+        return format_route_instruction("left", float(np.interp(curve[0], self.t, self.s) - np.interp(t, self.t, self.s)))
 
     def state_at(self, t: float) -> tuple[float, float, float, float, float]:
         """(x, y, yaw, speed, yaw_rate) interpolated at t."""
@@ -420,7 +435,7 @@ def make_demo_bag(
     ts = get_typestore(Stores.ROS2_KILTED)
     m = ts.types
     Header, Time = m["std_msgs/msg/Header"], m["builtin_interfaces/msg/Time"]
-    counts = {c.topic: 0 for c in cfg.cameras} | {cfg.odom_topic: 0, cfg.segment_topic: 0}
+    counts = {c.topic: 0 for c in cfg.cameras} | {cfg.odom_topic: 0, cfg.segment_topic: 0, cfg.route_topic: 0}
 
     def stamp(t: float):
         ns = int(round((EPOCH_S + t) * 1e9))
@@ -434,12 +449,14 @@ def make_demo_bag(
     for ci, off in enumerate(cfg.camera_offsets_s):
         events += [(k / cfg.camera_hz + off, 1 + ci, k) for k in range(n_cam) if k / cfg.camera_hz + off <= cfg.duration_s]
     events += [(k / cfg.camera_hz, 99, k) for k in range(n_cam)]
+    events += [(k / ROUTE_HZ, 98, k) for k in range(int(math.floor(cfg.duration_s * ROUTE_HZ)) + 1)]
     events.sort()
     cov = np.zeros(36)
     cov[[0, 7, 14, 21, 28, 35]] = [1e-4, 1e-4, 1e-4, 1e-5, 1e-5, 1e-5]
     with Writer(out, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
         odom_conn = writer.add_connection(cfg.odom_topic, "nav_msgs/msg/Odometry", typestore=ts)
         seg_conn = writer.add_connection(cfg.segment_topic, "std_msgs/msg/String", typestore=ts)
+        route_conn = writer.add_connection(cfg.route_topic, "std_msgs/msg/String", typestore=ts)
         img_type = "sensor_msgs/msg/Image" if cfg.raw_images else "sensor_msgs/msg/CompressedImage"
         cam_conns = [writer.add_connection(c.topic, img_type, typestore=ts) for c in cfg.cameras]
         for i, (t, kind, _k) in enumerate(events):
@@ -472,6 +489,10 @@ def make_demo_bag(
                 msg = m["std_msgs/msg/String"](data=drive.label_at(t))
                 writer.write(seg_conn, ns, ts.serialize_cdr(msg, "std_msgs/msg/String"))
                 counts[cfg.segment_topic] += 1
+            elif kind == 98:
+                msg = m["std_msgs/msg/String"](data=drive.route_at(t))
+                writer.write(route_conn, ns, ts.serialize_cdr(msg, "std_msgs/msg/String"))
+                counts[cfg.route_topic] += 1
             else:
                 ci = kind - 1
                 x, y, yaw, _, _ = drive.state_at(t)

@@ -19,7 +19,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -35,10 +35,17 @@ from alpamayo_ros.tools.bag_io import (
     decode_image,
     decode_odometry,
     deserialize,
+    validate_bag,
 )
 from alpamayo_ros.tools.protocol import T0_POLICIES, clip_time_origin_s
-from alpamayo_ros.tools.scoring import GroundTruth, TickRecord
-from alpamayo_ros.tools.topics import DEFAULT_CAMERAS, DEFAULT_ODOM_TOPIC, DEFAULT_SEGMENT_TOPIC, CameraTopic
+from alpamayo_ros.tools.scoring import GroundTruth, TickRecord, TickScore, score_records
+from alpamayo_ros.tools.topics import (
+    DEFAULT_CAMERAS,
+    DEFAULT_ODOM_TOPIC,
+    DEFAULT_ROUTE_TOPIC,
+    DEFAULT_SEGMENT_TOPIC,
+    CameraTopic,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +58,7 @@ class PlannerLike(Protocol):
 
     def add_image(self, camera_id: int, stamp_s: float, rgb: np.ndarray) -> None: ...
     def add_odometry(self, stamp_s: float, position: Any, orientation_xyzw: Any, linear_velocity: Any = None) -> None: ...
-    def plan(self, t0: float | None = None) -> Any: ...
+    def plan(self, t0: float | None = None, route: str | None = None) -> Any: ...
     def reset(self) -> None: ...
 
 
@@ -69,6 +76,9 @@ class ReplayOptions:
     # time origin: import-pai metadata, else the bag start), planned by `t0_policy`.
     t0_offsets_s: tuple[float, ...] | None = None
     t0_policy: str = "node"  # node: the planner's t0 after the messages up to the time | exact: that time
+    # std_msgs/String navigation instructions (Alpamayo 1.5), aged as the node does (route.max_age_s)
+    route_topic: str = DEFAULT_ROUTE_TOPIC
+    route_max_age_s: float = 10.0
 
     def __post_init__(self) -> None:
         if self.t0_policy not in T0_POLICIES:
@@ -78,7 +88,7 @@ class ReplayOptions:
 
     @property
     def topics(self) -> list[str]:
-        return [c.topic for c in self.cameras] + [self.odom_topic, self.segment_topic]
+        return [c.topic for c in self.cameras] + [self.odom_topic, self.segment_topic, self.route_topic]
 
 
 def tick_schedule(start_s: float, end_s: float, opts: ReplayOptions) -> list[float]:
@@ -121,14 +131,44 @@ def replay_schedule(bag: str | Path, start_s: float, end_s: float, opts: ReplayO
 
 @dataclass
 class ReplayResult:
+    """One bag's replay: every tick's record, and its scores once scored.
+
+    `gt` (the bag's odometry) is what the records are scored against; `scored()` computes the
+    scores once, after which `detached()` drops `gt` so the result travels light (from a worker
+    process, into a results file: tools/results.py). A report needs only records and scores.
+    """
+
     mode: str
     bag: Path
     records: list[TickRecord]
-    gt: GroundTruth
+    gt: GroundTruth | None
     error: str | None = None  # BagReadError text when the bag could not be read to its end
     input_errors: dict[str, int] = field(default_factory=dict)
     wall_s: float = 0.0
     meta: dict[str, Any] = field(default_factory=dict)
+    scores: list[TickScore] | None = None  # of the planned ticks that have ground truth, in tick order
+
+    @property
+    def name(self) -> str:
+        """The bag's name: how reports and results files tell bags apart."""
+        return self.bag.name
+
+    @property
+    def status(self) -> str:
+        """ok | incomplete (read up to damage, the part before it scored) | failed (nothing ran)."""
+        if self.error is None:
+            return "ok"
+        return "incomplete" if self.records else "failed"
+
+    def scored(self) -> list[TickScore]:
+        if self.scores is None:
+            self.scores = score_records(self.records, self.gt, self.name) if self.gt is not None else []
+        return self.scores
+
+    def detached(self) -> ReplayResult:
+        """Scored, without the ground-truth buffer."""
+        self.scored()
+        return replace(self, gt=None)
 
 
 def iter_steps(
@@ -162,20 +202,37 @@ def iter_steps(
 
 
 class Feeder:
-    """Decodes bag messages into planner inputs; bad inputs are counted, never fatal (as in the node)."""
+    """Decodes bag messages into planner inputs; bad inputs are counted, never fatal (as in the node).
+
+    Route instructions are kept as the node keeps them (core.navigation.RouteState): stamped with the
+    clock at delivery (``clock_s``: in lockstep the node receives a tick's messages while /clock still
+    reads the previous tick's time), dropped after ``route_max_age_s``; only a model that reads
+    routes (Alpamayo 1.5) gets them.
+    """
 
     def __init__(self, planner: PlannerLike, opts: ReplayOptions) -> None:
+        from alpamayo_ros.core.navigation import RouteState
+
         self.planner = planner
         self.camera_of = {c.topic: c.camera_id for c in opts.cameras}
         self.odom_topic = opts.odom_topic
+        self.route_topic = opts.route_topic
+        self.route = RouteState(opts.route_max_age_s)
+        variant = getattr(planner, "variant", None)
+        self.reads_routes = bool(getattr(variant, "route", False))
         self.errors: dict[str, int] = {}
+
+    def route_at(self, now_s: float) -> str | None:
+        """The instruction in effect at a tick (None: none, or the model takes none)."""
+        current = self.route.current(now_s) if self.reads_routes else None
+        return current.text if current is not None else None
 
     def _count(self, key: str, exc: Exception) -> None:
         if key not in self.errors:
             log.warning("input rejected (%s): %s", key, exc)
         self.errors[key] = self.errors.get(key, 0) + 1
 
-    def feed(self, msg: RawMessage) -> None:
+    def feed(self, msg: RawMessage, clock_s: float | None = None) -> None:
         try:
             if msg.topic in self.camera_of and msg.msgtype in IMAGE_TYPES:
                 img = decode_image(msg)
@@ -183,6 +240,8 @@ class Feeder:
             elif msg.topic == self.odom_topic:
                 o = decode_odometry(msg)
                 self._add_odometry(o)
+            elif msg.topic == self.route_topic and msg.msgtype == STRING_TYPE and self.reads_routes:
+                self.route.update(deserialize(msg).data, clock_s)
         except Exception as exc:  # a bad message must not stop the replay
             self._count(f"{msg.topic}: {type(exc).__name__}", exc)
 
@@ -192,6 +251,7 @@ class Feeder:
         except Exception as exc:
             if "jump" in type(exc).__name__.lower() or "TIME_JUMP" in str(getattr(exc, "reason_code", "")):
                 self.planner.reset()  # bag loop: start over, as the node does
+                self.route.clear()
                 self.planner.add_odometry(o.stamp_s, o.position, o.orientation_xyzw, o.linear_velocity)
             else:
                 raise
@@ -220,6 +280,7 @@ def record_from_plan(tick_time: float, result: Any, latency_s: float) -> TickRec
         latency_s=latency_s,
         timings_s=timings,
         reasoning=list(getattr(result, "reasoning", []) or []),
+        route_instruction=str(getattr(result, "route_instruction", "") or ""),
     )
 
 
@@ -231,7 +292,7 @@ class TickRunner:
         self.planner = planner
         self.last_t0: float | None = None
 
-    def __call__(self, tick_time: float, t0: float | None = None) -> TickRecord:
+    def __call__(self, tick_time: float, t0: float | None = None, route: str | None = None) -> TickRecord:
         t = time.perf_counter()
         try:
             if t0 is None:
@@ -239,7 +300,7 @@ class TickRunner:
                 t0 = ready() if ready is not None else None
                 if t0 is not None and t0 == self.last_t0:
                     return TickRecord(tick_time, "no_new_input", t0=t0, reason="no_new_input")
-            result = self.planner.plan(t0)
+            result = self.planner.plan(t0, route=route) if route is not None else self.planner.plan(t0)
         except Exception as exc:
             code = getattr(exc, "code", None)
             if code is not None:  # core.planner.TickNotReady
@@ -274,8 +335,8 @@ def run_offline(
     try:
         for k, tick_time, batch in iter_steps(source, opts, ticks, gt):
             for msg in batch:
-                feeder.feed(msg)
-            result.records.append(tick(tick_time, schedule.forced_t0[k]))
+                feeder.feed(msg, clock_s=ticks[k - 1] if k else info.start_ns / 1e9)
+            result.records.append(tick(tick_time, schedule.forced_t0[k], feeder.route_at(tick_time)))
             if progress is not None:
                 progress(k + 1, len(ticks))
     except BagReadError as exc:
@@ -301,25 +362,57 @@ def bag_meta(info, opts: ReplayOptions, schedule: Schedule) -> dict[str, Any]:
     return meta
 
 
+def replay_bag(
+    bag: str | Path,
+    planner: PlannerLike,
+    opts: ReplayOptions,
+    progress: Callable[[int, int], None] | None = None,
+    validate: bool = True,
+) -> ReplayResult:
+    """One bag of a multi-bag replay: the planner reset (no input crosses from one clip to the
+    next), the bag checked against the topics (`validate`), replayed and scored. A bag that cannot
+    be opened or cannot feed the planner, or a planner that raises, gives a result with `error`
+    and no records: it never stops the bags after it."""
+    bag = Path(bag)
+    warnings: list[str] = []
+    try:
+        if validate:
+            check = validate_bag(BagSource(bag), [c.topic for c in opts.cameras], opts.odom_topic)
+            if check.errors:
+                damage = [f"the bag is damaged: {check.info.damaged}"] if check.info.damaged else []
+                return failed_result(bag, "the bag cannot feed the planner: " + "; ".join(damage + check.errors))
+            warnings = list(check.warnings)
+        planner.reset()
+        result = run_offline(bag, planner, opts, progress)
+        result.scored()
+    except Exception as exc:  # BagReadError at open, or anything else: this bag failed, the others go on
+        log.error("%s: %s", bag, exc, exc_info=not isinstance(exc, BagReadError))
+        return failed_result(bag, str(exc) if isinstance(exc, BagReadError) else f"{type(exc).__name__}: {exc}")
+    if warnings:
+        result.meta["warnings"] = warnings
+    return result
+
+
+def failed_result(bag: str | Path, error: str, mode: str = "offline") -> ReplayResult:
+    """A bag that produced no ticks at all, with the reason."""
+    return ReplayResult(mode, Path(bag), [], None, error=error, scores=[])
+
+
 def run_offline_many(
     bags: Sequence[str | Path],
     planner: PlannerLike,
     opts_for: Callable[[Path], ReplayOptions],
     progress: Callable[[int, int], None] | None = None,
     on_bag: Callable[[int, Path], None] | None = None,
+    validate: bool = True,
 ) -> list[ReplayResult]:
-    """run_offline over several bags with one planner (loaded once), reset before each bag so no
-    input crosses from one clip to the next. `opts_for(bag)`: that bag's options (t0 lists)."""
+    """replay_bag over several bags with one planner (loaded once). `opts_for(bag)`: that bag's
+    options (t0 lists)."""
     results = []
     for i, bag in enumerate(bags):
         if on_bag is not None:
             on_bag(i, Path(bag))
-        planner.reset()
-        try:
-            results.append(run_offline(bag, planner, opts_for(Path(bag)), progress))
-        except BagReadError as exc:  # cannot even be opened: a failed run, the others go on
-            failed = ReplayResult("offline", Path(bag), [], GroundTruth(), error=str(exc))
-            results.append(failed)
+        results.append(replay_bag(bag, planner, opts_for(Path(bag)), progress, validate))
     return results
 
 

@@ -108,18 +108,22 @@ def node_command(opts: OnlineOptions) -> list[str]:
 class _Player:
     """The rclpy side: publishers for the bag topics and /clock, subscribers on the node outputs."""
 
-    def __init__(self, opts: OnlineOptions, topics: dict[str, str]) -> None:
+    def __init__(self, opts: OnlineOptions, topics: dict[str, str], latched: tuple[str, ...] = ()) -> None:
         import rclpy
         from rclpy.context import Context
         from rclpy.executors import SingleThreadedExecutor
-        from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+        from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
         from rosgraph_msgs.msg import Clock
 
         self.context = Context()
         rclpy.init(context=self.context)
         self.node = rclpy.create_node("alpamayo_replay_player", context=self.context)
         reliable = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE)
-        self.pubs = {t: self.node.create_publisher(_msg_class(mt), t, reliable) for t, mt in topics.items()}
+        # the route instruction: the node's subscription is transient local (a volatile writer would not match)
+        latch = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                           durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.pubs = {t: self.node.create_publisher(_msg_class(mt), t, latch if t in latched else reliable)
+                     for t, mt in topics.items()}
         self.clock_pub = self.node.create_publisher(Clock, CLOCK_TOPIC, QoSProfile(depth=10))
         self.clock_cls = Clock
         self.outputs: queue.Queue[tuple[str, bytes, float]] = queue.Queue()
@@ -201,6 +205,7 @@ def record_from_candidates(tick_time: float, msg: Any, latency_s: float, gt: Gro
         tick_time=tick_time, status="planned", t0=t0, xyz=xyz.astype(np.float32),
         scores=np.asarray(msg.scores, dtype=np.float64), selected=int(msg.selected_index),
         latency_s=latency_s, timings_s={"backend": inference}, reasoning=list(msg.reasoning),
+        route_instruction=msg.route_instruction,
     )
 
 
@@ -339,7 +344,7 @@ def run_online(
     ticks = schedule.cuts
     result.meta.update(bag_meta(info, opts, schedule))
     topics = {t: info.topics[t].msgtype for t in opts.topics if t in info.topics and t != opts.segment_topic}
-    player = _Player(online, topics)
+    player = _Player(online, topics, latched=(opts.route_topic,))
     node = _NodeProcess(online) if online.node == "subprocess" else None
     recorder = _Recorder(online.record_dir, player.output_types) if online.record_dir else None
     try:

@@ -22,7 +22,7 @@ from alpamayo_ros.core.baselines import BASELINES
 from alpamayo_ros.core.metrics import PREFIX_HORIZONS_S
 from alpamayo_ros.tools.protocol import Protocol, ProtocolSample, protocol_samples, protocol_summary
 from alpamayo_ros.tools.replay import ReplayResult
-from alpamayo_ros.tools.scoring import HORIZON_DT_S, TickRecord, TickScore, score_records, summary_of
+from alpamayo_ros.tools.scoring import HORIZON_DT_S, TickRecord, TickScore, spread, summary_of
 
 BASELINE_LABELS = {"constant_velocity": "constant velocity", "constant_turn_rate": "constant turn rate"}
 _MAX_MD_ROWS = 50
@@ -92,6 +92,7 @@ def _tick_row(bag: str, r: TickRecord, s: TickScore | None) -> dict[str, Any]:
         "selected_fde": s.selected_fde if s else None,
         "baselines": {k: {"ade": m.min_ade, "fde": m.min_fde} for k, m in s.baselines.items()} if s else {},
         "reasoning": r.reasoning[r.selected] if r.reasoning and r.selected < len(r.reasoning) else "",
+        "route_instruction": r.route_instruction,
     }
 
 
@@ -105,15 +106,21 @@ def _protocol_samples(run: ReplayResult, scores: list[TickScore], protocol: Prot
 
 
 def build_report(results: ReplayResult | Sequence[ReplayResult], protocol: Protocol | None = None,
-                 deviations: Sequence[str] = ()) -> tuple[dict[str, Any], list[TickScore]]:
-    """The report of one or several bags' replays (plus the protocol section when given)."""
+                 deviations: Sequence[str] = (), settings: dict[str, Any] | None = None
+                 ) -> tuple[dict[str, Any], list[TickScore]]:
+    """The report of one or several bags' replays (plus the protocol section when given).
+
+    Every number is a plain mean or count over ticks, so the report of N bags is the report of
+    their concatenated ticks; several bags add one row per bag (each the single-bag report's
+    numbers) and the spread of those rows across bags. `settings`: what produced the results
+    (tools/evaluate.py run_settings), reported as they are."""
     runs = _runs(results)
     records: list[TickRecord] = []
     scores: list[TickScore] = []
     ticks: list[dict[str, Any]] = []
     samples: list[ProtocolSample] = []
     for run in runs:
-        run_scores = score_records(run.records, run.gt, bag_name(run))
+        run_scores = run.scored()
         by_t0 = {s.t0: s for s in run_scores}
         ticks += [_tick_row(bag_name(run), r, by_t0.get(r.t0) if r.xyz is not None else None) for r in run.records]
         records += run.records
@@ -134,13 +141,40 @@ def build_report(results: ReplayResult | Sequence[ReplayResult], protocol: Proto
         "summary": summary_of(records, scores),
         "ticks": ticks,
     }
+    if settings is not None:
+        report["settings"] = settings
     if len(runs) > 1:
-        report["runs"] = [{"bag": str(r.bag), "complete": r.error is None, "error": r.error, "ticks": len(r.records),
-                           "wall_s": r.wall_s, "meta": r.meta} for r in runs]
+        report["runs"] = [bag_row(r) for r in runs]
+        report["summary"]["across_bags"] = across_bags(report["runs"])
     if protocol is not None:
         policy = str(first.meta.get("t0_policy", "node"))
         report["protocol"] = protocol_summary(protocol, samples, deviations, policy)
     return report, scores
+
+
+def bag_row(run: ReplayResult) -> dict[str, Any]:
+    """One bag's line of a multi-bag report: the numbers its own single-bag report has."""
+    s = summary_of(run.records, run.scored())
+    o = s["overall"]
+    return {
+        "bag": str(run.bag), "name": bag_name(run), "status": run.status, "complete": run.error is None,
+        "error": run.error, "ticks": len(run.records), "ticks_planned": s["ticks_planned"],
+        "ticks_scored": s["ticks_scored"], "drops": s["drops"], "gate_trips": s["gate_trips"],
+        "min_ade": o["min_ade"], "min_fde": o["min_fde"], "selected_ade": o["selected_ade"],
+        "selected_fde": o["selected_fde"], "baselines": {n: b["ade"] for n, b in o["baselines"].items()},
+        "latency_p50_s": s["latency_s"]["p50"], "wall_s": run.wall_s, "meta": run.meta,
+    }
+
+
+SPREAD_METRICS = ("min_ade", "min_fde", "selected_ade", "selected_fde")
+
+
+def across_bags(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """How each bag's mean varies across the bags that were scored (scoring.spread)."""
+    out = {m: spread({r["name"]: r[m] for r in rows}) for m in SPREAD_METRICS}
+    for name in BASELINES:
+        out[f"ade_{name}"] = spread({r["name"]: r["baselines"].get(name) for r in rows})
+    return out
 
 
 def _merge_counts(counts: Any) -> dict[str, int]:
@@ -235,13 +269,64 @@ def segment_table(report: dict[str, Any]) -> str:
     segs = report["summary"]["segments"]
     if not segs:
         return "_no scored ticks_"
-    lines = ["| segment | ticks | minADE_K | minFDE_K | ADE sel. | FDE sel. | minADE_K @1s | @3s |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    names = list(BASELINES)
+    lines = ["| segment | ticks | minADE_K | minFDE_K | ADE sel. | FDE sel. | minADE_K @1s | @3s | "
+             + " | ".join(f"ADE {BASELINE_LABELS.get(n, n)}" for n in names) + " |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(names)]
     for name, a in segs.items():
         lines.append(
             f"| {name} | {a['ticks']} | {_fmt(a['min_ade'])} | {_fmt(a['min_fde'])} | {_fmt(a['selected_ade'])} | "
-            f"{_fmt(a['selected_fde'])} | {_fmt(a['min_ade_at'].get('1.0'))} | {_fmt(a['min_ade_at'].get('3.0'))} |"
+            f"{_fmt(a['selected_fde'])} | {_fmt(a['min_ade_at'].get('1.0'))} | {_fmt(a['min_ade_at'].get('3.0'))} | "
+            + " | ".join(_fmt(a["baselines"].get(n, {}).get("ade")) for n in names) + " |"
         )
     return "\n".join(lines)
+
+
+def bag_table(report: dict[str, Any]) -> str:
+    """One row per bag (multi-bag reports), failed bags included, in the order given."""
+    rows = report.get("runs") or []
+    if not rows:
+        return ""
+    names = list(BASELINES)
+    lines = ["| bag | status | ticks | scored | minADE_K | minFDE_K | ADE sel. | "
+             + " | ".join(f"ADE {BASELINE_LABELS.get(n, n)}" for n in names) + " | drops |",
+             "|---|---|---:|---:|---:|---:|---:|" + "---:|" * len(names) + "---:|"]
+    for r in rows[:_MAX_MD_ROWS]:
+        lines.append(f"| {r['name']} | {r['status']} | {r['ticks']} | {r['ticks_scored']} | {_fmt(r['min_ade'])} | "
+                     f"{_fmt(r['min_fde'])} | {_fmt(r['selected_ade'])} | "
+                     + " | ".join(_fmt(r["baselines"].get(n)) for n in names) + f" | {r['drops']} |")
+    if len(rows) > _MAX_MD_ROWS:
+        lines.append(f"\n… {len(rows) - _MAX_MD_ROWS} more in report.json `runs`")
+    failed = [r for r in rows if r["status"] != "ok"]
+    if failed:
+        lines += ["", f"Bags that failed or were cut short ({len(failed)}):"]
+        lines += [f"- {r['name']} ({r['status']}): {r['error']}" for r in failed[:_MAX_MD_ROWS]]
+    return "\n".join(lines)
+
+
+def spread_table(report: dict[str, Any]) -> str:
+    """Each bag's mean, across the bags: unweighted mean, std, quantiles, best and worst bag."""
+    spread_rows = report["summary"].get("across_bags")
+    if not spread_rows:
+        return ""
+    labels = {"min_ade": "minADE_K", "min_fde": "minFDE_K", "selected_ade": "ADE, selected",
+              "selected_fde": "FDE, selected"}
+    labels |= {f"ade_{n}": f"ADE, {BASELINE_LABELS.get(n, n)}" for n in BASELINES}
+    lines = ["| per-bag mean [m] | bags | mean | std | min | p10 | median | p90 | max | worst bag |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for key, sp in spread_rows.items():
+        if sp["bags"]:
+            lines.append(f"| {labels.get(key, key)} | {sp['bags']} | {_fmt(sp['mean'])} | {_fmt(sp['std'])} | "
+                         f"{_fmt(sp['min'])} | {_fmt(sp['p10'])} | {_fmt(sp['median'])} | {_fmt(sp['p90'])} | "
+                         f"{_fmt(sp['max'])} | {sp['worst']} |")
+    return "\n".join(lines)
+
+
+def settings_list(report: dict[str, Any]) -> list[str]:
+    settings = report.get("settings")
+    if not settings:
+        return []
+    return [f"- {k}: {v}" for k, v in settings.items() if not isinstance(v, dict | list) or len(str(v)) < 200]
 
 
 def markdown(report: dict[str, Any], figures: list[Path], out_dir: Path) -> str:
@@ -253,18 +338,26 @@ def markdown(report: dict[str, Any], figures: list[Path], out_dir: Path) -> str:
         "",
         f"- mode: **{report['mode']}**" + (" (lockstep)" if meta.get("lockstep") else ""),
         f"- bag: `{report['bag']}`" if not many else f"- bags: {len(report['bags'])} (per-bag details in report.json `runs`)",
-        *(f"- {k}: {v}" for k, v in meta.items() if k not in ("lockstep",)),
+        *(f"- {k}: {v}" for k, v in meta.items() if k not in ("lockstep", "worker")),
         f"- evaluated: {s['ticks_planned']} plans"
         + (f", t0 {t0r[0]:.2f} … {t0r[1]:.2f} s (bag clock)" if t0r else ""),
         f"- wall time: {report['wall_s']:.1f} s",
     ]
-    if report["error"]:
+    if report["error"] and not many:
         parts += ["", f"> **The bag could not be read to its end.** {report['error']}",
                   "> Everything below covers only the part before the damage."]
+    elif report["error"]:
+        bad = [r for r in report.get("runs", []) if r["status"] != "ok"]
+        parts += ["", f"> **{len(bad)} of {len(report['bags'])} bags failed or could not be read to their end** "
+                      "(listed under Per bag); everything below covers what was evaluated."]
+    if report.get("settings"):
+        parts += ["", "## Settings", "", *settings_list(report)]
     if report.get("protocol"):
         parts += ["", "## Reference protocol", "", protocol_table(report), "", protocol_clip_table(report)]
-    parts += ["", "## Accuracy (ego frame at t0, xy, metres)", "", summary_table(report), "",
-              "## Per segment", "", segment_table(report), "",
+    parts += ["", "## Accuracy (ego frame at t0, xy, metres)", "", summary_table(report), ""]
+    if report.get("runs"):
+        parts += ["## Per bag", "", bag_table(report), "", "## Spread across bags", "", spread_table(report), ""]
+    parts += ["## Per segment", "", segment_table(report), "",
               "## Drops and gates", "",
               f"- status counts: {s['status']}",
               f"- drop reasons: {s['drop_reasons'] or 'none'}",
@@ -293,7 +386,7 @@ def _figures(runs: list[ReplayResult], scores: list[TickScore], out_dir: Path, n
     planned = {(bag_name(r), rec.t0): rec for r in runs for rec in r.records if rec.xyz is not None}
     if scores:
         paths.append(_bev_figure(plt, scores, planned, run_of, fig_dir, n_bev, many=len(runs) > 1))
-        p = _error_figure(plt, scores, planned, run_of, fig_dir)
+        p = _error_figure(plt, scores, planned, fig_dir)
         if p is not None:
             paths.append(p)
     lat = [rec.latency_s * 1e3 for r in runs for rec in r.records if rec.latency_s is not None]
@@ -331,10 +424,10 @@ def _bev_figure(plt: Any, scores: list[TickScore], planned: dict, run_of: dict, 
             ax.plot(-traj[:, 1], traj[:, 0], color="tab:red" if sel else "tab:blue", lw=2.2 if sel else 0.9,
                     alpha=1.0 if sel else 0.6,
                     label="selected" if sel else ("candidates" if k == 0 or (k == 1 and rec.selected == 0) else None))
-        for name, traj in run.gt.baselines(s.t0).items():
+        for name, traj in s.baseline_xyz.items():
             color, ls = _BASELINE_STYLE.get(name, ("0.3", "--"))
             ax.plot(-traj[:, 1], traj[:, 0], color=color, ls=ls, lw=1.3, label=BASELINE_LABELS.get(name, name))
-        gt = run.gt.future(s.t0)
+        gt = s.ground_truth
         if gt is not None:
             ax.plot(-gt[:, 1], gt[:, 0], "k--", lw=1.6, label="ground truth")
         ax.plot([0], [0], marker=(3, 0, 0), color="k", ms=10)
@@ -356,20 +449,19 @@ def _bev_figure(plt: Any, scores: list[TickScore], planned: dict, run_of: dict, 
     return p
 
 
-def _error_figure(plt: Any, scores: list[TickScore], planned: dict, run_of: dict, fig_dir: Path) -> Path | None:
+def _error_figure(plt: Any, scores: list[TickScore], planned: dict, fig_dir: Path) -> Path | None:
     """Mean L2 error per waypoint over the ticks: best of K, selected, and each baseline."""
     curves: dict[str, list[np.ndarray]] = {"best of K (min ADE)": [], "selected": []}
     curves |= {f"{BASELINE_LABELS.get(n, n)} (K=1)": [] for n in BASELINES}
     for s in scores:
-        rec, run = planned[(s.bag, s.t0)], run_of[s.bag]
-        gt = run.gt.future(s.t0)
+        rec, gt = planned[(s.bag, s.t0)], s.ground_truth
         if gt is None or rec.xyz is None:
             continue
         n = min(rec.xyz.shape[1], gt.shape[0])
         err = np.linalg.norm(rec.xyz[:, :n, :2] - gt[None, :n, :2], axis=-1)
         curves["best of K (min ADE)"].append(err[s.best_index])
         curves["selected"].append(err[rec.selected])
-        for name, traj in run.gt.baselines(s.t0, n).items():
+        for name, traj in s.baseline_xyz.items():
             curves[f"{BASELINE_LABELS.get(name, name)} (K=1)"].append(np.linalg.norm(traj[:, :2] - gt[:n, :2], axis=-1))
     if not curves["selected"]:
         return None
@@ -410,12 +502,13 @@ def save_plans(runs: list[ReplayResult], path: Path) -> None:
 
 
 def write_report(results: ReplayResult | Sequence[ReplayResult], out_dir: str | Path, figures: bool = True,
-                 protocol: Protocol | None = None, deviations: Sequence[str] = ()) -> tuple[ReportPaths, dict[str, Any]]:
+                 protocol: Protocol | None = None, deviations: Sequence[str] = (),
+                 settings: dict[str, Any] | None = None) -> tuple[ReportPaths, dict[str, Any]]:
     """report.json, report.md, plans.npz and figures of one or several bags' replays."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     runs = _runs(results)
-    report, scores = build_report(runs, protocol, deviations)
+    report, scores = build_report(runs, protocol, deviations, settings)
     figs = _figures(runs, scores, out) if figures else []
     json_path, md_path, plans_path = out / "report.json", out / "report.md", out / "plans.npz"
     json_path.write_text(json.dumps(_finite(report), indent=1, default=_json_default, allow_nan=False) + "\n")

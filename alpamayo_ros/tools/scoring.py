@@ -46,6 +46,7 @@ class TickRecord:
     latency_s: float | None = None  # planner compute (offline) or request → plan received (online)
     timings_s: dict[str, float] = field(default_factory=dict)
     reasoning: list[str] = field(default_factory=list)
+    route_instruction: str = ""  # the navigation instruction the tick's prompt carried (Alpamayo 1.5)
 
 
 @dataclass
@@ -63,6 +64,10 @@ class TickScore:
     # core.baselines name -> its metrics (K = 1) on the same tick; empty without a full history
     baselines: dict[str, TrajectoryMetrics] = field(default_factory=dict)
     bag: str = ""  # which bag (clip) the tick belongs to, in multi-bag reports
+    # What the tick was scored against, kept so a report (figures) needs no bag: the ground-truth
+    # future (T, 3) and each baseline's plan (T, 3), ego frame at t0.
+    ground_truth: np.ndarray | None = None
+    baseline_xyz: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 class GroundTruth:
@@ -147,7 +152,8 @@ def score_tick(record: TickRecord, gt: GroundTruth, bag: str = "") -> TickScore 
     pred, future = pred[:, :n], future[:n]
     allk = trajectory_metrics(pred, future, dt=HORIZON_DT_S)
     sel = trajectory_metrics(pred[record.selected], future, dt=HORIZON_DT_S)
-    baselines = {name: trajectory_metrics(traj, future, dt=HORIZON_DT_S) for name, traj in gt.baselines(record.t0, n).items()}
+    baseline_xyz = gt.baselines(record.t0, n)
+    baselines = {name: trajectory_metrics(traj, future, dt=HORIZON_DT_S) for name, traj in baseline_xyz.items()}
     return TickScore(
         t0=record.t0,
         segment=gt.segment_at(record.t0, future),
@@ -161,6 +167,8 @@ def score_tick(record: TickRecord, gt: GroundTruth, bag: str = "") -> TickScore 
         prefix_selected_fde=dict(sel.prefix_fde),
         baselines=baselines,
         bag=bag,
+        ground_truth=future,
+        baseline_xyz=baseline_xyz,
     )
 
 
@@ -169,6 +177,19 @@ def percentiles(values: Iterable[float], qs: Sequence[float] = (50, 90, 99)) -> 
     if arr.size == 0:
         return {f"p{int(q)}": None for q in qs}
     return {f"p{int(q)}": float(np.percentile(arr, q)) for q in qs}
+
+
+def spread(per_bag: dict[str, float | None]) -> dict[str, Any]:
+    """The spread of one number across bags (each bag's own mean over its ticks): how many bags
+    have it, their unweighted mean and standard deviation, quantiles, and the best and worst bag."""
+    vals = {k: float(v) for k, v in per_bag.items() if v is not None and math.isfinite(v)}
+    if not vals:
+        return {"bags": 0}
+    arr = np.asarray(list(vals.values()))
+    q = np.percentile(arr, [10, 50, 90])
+    return {"bags": len(vals), "mean": float(arr.mean()), "std": float(arr.std()), "min": float(arr.min()),
+            "p10": float(q[0]), "median": float(q[1]), "p90": float(q[2]), "max": float(arr.max()),
+            "best": min(vals, key=vals.__getitem__), "worst": max(vals, key=vals.__getitem__)}
 
 
 def _mean(values: Iterable[float]) -> float | None:

@@ -24,7 +24,17 @@ DEFAULT_ODOM_TOPIC = "/odom"
 DEFAULT_SEGMENT_TOPIC = "/alpamayo/demo/segment"  # std_msgs/String phase label (demo bags only)
 CLOCK_TOPIC = "/clock"
 NODE_NAME = "alpamayo_planner"
+# std_msgs/String navigation instruction (Alpamayo 1.5): the node's default route.topic, resolved
+DEFAULT_ROUTE_TOPIC = f"/{NODE_NAME}/route_instruction"
 # Node outputs (node-relative, DESIGN.md §5) that the online replay records.
 OUTPUT_CANDIDATES = "candidates"
 OUTPUT_SELECTED = "selected_path"
 OUTPUT_REASONING = "reasoning"
+
+
+def resolve_node_topic(topic: str, node_name: str = NODE_NAME, namespace: str = "") -> str:
+    """A node's topic name as rcl resolves it: ``~/x`` -> /ns/node/x, ``x`` -> /ns/x, ``/x`` stays."""
+    ns = "/" + namespace.strip("/") if namespace.strip("/") else ""
+    if topic.startswith("~"):
+        return f"{ns}/{node_name}/{topic[1:].lstrip('/')}"
+    return topic if topic.startswith("/") else f"{ns}/{topic}"

@@ -126,6 +126,8 @@ def symlinked(tmp_path_factory) -> Install:
     _copy_package(src)
     (src / PACKAGE / "msg").mkdir()
     (src / PACKAGE / "msg" / "__init__.py").write_text("raise ImportError('stale development copy of msg/')\n")
+    (src / PACKAGE / "srv").mkdir()
+    (src / PACKAGE / "srv" / "__init__.py").write_text("raise ImportError('stale development copy of srv/')\n")
     (src / PACKAGE / "alpamayo_ros_s__rosidl_typesupport_c.so").write_text("not a shared object\n")
     (src / PACKAGE / "__pycache__").mkdir()
     (src / PACKAGE / "__pycache__" / "stale.cpython-311.pyc").write_bytes(b"\0")
@@ -136,9 +138,12 @@ IMPORT_PATHS = """
 import json, sys
 from rclpy.serialization import deserialize_message, serialize_message
 from alpamayo_ros.msg import CandidateControls, TrajectoryCandidates
+from alpamayo_ros.srv import Ask
 import alpamayo_ros, alpamayo_ros.msg, alpamayo_ros.ros.node, alpamayo_ros.ros.main, alpamayo_ros.tools.cli
-msg = TrajectoryCandidates(scores=[0.5, 0.25], model_id='m')
+msg = TrajectoryCandidates(scores=[0.5, 0.25], model_id='m', route_instruction='Turn left in 40m')
 assert deserialize_message(serialize_message(msg), TrajectoryCandidates) == msg  # loads the type support
+answer = Ask.Response(success=True, answer='a red light')
+assert deserialize_message(serialize_message(answer), Ask.Response) == answer
 modules = {n: m.__file__ for n, m in sys.modules.items()
            if n.split('.')[0] == 'alpamayo_ros' and getattr(m, '__file__', None)}
 print(json.dumps({'prefix': sys.prefix, 'modules': modules}))
@@ -149,7 +154,7 @@ def _imported_modules(install: Install) -> dict[str, str]:
     out = json.loads(install.python(IMPORT_PATHS).stdout)
     assert Path(out["prefix"]) == COLCON_VENV, "python3 of the sourced shell is not the build venv's"
     modules = out["modules"]
-    for name in ("alpamayo_ros", "alpamayo_ros.msg", "alpamayo_ros.msg._trajectory_candidates",
+    for name in ("alpamayo_ros", "alpamayo_ros.msg", "alpamayo_ros.msg._trajectory_candidates", "alpamayo_ros.srv",
                  "alpamayo_ros.ros.node", "alpamayo_ros.tools.cli"):
         assert name in modules, f"{name} was not imported: {sorted(modules)}"
     assert any("rosidl_typesupport" in n for n in modules), f"no type support module loaded: {sorted(modules)}"
@@ -164,9 +169,10 @@ def test_the_ament_index_knows_the_package(installed: Install) -> None:
 
 
 def test_share_holds_launch_config_package_xml_and_the_interfaces(installed: Install) -> None:
-    expected = [f for f in _tracked_files() if f.startswith(("launch/", "config/", "msg/")) or f == "package.xml"]
+    expected = [f for f in _tracked_files() if f.startswith(("launch/", "config/", "msg/", "srv/"))
+                or f == "package.xml"]
     assert {"launch/planner.launch.py", "launch/replay.launch.py", "config/planner.yaml",
-            "msg/TrajectoryCandidates.msg", "msg/CandidateControls.msg"} <= set(expected)
+            "msg/TrajectoryCandidates.msg", "msg/CandidateControls.msg", "srv/Ask.srv"} <= set(expected)
     for rel in expected:
         installed_file = installed.share / rel
         assert installed_file.is_file(), f"share/{PACKAGE}/{rel} is not installed"
@@ -218,6 +224,6 @@ def test_a_symlink_install_links_the_sources_and_keeps_the_generated_interfaces(
     for name, file in modules.items():
         assert Path(file).is_relative_to(symlinked.python_package), f"{name} imported from {file}"
         target = Path(file).resolve()
-        generated = name.startswith("alpamayo_ros.msg") or "rosidl_typesupport" in name
+        generated = name.startswith(("alpamayo_ros.msg", "alpamayo_ros.srv")) or "rosidl_typesupport" in name
         assert target.is_relative_to(build if generated else src), f"{name}: {file} -> {target}"
     assert not (symlinked.python_package / "__pycache__" / "stale.cpython-311.pyc").exists()

@@ -70,3 +70,18 @@ def test_callback_and_shape_checks():
     assert seen == [0, 1, 2]
     with pytest.raises(ValueError):
         s.sample(lambda x, t: np.zeros((64, 2)), np.zeros((2, 64, 2)))
+
+
+def test_initial_noise_temperature_and_guided_velocity() -> None:
+    from alpamayo_ros.core.flow_matching import guided_velocity, initial_noise
+
+    base = make_noise(3, 11)
+    assert np.array_equal(initial_noise(3, 11), base)
+    np.testing.assert_allclose(initial_noise(3, 11, temperature=0.6), 0.6 * base, rtol=1e-6)  # randn * T
+    assert initial_noise(3, 11, temperature=0.6).dtype == np.float32
+    with pytest.raises(ValueError):
+        initial_noise(3, 11, temperature=0.0)
+    vc, vu = np.array([1.0, 2.0]), np.array([0.5, -1.0])
+    np.testing.assert_allclose(guided_velocity(vc, vu, 1.5), [1.25, 3.5])  # (1 - w)·vu + w·vc
+    np.testing.assert_allclose(guided_velocity(vc, vu, 1.0), vc)
+    np.testing.assert_allclose(guided_velocity(vc, vu, 0.0), vu)

@@ -11,8 +11,8 @@ from alpamayo_ros.core.egomotion import PoseBuffer
 from alpamayo_ros.core.frames import FrameStore
 from alpamayo_ros.core.history_tokens import history_token_ids
 from alpamayo_ros.core.image_preprocess import decode_raw, preprocess_frame, preprocess_image
-from alpamayo_ros.core.model_config import ModelInputConfig
-from alpamayo_ros.core.model_inputs import build_model_inputs
+from alpamayo_ros.core.model_config import SPECIAL_TOKEN_KEYS_1_5, ModelInputConfig
+from alpamayo_ros.core.model_inputs import build_model_inputs, build_question_inputs
 from alpamayo_ros.core.prompt import PromptError
 from alpamayo_ros.core.rope import rope_index
 from alpamayo_ros.core.tokenizer import AlpamayoTokenizer
@@ -148,3 +148,55 @@ def test_other_resolutions_and_errors(tok, scene) -> None:
         build_model_inputs(sel, np.full(47, 154669), tok)
     with pytest.raises(PromptError, match="layout"):
         build_model_inputs(sel, np.full(48, 154669), AlpamayoTokenizer.synthetic(), ModelInputConfig())
+
+
+def test_alpamayo_1_5_inputs_route_unguided_question_and_camera_subsets(scene) -> None:
+    store, _, _ = scene
+    tok15 = AlpamayoTokenizer.synthetic(pad_regular_to=151643, special_keys=SPECIAL_TOKEN_KEYS_1_5)
+    cfg = ModelInputConfig.from_config({"model_type": "alpamayo1_5"})
+    assert cfg.inputs.variant.model_type == "alpamayo1_5" and cfg.layout == tok15.layout
+    sel = store.select_tick(2_718_000_000)
+    hist = np.full(48, 154669)
+    lay = tok15.layout
+    plain = build_model_inputs(sel, hist, tok15, cfg)
+    assert plain.route_text is None and plain.unguided is None
+    first_image = plain.image_token_spans[0][0]
+    assert tok15.decode(plain.input_ids[:first_image]).endswith("user\nFront left camera: frame 0 <|vision_start|>")
+    routed = build_model_inputs(sel, hist, tok15, cfg, route_text="Turn left in 40m", unguided=True)
+    assert routed.route_text == "Turn left in 40m" and routed.unguided is not None
+    assert np.array_equal(routed.unguided.input_ids, plain.input_ids)  # the guidance branch drops only the span
+    assert np.array_equal(routed.unguided.position_ids, plain.position_ids)
+    assert routed.rope_delta == plain.rope_delta == routed.unguided.rope_delta
+    assert routed.seq_len == plain.seq_len + 2 + len("Turn left in 40m")  # byte-level tiny tokenizer
+    assert build_model_inputs(sel, hist, tok15, cfg, route_text="x").unguided is None  # guidance not asked
+    q = build_question_inputs(sel, "Is the road clear?", tok15, cfg)
+    assert lay.traj_history not in q.input_ids and q.input_ids[-1] == lay.special_id("answer_start")
+    assert q.images[0].key == plain.images[0].key  # the same frames: the vision cache serves both
+    # Camera subsets: 2 and 1 cameras in index order; 3 is not a trained layout.
+    for cams in ((1, 6), (1,)):
+        sub = replace(cfg, inputs=cfg.inputs.with_cameras(cams))
+        frames = [f for f in sel.frames if f.camera_id in cams]
+        mi = build_model_inputs(frames, hist, tok15, sub)
+        assert len(mi.images) == 4 * len(cams) and mi.rope_delta == 4 * len(cams) * (18 - 180)
+    with pytest.raises(ValueError, match="takes 1 or 2 or 4 cameras, got 3"):
+        cfg.inputs.with_cameras((0, 1, 6))
+    with pytest.raises(ValueError, match="indices 0..6"):
+        cfg.inputs.with_cameras((1, 7))
+    # Alpamayo-R1 has neither a route nor a question prompt.
+    r1 = ModelInputConfig(layout=tok15.layout)
+    with pytest.raises(PromptError, match="Alpamayo-R1 takes no route instruction"):
+        build_model_inputs(sel, hist, tok15, r1, route_text="Turn left in 40m")
+    with pytest.raises(PromptError, match="no question prompt"):
+        build_question_inputs(sel, "why?", tok15, r1)
+
+
+def test_alpamayo_1_5_config_keys_choose_the_text_items() -> None:
+    on = ModelInputConfig.from_config({"model_type": "alpamayo1_5"}).inputs.variant
+    assert (on.camera_text, on.frame_text) == (True, True)  # absent keys: as the reference helper writes
+    off = ModelInputConfig.from_config({"model_type": "alpamayo1_5", "include_camera_ids": True,
+                                        "include_frame_nums": False}).inputs.variant
+    assert (off.camera_text, off.frame_text, off.route) == (True, False, True)
+    r1 = ModelInputConfig.from_config({"model_type": "alpamayo_r1", "include_camera_ids": True}).inputs.variant
+    assert (r1.camera_text, r1.frame_text, r1.route, r1.camera_counts) == (False, False, False, (4,))
+    with pytest.raises(ValueError, match="model_type 'alpamayo2' is not a supported"):
+        ModelInputConfig.from_config({"model_type": "alpamayo2"})

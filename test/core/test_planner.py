@@ -261,8 +261,10 @@ def test_time_jump_is_reported_and_reset_recovers(model_dir) -> None:
 
 
 def test_camera_set_must_match_the_model(model_dir) -> None:
-    with pytest.raises(ValueError, match="model's cameras"):
+    with pytest.raises(ValueError, match=r"Alpamayo-R1 was trained on cameras \[0, 1, 2, 6\] only"):
         make(model_dir, camera_ids=(0, 1, 2, 3))
+    with pytest.raises(ValueError, match="takes 4 cameras, got 2"):
+        make(model_dir, camera_ids=(1, 6))
 
 
 def test_missing_tokenizer_names_the_fix(tmp_path) -> None:
@@ -307,3 +309,73 @@ def test_drive_index_follows_the_gates_and_ignores_them_when_disabled(model_dir)
     ok, _ = make(model_dir)
     drive(ok, 2.0)
     assert ok.plan().drive_index == 0
+
+
+@pytest.fixture(scope="module")
+def model_dir_1_5(tmp_path_factory) -> Path:
+    from alpamayo_ros.core.model_config import SPECIAL_TOKEN_KEYS_1_5
+
+    out = tmp_path_factory.mktemp("model15")
+    tok = AlpamayoTokenizer.synthetic(special_keys=SPECIAL_TOKEN_KEYS_1_5)
+    tok.tok.save(str(out / "tokenizer.json"))
+    lay = layout_to_dict(tok.layout)
+    cfg = {"model_type": "alpamayo1_5", "traj_vocab_size": lay["traj_vocab_size"],
+           "traj_token_start_idx": lay["traj_token_start_idx"], "vocab_size": lay["vocab_size"],
+           "image_token_id": lay["image_pad_id"], "vision_start_token_id": lay["vision_start_id"],
+           "vision_end_token_id": lay["vision_end_id"], "im_start_token_id": lay["im_start_id"],
+           "im_end_token_id": lay["im_end_id"], "pad_token_id": lay["pad_id"]}
+    (out / "config.json").write_text(json.dumps(cfg))
+    return out
+
+
+@dataclass
+class AnsweringBackend(ScriptedBackend):
+    asked: list = field(default_factory=list)
+
+    def answer(self, inputs, request, max_new_tokens, cancelled=None):
+        from alpamayo_ros.core.backend import AnswerOutput
+
+        self.asked.append((inputs, request, max_new_tokens))
+        return AnswerOutput("a clear road", True, 4)
+
+
+def test_alpamayo_1_5_route_guidance_and_questions_through_the_planner(model_dir_1_5, model_dir) -> None:
+    backend = AnsweringBackend([(0.0, 0.0), (0.5, 0.0)])
+    sampling = SamplingRequest(num_candidates=2, seed=3, nav_guidance_weight=1.5, noise_temperature=0.6)
+    planner = build_planner(backend, model_dir_1_5, PlannerConfig(camera_ids=(1, 6), sampling=sampling))
+    assert planner.variant.model_type == "alpamayo1_5" and planner.answers_questions
+    with pytest.raises(TickNotReady, match="no tick has run yet"):
+        planner.answer("What is ahead?", 16)
+    drive(planner, 2.0, cameras=(1, 6))
+    res = planner.plan(route="Turn left in 40m")
+    inputs, request = backend.calls[-1]
+    lay = planner.tokenizer.layout
+    assert res.route_instruction == "Turn left in 40m" and inputs.route_text == "Turn left in 40m"
+    assert len(inputs.images) == 8 and lay.special_id("route_start") in inputs.input_ids
+    assert inputs.unguided is not None and lay.special_id("route_start") not in inputs.unguided.input_ids
+    assert (request.nav_guidance_weight, request.noise_temperature) == (1.5, 0.6)
+    assert res.nav_guidance_weight == 0.0  # what the backend applied (this one applies none)
+    # Without an instruction nothing is guided: no second prompt, the weight is not passed on.
+    res = planner.plan()
+    inputs, request = backend.calls[-1]
+    assert res.route_instruction == "" and inputs.unguided is None and request.nav_guidance_weight == 0.0
+    # A question: the newest tick's frames, the question prompt, the tick's seed.
+    out, t0 = planner.answer("What is ahead?", 16)
+    q_inputs, q_request, max_new = backend.asked[-1]
+    assert (out.text, out.complete, t0, max_new) == ("a clear road", True, res.t0, 16)
+    assert [im.key for im in q_inputs.images] == [im.key for im in inputs.images]
+    assert q_inputs.input_ids[-1] == lay.special_id("answer_start") and q_request.seed == res.seed
+    planner.reset()
+    with pytest.raises(TickNotReady):
+        planner.answer("again?", 16)
+    # Alpamayo-R1: no route, no questions.
+    r1 = build_planner(AnsweringBackend([(0.0, 0.0)]), model_dir, PlannerConfig(
+        sampling=SamplingRequest(num_candidates=1)))
+    assert not r1.answers_questions
+    drive(r1, 2.0)
+    with pytest.raises(ValueError, match="takes no route instruction"):
+        r1.plan(route="Turn left in 40m")
+    with pytest.raises(ValueError, match="cannot answer questions"):
+        r1.answer("What is ahead?", 16)
+    with pytest.raises(ValueError, match="takes 1 or 2 or 4 cameras, got 3"):
+        build_planner(backend, model_dir_1_5, PlannerConfig(camera_ids=(0, 1, 6), sampling=sampling))

@@ -30,13 +30,13 @@ def test_render_small_prompt_exactly() -> None:
 
 def test_render_alpamayo_1_5_variant() -> None:
     spec = PromptSpec(camera_ids=(1, 6), num_frames=2, image_tokens=(1,) * 4, tokens_per_history=1,
-                      variant="ar1.5", route_text="turn left")
+                      camera_text=True, frame_text=True, route_text="turn left")
     s = render_prompt(spec)
     assert ("user\nFront camera: frame 0 <|vision_start|><|image_pad|><|vision_end|>frame 1 <|vision_start|>"
             "<|image_pad|><|vision_end|>Front telephoto camera: frame 0 ") in s
     assert "<|traj_history_end|><|route_start|>turn left<|route_end|>output the" in s
     with pytest.raises(PromptError):
-        PromptSpec(route_text="x")
+        PromptSpec(route_text="x", question="y")
 
 
 def test_reference_prompt_token_layout(tok: AlpamayoTokenizer) -> None:
@@ -80,5 +80,3 @@ def test_fill_replaces_only_the_placeholders(tok: AlpamayoTokenizer) -> None:
 def test_spec_validation() -> None:
     with pytest.raises(PromptError, match="images"):
         PromptSpec(image_tokens=(180,) * 15)
-    with pytest.raises(PromptError, match="variant"):
-        PromptSpec(variant="ar2")

@@ -49,9 +49,9 @@ def _hf_rope(hf_model, ids: np.ndarray, grids: np.ndarray, image_pad: int) -> tu
     return pos[:, 0].numpy(), int(delta[0, 0])
 
 
-@pytest.mark.parametrize("variant", ["ar1", "ar1.5"])
-def test_reference_prompt_positions_match_transformers(tok, hf_model, variant: str) -> None:
-    spec = PromptSpec(variant=variant)
+@pytest.mark.parametrize("text", [False, True])
+def test_reference_prompt_positions_match_transformers(tok, hf_model, text: bool) -> None:
+    spec = PromptSpec(camera_text=text, frame_text=text)
     t = build_prompt_template(tok, spec)
     grids = np.array([[1, 20, 36]] * 16)
     pos, delta = rope_index(t.ids, grids, tok.layout.image_pad)

@@ -6,7 +6,12 @@ import json
 
 import pytest
 
-from alpamayo_ros.core.model_config import SPECIAL_TOKEN_KEYS, TokenLayout, load_model_dir_config
+from alpamayo_ros.core.model_config import (
+    SPECIAL_TOKEN_KEYS,
+    SPECIAL_TOKEN_KEYS_1_5,
+    TokenLayout,
+    load_model_dir_config,
+)
 from alpamayo_ros.core.tokenizer import (
     AlpamayoTokenizer,
     TokenizerError,
@@ -107,3 +112,33 @@ def test_layout_from_model_config(tmp_path) -> None:
         TokenLayout.from_config({"traj_token_start_idx": 151669, "vocab_size": 155000})
     with pytest.raises(FileNotFoundError):
         load_model_dir_config(tmp_path / "nope")
+
+
+def test_alpamayo_1_5_names_its_unused_tokens_padding_with_the_same_ids(full_size: AlpamayoTokenizer) -> None:
+    tok15 = AlpamayoTokenizer.synthetic(pad_regular_to=151643, special_keys=SPECIAL_TOKEN_KEYS_1_5)
+    renamed = {"<|image_pre_tkn|>": "<|_padding_0|>", "<|traj_history_pre_tkn|>": "<|_padding_1|>",
+               "<|meta_action_start|>": "<|_padding_2|>", "<|meta_action_end|>": "<|_padding_3|>",
+               "<|traj_future_pre_tkn|>": "<|_padding_4|>", "<|vectorized_wm|>": "<|_padding_5|>",
+               "<|vectorized_wm_start|>": "<|_padding_6|>", "<|vectorized_wm_end|>": "<|_padding_7|>",
+               "<|vectorized_wm_pre_tkn|>": "<|_padding_8|>"}
+    for text, want in SPEC_IDS.items():
+        assert tok15.tok.token_to_id(renamed.get(text, text)) == want, text
+        if text in renamed:
+            assert tok15.tok.token_to_id(text) is None
+    lay = tok15.layout  # the names are detected from the tokenizer itself
+    assert lay.special_keys == SPECIAL_TOKEN_KEYS_1_5 and lay != full_size.layout
+    assert (lay.vocab_size, lay.special_id("route_start"), lay.special_id("answer_start")) == (155697, 155690, 155695)
+    assert lay == TokenLayout.from_config({"model_type": "alpamayo1_5"})
+    assert full_size.layout == TokenLayout.from_config({"model_type": "alpamayo_r1"}) == TokenLayout.from_config({})
+
+
+def test_prepare_tokenizer_for_alpamayo_1_5(tmp_path) -> None:
+    base = tmp_path / "base"
+    base.mkdir()
+    build_synthetic_base_tokenizer().save(str(base / "tokenizer.json"))
+    assert main([str(base), str(tmp_path / "out"), "--variant", "alpamayo1_5"]) == 0
+    loaded = AlpamayoTokenizer.from_file(tmp_path / "out")
+    assert loaded.layout.special_keys == SPECIAL_TOKEN_KEYS_1_5
+    assert json.loads((tmp_path / "out" / "token_layout.json").read_text())["_padding_0_id"] == 282 + 4000 + 3
+    with pytest.raises(TokenizerError, match="unknown variant"):
+        prepare_tokenizer(base, tmp_path / "o2", variant="alpamayo2")

@@ -47,7 +47,7 @@ class Rig:
             "odometry.topic": f"/{ns}/odom", "camera_names": CAMERA_NAMES, "use_sim_time": sim_time,
             "fallback.input_timeout_s": 5.0,
         }
-        for name, s in zip(CAMERA_NAMES, self.streams, strict=True):
+        for name, s in zip((params or {}).get("camera_names", CAMERA_NAMES), self.streams, strict=True):
             overrides[f"cameras.{name}.topic"] = s.topic
             overrides[f"cameras.{name}.transport"] = s.transport
         overrides.update(params or {})

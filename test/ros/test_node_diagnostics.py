@@ -129,3 +129,23 @@ def test_relocalisation_and_overtaken_results_are_reported() -> None:
     assert gates.level == WARN and gates.values["dropped_overtaken"] == "1" and "t0=2.293" in gates.message
     e = _by_name(d.snapshot())
     assert e["synchronization"].level == OK and e["gates and fallback"].level == OK  # nothing new
+
+
+def test_navigation_entry_reports_the_route_and_questions() -> None:
+    clock = FakeClock()
+    d = NodeDiagnostics("n", [], clock=clock)
+    nav = _by_name(d.snapshot())["navigation and questions"]
+    assert nav.level == OK and nav.message == "no route instruction" and nav.values["route"] == ""
+    d.route_event("received", "Turn left in 40m")
+    clock.t += 2.5
+    nav = _by_name(d.snapshot())["navigation and questions"]
+    assert nav.level == OK and nav.message == "route: 'Turn left in 40m'"
+    assert (nav.values["route_age_s"], nav.values["route_received"]) == ("2.5", "1")
+    d.route_event("expired", problem="'Turn left in 40m' dropped: 10.2 s old")
+    d.question(False, error="no tick has run yet")
+    nav = _by_name(d.snapshot())["navigation and questions"]
+    assert nav.level == WARN and "dropped: 10.2 s old" in nav.message and "1 questions not answered" in nav.message
+    assert (nav.values["route"], nav.values["route_expired"], nav.values["questions_failed"]) == ("", "1", "1")
+    d.question(True, 0.25)
+    nav = _by_name(d.snapshot())["navigation and questions"]
+    assert nav.level == OK and nav.values["questions_answered"] == "1" and nav.values["answer_ms.p50"] == "250.0"

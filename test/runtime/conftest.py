@@ -48,3 +48,4 @@ def ort_backend(tiny_model_dir: Path, tiny_onnx_dir: Path):
     backend = create_backend("onnxruntime", tiny_model_dir)
     yield backend
     backend.close()
+

@@ -88,3 +88,42 @@ def test_wrong_grid_is_a_clear_error(ort_backend, synthetic) -> None:
     bad = dataclasses.replace(tick.inputs, images=images)
     with pytest.raises(InputError, match=r"grid \[1, 4, 4\].*\[1, 20, 36\]"):
         ort_backend.infer(bad, SamplingRequest(num_candidates=2, max_generation_length=4))
+
+
+@pytest.mark.parametrize("backend_fixture", ["ort_backend", "torch_backend"])
+def test_no_whole_cache_copies_on_the_host(backend_fixture, request, synthetic) -> None:
+    """Host allocations (numpy, traced) of a prefill and a decode step stay far below the prompt's K/V: the
+    prefill writes it into the prefix buffer in place and hands back only the logits, a decode step only
+    the logits and the new token's K/V."""
+    import tracemalloc
+
+    from alpamayo_ros.runtime.orchestrator import TickStats
+
+    backend = request.getfixturevalue(backend_fixture)
+    orch, ex = backend.orchestrator, backend.orchestrator.executor
+    inputs = synthetic.tick(30).inputs
+    feats = orch.vision_cache.features(inputs.images, ex, TickStats())
+    ids = np.asarray(inputs.input_ids, dtype=np.int64)
+    args = (ids, np.asarray(inputs.position_ids, dtype=np.int64), feats,
+            np.flatnonzero(ids == ex.config.layout.image_pad).astype(np.int64))
+    embeds, deepstack = ex.stack_features(feats)
+    ex.prefill(*args)  # warm-up
+    cache = 2 * ex.kv.prefix_view("key", ids.shape[0]).nbytes  # the prompt's K and V
+    batch, vocab = 6, ex.config.text.vocab_size
+    ex.start_decode(batch)
+    mask = np.zeros((batch, ex.config.suffix_capacity), np.float32)
+    positions = np.broadcast_to(ids.shape[0], (3, batch, 1)).astype(np.int64)
+    tracemalloc.start()
+    try:
+        start = tracemalloc.get_traced_memory()[0]
+        logits = ex.prefill(*args)
+        prefill_peak = tracemalloc.get_traced_memory()[1] - start
+        tracemalloc.reset_peak()
+        start = tracemalloc.get_traced_memory()[0]
+        step = ex.decode(np.zeros(batch, np.int64), positions, 0, mask)
+        decode_peak = tracemalloc.get_traced_memory()[1] - start
+    finally:
+        tracemalloc.stop()
+    assert logits.shape == (vocab,) and step.shape == (batch, vocab)
+    assert prefill_peak < embeds.nbytes + deepstack.nbytes + cache / 4, (prefill_peak, cache)  # features + small
+    assert decode_peak < 4 * step.nbytes + cache / 4, (decode_peak, cache)

@@ -22,7 +22,9 @@ def test_manifest_matches_graphs(tiny_model_dir: Path, tiny_onnx_dir: Path) -> N
     manifest = read_manifest(tiny_onnx_dir, cfg.config_hash, weights_fingerprint(tiny_model_dir))
     assert manifest["opset"] == OPSET >= 17
     assert (manifest["prefix_capacity"], manifest["suffix_capacity"]) == (cfg.prefix_capacity, cfg.suffix_capacity)
+    # the merged text graph next to prefill and decode; no extend for R1
     assert set(manifest["graphs"]) == {"vision", "prefill", "decode", "expert_step", "sample", "text"}
+    assert (manifest["model_type"], manifest["navigation_guidance"]) == ("alpamayo_r1", False)
     for name, entry in manifest["graphs"].items():
         model = onnx.load(str(tiny_onnx_dir / entry["file"]))
         assert {o.domain for o in model.opset_import} <= {"", "ai.onnx"}
@@ -72,11 +74,11 @@ def test_manifest_of_an_older_export_is_a_clear_error(tiny_onnx_dir: Path, tmp_p
     old = tmp_path / "onnx"
     shutil.copytree(tiny_onnx_dir, old)
     manifest = json.loads((old / "manifest.json").read_text())
-    assert manifest["format"] == MANIFEST_FORMAT == "alpamayo_ros.onnx/2"
-    manifest["format"] = "alpamayo_ros.onnx/1"  # whole-cache KV inputs and present_* outputs
+    assert manifest["format"] == MANIFEST_FORMAT == "alpamayo_ros.onnx/4"
+    manifest["format"] = "alpamayo_ros.onnx/3"  # fp32 weights embedded per graph, no merged text graph
     (old / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(ValueError, match=r"format 'alpamayo_ros.onnx/1', this version reads 'alpamayo_ros.onnx/2'"
-                                         r".*re-export with `alpamayo-ros export-onnx"):
+    with pytest.raises(ValueError, match=r"format 'alpamayo_ros.onnx/3', this version reads 'alpamayo_ros.onnx/4'"
+                                         r".*merged text graph.*re-export with `alpamayo-ros export-onnx"):
         read_manifest(old)
     with pytest.raises(ManifestError, match="re-export"):
         load_onnx_manifest(old)

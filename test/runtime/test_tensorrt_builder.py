@@ -125,11 +125,12 @@ def test_dim_ranges_from_the_onnx_manifest(tmp_path: Path) -> None:
                    "outputs": [{"name": "image_embeds", "dtype": "float32", "shape": ["N", 180, 4096]}]},
     }  # fmt: skip
     (tmp_path / "v.onnx").write_bytes(b"")
-    raw = {"format": "alpamayo_ros.onnx/2", "config_hash": "h", "prefix_capacity": 3200, "suffix_capacity": 256,
+    raw = {"format": "alpamayo_ros.onnx/4", "config_hash": "h", "prefix_capacity": 3200, "suffix_capacity": 256,
            "max_batch": 6, "prefill_query_blocks": 7, "graphs": graphs}  # fmt: skip
     (tmp_path / "manifest.json").write_text(json.dumps(raw))
     ranges = default_dim_ranges(load_onnx_manifest(tmp_path))
     assert ranges["B"] == ranges["K"] == DimRange(1, 6, 6)
+    assert ranges["T"] == DimRange(1, 64, 256)  # extend tokens per row: up to the suffix capacity
     assert ranges["N"] == DimRange(1, 4, 16)
     assert ranges["M"] == DimRange(1, 2880, 2880)  # 16 images x 180 tokens, from the vision output
     assert ranges["P"] == DimRange(1, 3200, 3200)  # the prompt
@@ -137,6 +138,11 @@ def test_dim_ranges_from_the_onnx_manifest(tmp_path: Path) -> None:
     raw["dims"] = {"S": [14, 3101, 3206]}
     (tmp_path / "manifest.json").write_text(json.dumps(raw))
     assert default_dim_ranges(load_onnx_manifest(tmp_path))["S"] == DimRange(14, 3101, 3206)  # explicit dims win
+    raw["navigation_guidance"], raw["model_type"] = True, "alpamayo1_5"  # Alpamayo 1.5: 2K expert rows
+    (tmp_path / "manifest.json").write_text(json.dumps(raw))
+    guided = load_onnx_manifest(tmp_path)
+    assert guided.model_type == "alpamayo1_5" and guided.max_expert_rows == 12
+    assert default_dim_ranges(guided)["K"] == DimRange(1, 6, 12) and default_dim_ranges(guided)["B"] == DimRange(1, 6, 6)
     assert DimRange.parse("1:4:16") == DimRange(1, 4, 16) and DimRange.parse("8") == DimRange(8, 8, 8)
     with pytest.raises(ValueError, match="min <= opt <= max"):
         DimRange.parse("4:2:8")

@@ -22,7 +22,7 @@ import ctypes
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +38,12 @@ from alpamayo_ros.runtime.tensorrt.executor import (
     TensorRTExecutorError,
 )
 from alpamayo_ros.runtime.tensorrt.manifest import (
-    ENGINE_GRAPHS,
     TEXT_ENGINES,
     TEXT_PHASES,
     EngineEntry,
     EngineManifest,
     ManifestError,
+    engine_graphs,
 )
 from alpamayo_ros.runtime.tensorrt.trt_module import from_bf16_bits, to_bf16_bits
 
@@ -354,11 +354,13 @@ def decode_fn(i: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 def expert_fn(i: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     k = i["x"].shape[0]
-    prefix = i["prefix_key_0"][0, :, 0].sum() + 0.01 * i["prefix_value_1"][0, :, 0].sum()
+    seen = i["prefix_mask"] == 0  # (R, P): the unguided rows of a guided tick hide the route span
+    prefix = (i["prefix_key_0"][0, :, 0] * seen).sum(1) + 0.01 * (i["prefix_value_1"][0, :, 0] * seen).sum(1)
     rows = np.arange(k) % i["suffix_value_0"].shape[1]  # MatMul broadcasting of a one-row suffix
     visible = i["suffix_mask"] == 0
     suffix = (i[f"suffix_value_{L - 1}"][0, rows, :, 0] * visible).sum(axis=1)
-    v = prefix + suffix[:, None, None] + i["t"][0] + 0.01 * i["position_ids"][0][:, :, None] - i["x"]
+    v = prefix[:, None, None] + suffix[:, None, None] + i["t"][0] + 0.01 * i["position_ids"][0][:, :, None] - i["x"]
+    v = (i["row_mix"][:, :, None, None] * v[None]).sum(1)  # the identity without guidance
     return {"x_next": i["x"] + i["dt"][0] * v}
 
 
@@ -376,6 +378,18 @@ def text_fn(i: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
                                         for kind in ("key", "value") for layer in range(L)}}
 
 
+def extend_fn(i: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Like decode's new K/V, per token, plus what the masks let each token see (0.001 per prompt column,
+    0.0001 per own token) in the values."""
+    ids = i["input_ids"]  # (B, T)
+    seen = (i["prefix_mask"] == 0).sum() * 0.001 + (i["own_mask"] == 0).sum(-1) * 0.0001  # (B, T)
+    layer = np.arange(L)[:, None, None, None, None]
+    b, t = ids.shape
+    key = np.broadcast_to(ids[None, None, :, :, None] + 10 * layer, (L, H, b, t, DH))
+    value = np.broadcast_to(2 * ids[None, None, :, :, None] + 10 * layer + seen[None, None, :, :, None], (L, H, b, t, DH))
+    return {"new_key": key, "new_value": value}
+
+
 def sample_fn(i: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Fake sampler: the argmax shifted by the uniform's first digit; rows with u >= 0.9 not covered."""
     u = i["uniforms"]
@@ -383,8 +397,9 @@ def sample_fn(i: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def make_engines(
-    cuda: FakeCuda, kv_dtype: str = "FLOAT", logits_dtype: str = "FLOAT"
+    cuda: FakeCuda, kv_dtype: str = "FLOAT", logits_dtype: str = "FLOAT", guidance: bool = False
 ) -> dict[str, FakeEngine]:
+    rows = 2 * KMAX if guidance else KMAX  # expert rows
     f = "FLOAT"
     vision = {
         "pixel_rows": _dyn((0, TV, PD), {0: (1, 4)}),
@@ -410,13 +425,24 @@ def make_engines(
         "new_value": _out(kv_dtype, (L, H, -1, 1, DH)),
     }
     expert = {
-        "x": _dyn((0, W, A), {0: (1, KMAX)}),
+        "x": _dyn((0, W, A), {0: (1, rows)}),
         "t": Spec(f, (1,)),
         "dt": Spec(f, (1,)),
-        "position_ids": _dyn((3, 0, W), {1: (1, KMAX)}, "INT64"),
-        "suffix_mask": _dyn((0, CS), {0: (1, KMAX)}),
-        **_layer_kv_specs(kv_dtype, KMAX),
+        "row_mix": _dyn((0, 0), {0: (1, rows), 1: (1, rows)}),
+        "position_ids": _dyn((3, 0, W), {1: (1, rows)}, "INT64"),
+        "suffix_mask": _dyn((0, CS), {0: (1, rows)}),
+        "prefix_mask": _dyn((0, 0), {0: (1, rows), 1: (1, CP)}),
+        **_layer_kv_specs(kv_dtype, rows),
         "x_next": _out(f, (-1, W, A)),
+    }
+    extend = {
+        "input_ids": _dyn((0, 0), {0: (1, KMAX), 1: (1, CS)}, "INT64"),
+        "position_ids": _dyn((3, 0, 0), {1: (1, KMAX), 2: (1, CS)}, "INT64"),
+        "prefix_mask": _dyn((1, 0), {1: (1, CP)}),
+        "own_mask": _dyn((0, 0, 0), {0: (1, KMAX), 1: (1, CS), 2: (1, CS)}),
+        **{n: s for n, s in _layer_kv_specs(kv_dtype, KMAX).items() if n.startswith("prefix_")},
+        "new_key": _out(kv_dtype, (L, H, -1, -1, DH)),
+        "new_value": _out(kv_dtype, (L, H, -1, -1, DH)),
     }
 
     sample = {
@@ -452,7 +478,12 @@ def make_engines(
         kv = {f"new_{kind}_{layer}": (H, b, t, DH) for kind in ("key", "value") for layer in range(L)}
         return {"logits": (b, V), **kv}
 
-    return {
+    def extend_shapes(s: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
+        b, t = s["input_ids"]
+        return {"new_key": (L, H, b, t, DH), "new_value": (L, H, b, t, DH)}
+
+    guided = {"extend": FakeEngine("extend", extend, extend_shapes, extend_fn, cuda)} if guidance else {}
+    return {**guided,
         "text": FakeEngine("text", text_specs(kv_dtype, logits_dtype), text_shapes, text_fn, cuda, memory=(4096, 512)),
         "vision": FakeEngine("vision", vision, vision_shapes, vision_fn, cuda),
         "prefill": FakeEngine("prefill", prefill, prefill_shapes, prefill_fn, cuda),
@@ -508,11 +539,13 @@ CONFIG = RuntimeConfig(
     suffix_capacity=CS,
     config_hash="fake-config-hash",
 )
+CONFIG_1_5 = replace(CONFIG, model_type="alpamayo1_5", config_hash="fake-1.5-config-hash")  # extend, 2K rows
 
 
-def engine_entries(path: Path, arrangement: str, onnx: bool = True) -> dict[str, EngineEntry]:
+def engine_entries(path: Path, arrangement: str, onnx: bool = True, guidance: bool = False,
+                   graphs: tuple[str, ...] | None = None) -> dict[str, EngineEntry]:
     entries = {}
-    for graph in ENGINE_GRAPHS[arrangement]:
+    for graph in graphs or engine_graphs(arrangement, guidance):
         data = f"fake-engine:{graph}".encode()
         (path / f"{graph}.engine").write_bytes(data)
         sha = hashlib.sha256(data).hexdigest()
@@ -524,9 +557,11 @@ def engine_entries(path: Path, arrangement: str, onnx: bool = True) -> dict[str,
 
 
 def write_engine_dir(path: Path, config_hash: str = CONFIG.config_hash, version: str = VERSION,
-                     arrangement: str = "merged") -> Path:
-    EngineManifest("tensorrt", version, config_hash, "fp32", False, CP, CS, KMAX, engine_entries(path, arrangement),
-                   {}, text_engines=arrangement).write(path)
+                     arrangement: str = "merged", guidance: bool = False, graphs: tuple[str, ...] | None = None
+                     ) -> Path:
+    EngineManifest("tensorrt", version, config_hash, "fp32", False, CP, CS, KMAX,
+                   engine_entries(path, arrangement, guidance=guidance, graphs=graphs), {}, text_engines=arrangement,
+                   model_type="alpamayo1_5" if guidance else "alpamayo_r1", navigation_guidance=guidance).write(path)
     return path
 
 
@@ -534,10 +569,12 @@ def make_executor(
     tmp_path: Path, cuda: FakeCuda | None = None, arrangement: str = "merged", **kwargs: Any
 ) -> tuple[TensorRTExecutor, FakeCuda]:
     cuda = cuda or FakeCuda()
-    engines = make_engines(cuda, kwargs.pop("kv_dtype", "FLOAT"), kwargs.pop("logits_dtype", "FLOAT"))
+    guidance = kwargs.pop("guidance", False)
+    engines = make_engines(cuda, kwargs.pop("kv_dtype", "FLOAT"), kwargs.pop("logits_dtype", "FLOAT"), guidance)
     source = FakeSource(engines, kwargs.pop("version", VERSION))
-    engine_dir = write_engine_dir(tmp_path, arrangement=arrangement)
-    executor = TensorRTExecutor(CONFIG, engine_dir, cuda=cuda, engine_source=source, **kwargs)
+    config = CONFIG_1_5 if guidance else CONFIG
+    engine_dir = write_engine_dir(tmp_path, config.config_hash, arrangement=arrangement, guidance=guidance)
+    executor = TensorRTExecutor(config, engine_dir, cuda=cuda, engine_source=source, **kwargs)
     return executor, cuda
 
 
@@ -760,6 +797,75 @@ def test_shared_reasoning_repeats_the_one_suffix_row(tmp_path: Path) -> None:
     assert cuda.mallocs == mallocs + 2
 
 
+def test_an_engine_build_without_extend_runs_unguided(tmp_path: Path) -> None:
+    cuda = FakeCuda()
+    engines = make_engines(cuda, guidance=True)
+    ex = TensorRTExecutor(CONFIG_1_5, write_engine_dir(tmp_path, CONFIG_1_5.config_hash), cuda=cuda,
+                          engine_source=FakeSource(engines))  # the merged arrangement's engines, no extend
+    try:
+        assert not ex.supports_guidance and "extend" not in ex.runners
+        with pytest.raises(NotImplementedError, match="no extend graph"):
+            ex.extend(np.zeros((1, 2), np.int64), np.zeros((3, 1, 2), np.int64), np.zeros((1, 4), np.float32),
+                      np.zeros((1, 2, 2), np.float32))
+        assert_tick(run_tick(ex, seed=9))  # an unguided tick of the 1.5 graph family
+    finally:
+        ex.close()
+
+
+@pytest.mark.parametrize("batch", [2, 1], ids=["per_candidate", "shared_reasoning"])
+def test_navigation_guidance_extends_the_unguided_rows_and_runs_2k_expert_rows(tmp_path: Path, batch: int) -> None:
+    """extend's K/V land in the unguided rows' slots; the expert's 2K rows read the decoded rows, then the
+    unguided ones, with their prefix masks, and the row mix blends them (oracle: the fake graphs' math on
+    host arrays laid out as the executor must have laid them out)."""
+    ex, _ = make_executor(tmp_path, guidance=True)
+    assert ex.supports_guidance and "extend" in ex.runners
+    rng = np.random.default_rng(3)
+    k, s, n, t_ext = 2, 6, 3, 4
+    ids = rng.integers(1, 9, s).astype(np.int64)
+    feats = ex.encode_images(rng.standard_normal((2, TV, PD)).astype(np.float32))
+    ex.prefill(ids, np.tile(np.arange(s), (3, 1)).astype(np.int64), feats, np.array([1, 2, 3, 4], dtype=np.int64))
+    ex.start_decode(batch)
+    tokens = rng.integers(1, 9, (n, batch)).astype(np.int64)
+    for i in range(n):
+        mask = np.where(np.arange(CS) < i, 0.0, -1e9).astype(np.float32)[None].repeat(batch, 0)
+        ex.decode(tokens[i], np.full((3, batch, 1), s + i, dtype=np.int64), i, mask)
+    ext_ids = rng.integers(1, 9, (batch, t_ext)).astype(np.int64)
+    prefix_mask = np.where(np.arange(s) < 4, 0.0, -1e9).astype(np.float32)[None]  # the route span hidden
+    own = np.where(np.tri(t_ext, dtype=bool)[None], 0.0, -1e9).astype(np.float32).repeat(batch, 0)
+    ex.extend(ext_ids, np.full((3, batch, t_ext), 7, dtype=np.int64), prefix_mask, own)
+    # the expert: rows [0, K) guided, [K, 2K) unguided; suffix masks show 3 decoded / 4 unguided slots
+    r, w = 2 * k, 1.5
+    x0 = np.concatenate([rng.standard_normal((k, W, A)).astype(np.float32)] * 2)
+    positions = np.tile(np.arange(W), (3, r, 1)).astype(np.int64)
+    suffix_mask = np.where(np.arange(CS)[None] < np.array([[3]] * k + [[4]] * k), 0.0, -1e9).astype(np.float32)
+    row_prefix = np.concatenate([np.zeros((k, s), np.float32), np.repeat(prefix_mask, k, 0)])
+    eye = np.eye(k, dtype=np.float32)
+    mix = np.block([[w * eye, (1 - w) * eye], [w * eye, (1 - w) * eye]]).astype(np.float32)
+    steps = [(j / 2, 0.5) for j in range(2)]
+    x1 = ex.run_expert(x0, steps, positions, suffix_mask, row_prefix, mix)
+    assert ex.runners["expert_step"].context.shapes["suffix_key_0"] == (H, r, CS, DH)
+    # oracle: prefix from prefill_fn, decoded rows from decode_fn, unguided rows from extend_fn
+    pre = prefill_fn({"position_ids": np.zeros((3, 1, s)), "input_ids": ids[None], "image_embeds": np.zeros((1, D)),
+                      "deepstack_embeds": np.zeros((NDS, 1, D)), "image_token_index": np.zeros(1)})
+    suffix = np.zeros((L, H, r, CS, DH))
+    for i in range(n):
+        new = decode_fn({"input_ids": tokens[i][:, None], "suffix_mask": np.zeros((batch, CS)),
+                         "prefix_key_1": pre["new_key_1"], "position_ids": np.zeros((3, batch, 1)),
+                         f"suffix_key_{L - 1}": np.zeros((H, batch, CS, DH))})["new_value"]
+        suffix[:, :, :k, i] = new[:, :, np.arange(k) % batch, 0]
+    unguided = extend_fn({"input_ids": ext_ids, "prefix_mask": prefix_mask, "own_mask": own})["new_value"]
+    suffix[:, :, k:, :t_ext] = unguided[:, :, np.arange(k) % batch]
+    x = x0.astype(np.float64)
+    for t, dt in steps:
+        x = expert_fn({"x": x, "t": np.array([t]), "dt": np.array([dt]), "row_mix": mix, "position_ids": positions,
+                       "suffix_mask": suffix_mask, "prefix_mask": row_prefix, "prefix_key_0": pre["new_key_0"],
+                       "prefix_value_1": pre["new_value_1"], "suffix_value_0": suffix[0],
+                       f"suffix_value_{L - 1}": suffix[L - 1]})["x_next"]
+    np.testing.assert_allclose(x1, x, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(x1[:k], x1[k:], rtol=0, atol=0)  # both halves carry the blended x
+    assert ex.take_counters()["suffix_kv_copies"] == r - batch
+
+
 @pytest.mark.parametrize("arrangement", TEXT_ENGINES)
 def test_fp16_cache_and_logits_are_converted_at_the_host_boundary(tmp_path: Path, arrangement: str) -> None:
     ex, _ = make_executor(tmp_path, arrangement=arrangement, kv_dtype="HALF", logits_dtype="HALF")
@@ -945,8 +1051,41 @@ def test_orchestrator_over_tensorrt_executor_matches_onnxruntime(tiny_onnx_dir: 
     assert not cuda.regions and not cuda.streams
 
 
+@pytest.mark.slow
+def test_navigation_guidance_over_tensorrt_executor_matches_onnxruntime(tiny_1_5_onnx_dir: Path, tmp_path: Path
+                                                                        ) -> None:
+    """Alpamayo 1.5 with a route and guidance: extend's K/V moved into the unguided rows and the 2K
+    expert rows gathered on the device give ONNX Runtime's tokens and trajectories."""
+    from alpamayo_ros.core.backend import SamplingRequest
+    from alpamayo_ros.runtime import create_backend
+    from alpamayo_ros.runtime.graph_backend import GraphBackend
+    from alpamayo_ros.runtime.synthetic_inputs import SyntheticInputs
+
+    model_dir = tiny_1_5_onnx_dir.parent
+    cuda = FakeCuda()
+    executor = _trt_over_ort(model_dir, tiny_1_5_onnx_dir, tmp_path, cuda=cuda)
+    assert executor.supports_guidance and executor.manifest.navigation_guidance
+    trt_backend = GraphBackend("tensorrt", model_dir, executor)
+    ort_backend = create_backend("onnxruntime", model_dir)
+    synthetic = SyntheticInputs(model_dir)
+    request = SamplingRequest(num_candidates=2, seed=4, max_generation_length=12, nav_guidance_weight=1.5)
+    try:
+        for index in (3, 4):  # second tick: graphs replayed, the gathered suffix buffer reused
+            tick = synthetic.tick(index, route="Turn right in 25m", unguided=True)
+            want = ort_backend.infer(tick.inputs, request)
+            got = trt_backend.infer(tick.inputs, request)
+            assert got.generated_ids == want.generated_ids
+            np.testing.assert_allclose(got.actions, want.actions, atol=1e-4)
+            assert got.nav_guidance_weight == want.nav_guidance_weight == 1.5 and got.counters["extend_calls"] == 1
+        assert executor.stats.enqueues["extend"] == 2 and executor.stats.graph_captures["expert_step"] >= 1
+    finally:
+        trt_backend.close()
+        ort_backend.close()
+    assert not cuda.regions and not cuda.streams
+
+
 def _trt_over_ort(
-    model_dir: Path, onnx_dir: Path, engine_dir: Path, perturb_decode: float = 0.0
+    model_dir: Path, onnx_dir: Path, engine_dir: Path, perturb_decode: float = 0.0, cuda: FakeCuda | None = None
 ) -> TensorRTExecutor:
     from alpamayo_ros.runtime.config import load_config
 
@@ -954,9 +1093,12 @@ def _trt_over_ort(
     onnx_manifest = json.loads((onnx_dir / "manifest.json").read_text())
     EngineManifest(
         "tensorrt", VERSION, config.config_hash, "fp32", False, config.prefix_capacity, config.suffix_capacity,
-        onnx_manifest["max_batch"], engine_entries(engine_dir, "merged", onnx=False), {}, text_engines="merged",
+        onnx_manifest["max_batch"],
+        engine_entries(engine_dir, "merged", onnx=False, guidance=onnx_manifest["navigation_guidance"]), {},
+        text_engines="merged", model_type=onnx_manifest["model_type"],
+        navigation_guidance=onnx_manifest["navigation_guidance"],
     ).write(engine_dir)  # fmt: skip
-    cuda = FakeCuda()
+    cuda = cuda or FakeCuda()
     engines = ort_engines(onnx_dir, cuda)
     if perturb_decode:  # an engine whose decode logits are off (e.g. a bad fp16 build): the text engine's decode phase
         inner = engines["text"].compute

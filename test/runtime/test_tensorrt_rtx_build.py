@@ -17,6 +17,7 @@ import pytest
 
 from alpamayo_ros.runtime.tensorrt.builder import BuildOptions, EngineBuildError, build_engines, build_graph
 from alpamayo_ros.runtime.tensorrt.manifest import (
+    CORE_GRAPHS,
     GRAPH_NAMES,
     ManifestError,
     check_engine_manifest,
@@ -37,7 +38,24 @@ def onnx_dir(tiny_onnx_dir: Path) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("graph", GRAPH_NAMES)
+@pytest.mark.parametrize("graph", ["extend", "expert_step"])
+def test_navigation_guidance_graphs_build_with_2k_expert_rows(tiny_1_5_onnx_dir: Path, tmp_path: Path,
+                                                              graph: str) -> None:
+    """Alpamayo 1.5's export: `extend` (a 3-D causal mask) and expert_step over up to 2 × max_batch rows."""
+    manifest = load_onnx_manifest(tiny_1_5_onnx_dir)
+    assert graph in manifest.graphs and manifest.navigation_guidance
+    entry, _ = build_graph(manifest.graphs[graph], tiny_1_5_onnx_dir, tmp_path, default_dim_ranges(manifest), RTX, b"")
+    assert (tmp_path / entry.file).stat().st_size == entry.bytes > 0
+    tensors = {t.name: t for t in entry.tensors}
+    if graph == "expert_step":
+        assert tensors["row_mix"].profile["max"] == [2 * manifest.max_batch] * 2
+        assert tensors["prefix_mask"].profile["max"] == [2 * manifest.max_batch, manifest.prefix_capacity]
+    else:
+        assert tensors["own_mask"].profile["max"] == [manifest.max_batch] + [manifest.suffix_capacity] * 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("graph", CORE_GRAPHS)
 def test_graph_parses_and_builds_with_tensorrt_parser(onnx_dir: Path, tmp_path: Path, graph: str) -> None:
     manifest = load_onnx_manifest(onnx_dir)
     # a parse or build failure raises EngineBuildError with the parser's node/op message
@@ -75,6 +93,7 @@ def test_build_engines_manifest_binds_version_and_config(onnx_dir: Path, tmp_pat
     assert manifest.tensorrt_version == trt_rtx.__version__
     assert manifest.config_hash == onnx_manifest["config_hash"]
     assert manifest.normalization == onnx_manifest["normalization"]  # engines without weights keep the constants
+    assert (manifest.model_type, manifest.navigation_guidance) == ("alpamayo_r1", False)  # the variant, recorded
     assert not (out / "timing.cache").exists()  # timing caches are no-ops in TensorRT-RTX, so none is written
 
     loaded = load_engine_manifest(out)

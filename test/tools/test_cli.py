@@ -94,11 +94,24 @@ def test_demo_offline_kinematic_end_to_end(tiny_model: Path, tmp_path: Path, cap
     out.mkdir()
     (out / "tiny_model").symlink_to(tiny_model)  # the demo reuses a model it finds
     code = main(["demo", "--out", str(out), "--duration", "9", "--period", "0.5", "--backend", "kinematic",
-                 "--offline", "--quiet"])
+                 "--offline", "--quiet", "--model", "alpamayo_r1"])
     assert code == 0
     text = capsys.readouterr().out
     assert "making the demo bag" in text and f"using {out / 'tiny_model'}" in text
     assert (out / "report" / "report.md").exists() and "demo finished" in text
+
+
+def test_demo_defaults_to_alpamayo_1_5_and_its_plans_carry_the_bags_route(tmp_path: Path, capsys) -> None:
+    pytest.importorskip("torch")
+    out = tmp_path / "demo"
+    code = main(["demo", "--out", str(out), "--duration", "9", "--period", "0.5", "--backend", "kinematic",
+                 "--offline", "--quiet"])
+    assert code == 0
+    assert "making the tiny model (alpamayo1_5" in capsys.readouterr().out
+    assert json.loads((out / "tiny_model" / "config.json").read_text())["model_type"] == "alpamayo1_5"
+    ticks = json.loads((out / "report" / "report.json").read_text())["ticks"]
+    routes = {t["route_instruction"] for t in ticks if t["status"] == "planned"}
+    assert routes and all(r.startswith("Turn left") for r in routes), routes  # the 9 s drive is in its curve
 
 
 def test_installed_wrappers_are_executable_and_run_the_cli() -> None:
@@ -119,7 +132,8 @@ def test_demo_online_lockstep_end_to_end(tiny_model: Path, tmp_path: Path, capsy
     out = tmp_path / "demo"
     out.mkdir()
     (out / "tiny_model").symlink_to(tiny_model)
-    code = main(["demo", "--out", str(out), "--duration", "9", "--period", "0.5", "--backend", "kinematic", "--quiet"])
+    code = main(["demo", "--out", str(out), "--duration", "9", "--period", "0.5", "--backend", "kinematic", "--quiet",
+                 "--model", "alpamayo_r1"])
     assert code == 0, (out / "report" / "node.log").read_text()[-2000:]
     assert "online: planner node over DDS, lockstep" in capsys.readouterr().out
     report = json.loads((out / "report" / "report.json").read_text())

@@ -81,3 +81,26 @@ def test_same_config_same_bag_and_raw_images(tmp_path: Path) -> None:
         make_demo_bag(tmp_path / "a", cfg, overwrite=False)
     with pytest.raises(ValueError, match="duration_s"):
         DemoBagConfig(duration_s=3.0)
+
+
+def test_route_instructions_follow_the_curve_in_the_trained_wording() -> None:
+    from alpamayo_ros.core.navigation import is_trained_wording
+
+    drive = simulate_drive(DemoBagConfig(duration_s=45.0))
+    (_, a, b), = [p for p in drive.phase_bounds if p[0] == "curve"]
+    texts = [drive.route_at(t) for t in np.arange(0.0, 45.0, 0.5)]
+    assert all(is_trained_wording(t) for t in texts)
+    assert drive.route_at(0.0) == "Turn left in 68m" and drive.route_at(a - 1.0) == "Turn left in 10m"  # 10 m/s
+    assert drive.route_at(a + 0.1) == drive.route_at(b - 0.1) == "Turn left"  # the curve bends left (κ > 0)
+    assert drive.route_at(b) == drive.route_at(44.0) == "Continue straight"
+    assert float(np.interp(0.5 * (a + b), drive.t, drive.yaw_rate)) > 0.0
+
+
+def test_the_bag_carries_the_route_topic(short_bag) -> None:
+    from alpamayo_ros.tools.bag_io import deserialize
+    from alpamayo_ros.tools.topics import DEFAULT_ROUTE_TOPIC
+
+    msgs = list(BagSource(short_bag.path).messages([DEFAULT_ROUTE_TOPIC]))
+    assert short_bag.counts[DEFAULT_ROUTE_TOPIC] == len(msgs) == 11  # 1 Hz over 10 s
+    assert msgs[0].msgtype == "std_msgs/msg/String"
+    assert [deserialize(m).data for m in msgs][:2] == ["Turn left in 15m", "Turn left in 5m"]

@@ -187,6 +187,22 @@ def test_replay_command_runs_the_protocol_over_a_directory_of_bags(bags: Path, t
               "--backend", "kinematic", "--model-dir", str(default_tiny_model_dir())])
 
 
+def test_evaluate_runs_the_protocol_like_replay(bags: Path, tmp_path: Path) -> None:
+    """The protocol and per-bag t0 lists reach every worker of a process pool: the same samples
+    and the same protocol number as `replay`."""
+    from alpamayo_ros.runtime.tiny_model import default_tiny_model_dir
+
+    t0s = tmp_path / "t0.yaml"
+    t0s.write_text(f"{FAST.clip_id}: [2.0, 3.0]\n")
+    common = ["--protocol", "reference", "--t0-file", str(t0s), "--backend", "kinematic", "--model-dir",
+              str(default_tiny_model_dir()), "--no-figures", "--quiet"]
+    assert main(["replay", str(bags), *common, "--out", str(tmp_path / "replay")]) == 0
+    assert main(["evaluate", str(bags), *common, "--workers", "2", "--out", str(tmp_path / "eval")]) == 0
+    one, many = (json.loads((tmp_path / d / "report.json").read_text())["protocol"] for d in ("replay", "eval"))
+    assert many["samples_total"] == 5 and many["samples_scored"] == 4  # SHORT: no ground truth at 5.1 s
+    assert many["value"] == one["value"] and many["samples"] == one["samples"] and many["failed"] == one["failed"]
+
+
 @pytest.mark.ros
 def test_converted_bag_online_equals_offline_under_the_protocol(bags: Path, tmp_path: Path) -> None:
     """An imported clip (cameras at 10 Hz) through the node over DDS in lockstep, at protocol

@@ -3,6 +3,7 @@ plans as offline replay (the same Planner in-process) for the same bag and seed.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -137,3 +138,78 @@ def test_free_running_replay_records_plans_at_the_nodes_pace(short_bag, tiny_mod
     assert all(r.xyz.shape == (3, 64, 3) for r in planned)
     assert {r.status for r in online.records} <= {"planned", "timeout", "gate_rejected", "fallback"}
     assert online.meta["recorded_messages"] >= len(planned)
+
+
+@pytest.fixture(scope="module")
+def tiny_model_1_5(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    pytest.importorskip("torch")
+    from alpamayo_ros.runtime.tiny_model import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("model") / "tiny15", variant="alpamayo1_5")
+
+
+def test_route_instructions_from_the_bag_reach_the_prompt_in_both_modes(short_bag, tiny_model_1_5: Path,
+                                                                       tmp_path: Path) -> None:
+    """The demo bag's route topic (1 Hz) goes into Alpamayo 1.5's prompt offline and through the node's
+    ~/route_instruction online; with route.max_age_s 0.5 s some ticks find it aged out, the same ones."""
+    from alpamayo_ros.tools.topics import DEFAULT_ROUTE_TOPIC
+
+    ov = _overrides(tiny_model_1_5, 5) | {"route.max_age_s": 0.5}
+    params = node_params(DEFAULT_PARAMS_FILE, ov)
+    opts = ReplayOptions(cameras=camera_topics(params), odom_topic=params.odometry_topic, period_s=0.2,
+                         max_ticks=12, route_topic=DEFAULT_ROUTE_TOPIC, route_max_age_s=params.route.max_age_s)
+    backend, planner = build_planner_from_params(params)
+    try:
+        offline = run_offline(short_bag.path, planner, opts)
+    finally:
+        backend.close()
+    _, shadow = build_planner_from_params(params)
+    online = run_online(short_bag.path, opts, OnlineOptions(
+        params_file=DEFAULT_PARAMS_FILE, param_overrides=lockstep_overrides(params) | ov,
+        log_path=tmp_path / "node.log", startup_timeout_s=60.0, first_plan_timeout_s=60.0, plan_timeout_s=20.0,
+    ), shadow=shadow)
+    assert online.error is None and offline.error is None
+    off = [(r.status, r.route_instruction) for r in offline.records]
+    on = [(r.status, r.route_instruction) for r in online.records]
+    assert on == off, (tmp_path / "node.log").read_text()[-2000:]
+    routes = [route for status, route in off if status == "planned"]
+    assert any(r.startswith("Turn left") for r in routes) and "" in routes, routes
+    assert set(routes) <= {"", "Turn left", "Continue straight"} | {f"Turn left in {d}m" for d in range(100)}
+
+
+@pytest.mark.slow
+def test_tiny_alpamayo_1_5_with_guidance_replays_alike_on_onnxruntime_and_torch(short_bag, tiny_1_5_onnx_dir: Path,
+                                                                                tmp_path: Path) -> None:
+    """The tiny 1.5 model on ONNX Runtime reads the bag's route topic offline and through the node
+    online (lockstep) with navigation guidance on: the same reasoning and trajectories; offline on
+    torch, guidance off, the same instructions reach its prompt."""
+    model = tiny_1_5_onnx_dir.parent
+    ov = {"backend": "onnxruntime", "model_dir": str(model), "num_candidates": 2, "seed": 9,
+          "max_generation_length": 8, "nav_guidance_weight": 1.5, "noise_temperature": 0.6, "warmup": False}
+    params = node_params(DEFAULT_PARAMS_FILE, ov)
+    opts = ReplayOptions(cameras=camera_topics(params), odom_topic=params.odometry_topic, period_s=0.5, max_ticks=3)
+    backend, planner = build_planner_from_params(params)
+    try:
+        offline = run_offline(short_bag.path, planner, opts)
+    finally:
+        backend.close()
+    _, shadow = build_planner_from_params(node_params(DEFAULT_PARAMS_FILE, ov | {"backend": "kinematic"}))
+    online = run_online(short_bag.path, opts, OnlineOptions(
+        params_file=DEFAULT_PARAMS_FILE, param_overrides=lockstep_overrides(params) | ov,
+        log_path=tmp_path / "node.log", startup_timeout_s=120.0, first_plan_timeout_s=120.0, plan_timeout_s=120.0,
+    ), shadow=shadow)
+    assert online.error is None and offline.error is None
+    assert [r.status for r in online.records] == [r.status for r in offline.records] == ["planned"] * 3, \
+        (tmp_path / "node.log").read_text()[-2000:]
+    for off, on in zip(offline.records, online.records, strict=True):
+        assert on.route_instruction == off.route_instruction != ""
+        assert on.reasoning == off.reasoning
+        np.testing.assert_allclose(on.xyz, off.xyz, atol=1e-4)
+    torch_params = node_params(DEFAULT_PARAMS_FILE, ov | {"backend": "torch", "nav_guidance_weight": 0.0})
+    backend, planner = build_planner_from_params(torch_params)
+    try:
+        plain = run_offline(short_bag.path, planner, replace(opts, max_ticks=2))
+    finally:
+        backend.close()
+    assert [r.route_instruction for r in plain.records] == [r.route_instruction for r in offline.records[:2]]
+    assert not np.allclose(plain.records[0].xyz, offline.records[0].xyz, atol=1e-4)  # guidance changed the plans

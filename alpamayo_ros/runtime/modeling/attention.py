@@ -129,8 +129,9 @@ def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scaling:
 
 class KVPart(NamedTuple):
     """Keys/values one query batch attends to, head-major: `shared` parts are (Hkv, C, D) for all B rows
-    (the prompt prefix, stored once), batched parts (Hkv, B, C, D). `mask` is additive, (B, C) or (1, C),
-    or None; `causal`: the part is the queries' own T tokens (C = T), query i sees keys 0…i."""
+    (the prompt prefix, stored once), batched parts (Hkv, B, C, D). `mask` is additive, (B, C) or (1, C)
+    for every query, (B, T, C) per query (a causal chunk), or None; `causal`: the part is the queries' own
+    T tokens (C = T), query i sees keys 0…i."""
 
     key: torch.Tensor
     value: torch.Tensor
@@ -167,7 +168,8 @@ def cached_attention(q: torch.Tensor, parts: list[KVPart], scaling: float) -> to
             sc = torch.matmul(qh, part.key.transpose(-1, -2))
         sc = sc.reshape(hkv, b, g, t, -1)
         if part.mask is not None:
-            sc = sc + part.mask[None, :, None, None, :].to(sc.dtype)
+            mask = part.mask[None, :, None] if part.mask.dim() == 3 else part.mask[None, :, None, None, :]
+            sc = sc + mask.to(sc.dtype)
         if part.causal:  # (T, T): the own tokens see themselves and their predecessors
             sc = sc + causal_mask(t, sc.device).to(sc.dtype)[0]
         scores.append(sc)

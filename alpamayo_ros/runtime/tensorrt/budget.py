@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from alpamayo_ros.runtime.config import RuntimeConfig, TextConfig, VisionConfig
@@ -121,6 +121,10 @@ def memory_budget(
         "kv_suffix": k * cfg.suffix_capacity * kv_token,
         "io_buffers_and_pinned_staging": 2 * io_bytes,
     }
+    if cfg.guidance:  # navigation guidance: the extend engine (one more copy of the decoder weights, without
+        # the LM head, in either arrangement), the unguided suffix rows and the expert's gathered 2K-row suffix
+        out["engine_extend"] = (p.text_layers + p.embed) * wb
+        out["kv_guidance_suffixes"] = 3 * k * cfg.suffix_capacity * kv_token
     out["total"] = sum(out.values())
     return out
 
@@ -145,6 +149,8 @@ class TickShape:
     decode_steps: int = 20  # ~16 CoC tokens + control tokens (perf_anchors.md §0)
     euler_steps: int = 10
     new_images: int = 4  # steady state: one new frame per camera (DESIGN.md §4.1)
+    guidance: bool = False  # Alpamayo 1.5 navigation guidance: one extend call, 2K expert rows
+    guidance_tail_tokens: int = 26  # the prompt after the route span (instruction + assistant prefix)
 
 
 def _stage(bytes_moved: float, flops: float, precision: str, hw: Hardware) -> dict[str, Any]:
@@ -185,17 +191,25 @@ def latency_bounds(
     dec_bytes = (p.text_layers + p.lm_head) * wb_vlm + s * kv_token + suffix
     decode_step = _stage(dec_bytes, 2 * (p.text_layers + p.lm_head) * k, vlm, hw)
     # Euler step: all expert weights + prefix KV once + suffix KV, K x W action tokens
+    # (with guidance: 2K rows, both suffixes; the extend call runs the decoder once over K rows of the
+    # unguided tail + reasoning, reading the prompt KV once)
+    rows = 2 * k if shape.guidance else k
     e_q = e.num_attention_heads * e.head_dim
-    exp_flops = 2 * p.expert * k * w + 4 * e.num_hidden_layers * k * w * (s + shape.decode_steps + w) * e_q
-    euler_step = _stage(p.expert * wb_exp + s * kv_token + suffix, exp_flops, expert, hw)
+    exp_flops = 2 * p.expert * rows * w + 4 * e.num_hidden_layers * rows * w * (s + shape.decode_steps + w) * e_q
+    euler_step = _stage(p.expert * wb_exp + s * kv_token + suffix * rows // k, exp_flops, expert, hw)
+    ext_tokens = k * (shape.guidance_tail_tokens + shape.decode_steps) if shape.guidance else 0
+    ext_flops = 2 * p.text_layers * ext_tokens + 4 * t.num_hidden_layers * ext_tokens * s * q_width
+    extend = _stage((p.text_layers * wb_vlm + s * kv_token + ext_tokens * kv_token) if ext_tokens else 0.0,
+                    ext_flops, vlm, hw)
     total = (
         vision["ms"]
         + prefill["ms"]
         + shape.decode_steps * decode_step["ms"]
+        + extend["ms"]
         + shape.euler_steps * euler_step["ms"]
     )
     return {
-        "vision": vision, "prefill": prefill, "decode_step": decode_step, "euler_step": euler_step,
+        "vision": vision, "prefill": prefill, "decode_step": decode_step, "extend": extend, "euler_step": euler_step,
         "decode_total_ms": shape.decode_steps * decode_step["ms"], "expert_total_ms": shape.euler_steps * euler_step["ms"],
         "tick_ms": total, "shape": asdict(shape), "precision": {"vlm": vlm, "expert": expert, "kv": kv},
         "text_engines": text_engines,
@@ -207,21 +221,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument(
         "model_dir", nargs="?", default=None, help="default: the released Alpamayo-R1 dims (config defaults)"
     )
+    ap.add_argument("--model-type", default=None, help="with no MODEL_DIR: alpamayo1_5 for Alpamayo 1.5's "
+                    "capacities and navigation guidance (same dims as R1)")
     ap.add_argument("--candidates", type=int, default=6)
     ap.add_argument("--text-engines", choices=TEXT_ENGINES, default="merged",
                     help="the build-engines arrangement (merged: the text weights once)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
-    from alpamayo_ros.runtime.config import load_config
+    from alpamayo_ros.runtime.config import config_from_dict, load_config
 
-    cfg = load_config(args.model_dir) if args.model_dir else RuntimeConfig()
+    cfg = load_config(args.model_dir) if args.model_dir else (
+        config_from_dict({"model_type": args.model_type}) if args.model_type else RuntimeConfig())
     p = param_counts(cfg)
     shape = TickShape(candidates=args.candidates)
     arrangement = args.text_engines
     report: dict[str, Any] = {
         "params": {**asdict(p), "text_engine": p.text_engine},
         "text_engines": arrangement,
-        "text_weight_copies": 1 if arrangement == "merged" else 2,
+        # prefill + decode: once merged, twice separate; the extend engine (1.5's guidance) holds one more
+        "text_weight_copies": (1 if arrangement == "merged" else 2) + (1 if cfg.guidance else 0),
         "kv_bytes_per_token_fp16": kv_bytes_per_token(cfg),
         "memory_fp16": memory_budget(cfg, text_engines=arrangement),
         "memory_fp8_weights": memory_budget(cfg, weights="fp8", text_engines=arrangement),
@@ -232,21 +250,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         "latency_fp8_vlm_fp16_expert": latency_bounds(cfg, shape, vlm="fp8", text_engines=arrangement),
         "latency_fp8_all": latency_bounds(cfg, shape, vlm="fp8", expert="fp8", text_engines=arrangement),
     }
+    if cfg.guidance:
+        report["latency_fp16_navigation_guidance"] = latency_bounds(cfg, replace(shape, guidance=True),
+                                                                    text_engines=arrangement)
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
     print("params (B): " + ", ".join(f"{k} {v / 1e9:.3f}" for k, v in report["params"].items()))
     print(f"KV bytes/token (fp16): {report['kv_bytes_per_token_fp16']}")
+    extend = (f"; one of them the extend engine's (navigation guidance, {(p.text_layers + p.embed) / 1e9:.3f} B: "
+              f"no LM head)") if cfg.guidance else ""
     print(f"text engines: {arrangement} -> {report['text_weight_copies']} copy(ies) of the text weights "
-          f"({p.text_engine / 1e9:.3f} B params each); prefill score tensor per layer (fp32, if unfused): "
+          f"({p.text_engine / 1e9:.3f} B params each{extend}); prefill score tensor per layer (fp32, if unfused): "
           f"{report['prefill_scores_bytes_per_layer_fp32'] / 1e9:.2f} GB")
     for key in ("memory_fp16", "memory_fp8_weights", "memory_fp16_other_arrangement"):
         print(f"{key}: " + ", ".join(f"{k} {v / 1e9:.2f} GB" for k, v in report[key].items()))
-    for key in ("latency_fp16", "latency_fp8_vlm_fp16_expert", "latency_fp8_all"):
+    for key in [k for k in report if k.startswith("latency_")]:
         lat = report[key]
         stages = ", ".join(
             f"{s} {lat[s]['ms']:.1f} ms ({lat[s]['bound']})"
-            for s in ("vision", "prefill", "decode_step", "euler_step")
+            for s in ("vision", "prefill", "decode_step", "extend", "euler_step") if lat[s]["flops"] or s != "extend"
         )
         print(
             f"{key}: {stages}; decode x{shape.decode_steps} {lat['decode_total_ms']:.0f} ms, expert x{shape.euler_steps} {lat['expert_total_ms']:.0f} ms, tick >= {lat['tick_ms']:.0f} ms"

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from alpamayo_ros.runtime.executor import is_kv_tensor
 from alpamayo_ros.runtime.tensorrt.manifest import (
-    ENGINE_GRAPHS,
+    GRAPH_NAMES,
     TEXT_ENGINES,
     DimRange,
     EngineEntry,
@@ -39,6 +39,7 @@ from alpamayo_ros.runtime.tensorrt.manifest import (
     ManifestError,
     OnnxManifest,
     default_dim_ranges,
+    engine_graphs,
     file_sha256,
     load_onnx_manifest,
     phase_dim_ranges,
@@ -67,7 +68,7 @@ class EngineBuildError(RuntimeError):
 @dataclass
 class BuildOptions:
     precision: str = "fp16"
-    graphs: tuple[str, ...] | None = None  # None: the engines of `text_engines`
+    graphs: tuple[str, ...] | None = None  # None: the engines of `text_engines` (+ `extend` where exported)
     text_engines: str = "merged"
     dims: dict[str, DimRange] = field(default_factory=dict)  # overrides of default_dim_ranges
     workspace_mib: int | None = None
@@ -77,10 +78,12 @@ class BuildOptions:
     tensorrt_module: str = DEFAULT_MODULE
     kv_io_in_precision: bool = True  # weakly typed builds: KV I/O tensors in fp16/bf16
 
-    def engine_graphs(self) -> tuple[str, ...]:
+    def engine_graphs(self, onnx_graphs: Sequence[str] = ()) -> tuple[str, ...]:
+        """The graphs to build: `graphs`, or the arrangement's engines plus `extend` where the ONNX export has
+        it (a model with navigation guidance)."""
         if self.text_engines not in TEXT_ENGINES:
             raise EngineBuildError(f"text_engines must be one of {TEXT_ENGINES}, got {self.text_engines!r}")
-        return self.graphs or ENGINE_GRAPHS[self.text_engines]
+        return self.graphs or engine_graphs(self.text_engines, "extend" in onnx_graphs)
 
 
 @dataclass(frozen=True)
@@ -406,7 +409,7 @@ def build_engines(
     onnx_dir = resolve_onnx_dir(Path(source), out, options.precision)
     manifest = load_onnx_manifest(onnx_dir)
     _check_model_config(manifest, model_dir or _model_dir_of(Path(source), onnx_dir))
-    graphs = options.engine_graphs()
+    graphs = options.engine_graphs(tuple(manifest.graphs))
     missing = [g for g in graphs if g not in manifest.graphs]
     if missing:
         raise ManifestError(
@@ -438,6 +441,8 @@ def build_engines(
         device=_device_info() if options.tensorrt_module == DEFAULT_MODULE else None,
         weights_hash=str(manifest.raw.get("weights_hash", "")),
         normalization=manifest.raw.get("normalization"),
+        model_type=manifest.model_type,
+        navigation_guidance=manifest.navigation_guidance,
         text_engines=options.text_engines,
     )
     result.write(out)
@@ -492,14 +497,15 @@ def make_parser() -> argparse.ArgumentParser:
         "prefill and decode engines (blocked prefill attention, the text weights twice)",
     )
     parser.add_argument(
-        "--graphs", default=None, help="comma-separated subset of the arrangement's graphs (default: all of them)"
+        "--graphs", default="", help=f"comma-separated subset of {','.join(GRAPH_NAMES)} (default: the "
+        "arrangement's engines, and `extend` where the ONNX export has it: models with navigation guidance)"
     )
     parser.add_argument(
         "--dim",
         action="append",
         default=[],
         metavar="NAME=MIN:OPT:MAX",
-        help="profile range override (B, K, N, S, P, M, T)",
+        help="profile range override (B, K, N, S, P, M, T, Q)",
     )
     parser.add_argument("--workspace-mib", type=int, default=None)
     parser.add_argument("--timing-cache", type=Path, default=None, help="default: OUT_DIR/timing.cache")

@@ -25,10 +25,16 @@ Bookkeeping, all decided at configure (construction):
   (no copy) with the host's pre-drawn uniforms, and downloads only the token ids (and a `covered`
   flag per row; an uncovered row's logits are downloaded for the host sampler);
 * CUDA graphs: `decode` and `decode_sampled` (per batch size, write slot and prompt length: the slot
-  copy and the per-layer addresses are baked in) and the whole Euler loop of `expert_step` (per K, step count and
-  prompt length) are captured after their first eager run and replayed afterwards, uploads from
-  pinned staging and the logits/x download included. `vision` and `prefill` change shape every
-  tick and run once per tick, so they run eagerly.
+  copy and the per-layer addresses are baked in) and the whole Euler loop of `expert_step` (per K, rows,
+  step count and prompt length) are captured after their first eager run and replayed afterwards, uploads
+  from pinned staging and the logits/x download included. `vision`, `prefill` and `extend` change shape
+  every tick and run once per tick, so they run eagerly;
+* navigation guidance (Alpamayo 1.5): `extend` is an engine of its own in either arrangement (its own
+  copy of the decoder weights, without the LM head; optional at build), profile 0, sharing the arena. It
+  writes the unguided tokens' K/V to its own output and
+  2-D copies put them into the unguided suffix rows (`kv.unguided_*`, suffix layout); the expert's 2K
+  rows then read one gathered suffix buffer (`kv.expert_suffix_*`: the decoded rows, then the unguided
+  ones), as shared reasoning's repeated row does.
 
 Image features stay on the host (the orchestrator caches them): a tick moves at most 4 new
 images down and 16 up, ~0.24 GB at the Alpamayo dims, about 1 ms of a multi-second tick.
@@ -54,6 +60,7 @@ from alpamayo_ros.runtime.tensorrt.manifest import (
     EngineManifest,
     ManifestError,
     check_engine_manifest,
+    engine_graphs,
     load_engine_manifest,
 )
 from alpamayo_ros.runtime.tensorrt.trt_module import (
@@ -300,6 +307,10 @@ def plan_buffers(runners: dict[str, GraphRunner], max_steps: int = MAX_EULER_STE
         for kind in KV_NAMES:
             key = f"kv.{part}_{kind}"
             specs[key] = BufferSpec(key, layers * _aligned(layer_bytes[part]), False, kv_dtype[kind][0])
+    if "extend" in runners:  # the unguided rows, in the suffix layout (at most the decode batch)
+        for kind in KV_NAMES:
+            key, like = f"kv.unguided_{kind}", specs[f"kv.suffix_{kind}"]
+            specs[key] = BufferSpec(key, like.nbytes, False, like.dtype)
     return specs
 
 
@@ -432,6 +443,8 @@ class TensorRTExecutor(GraphExecutor):
             raise
         self.prefix_len = 0
         self.batch = 0
+        self.unguided_batch = 0
+        self.supports_guidance = "extend" in self.runners
 
     # configure ----------------------------------------------------------------------------
     def _check_manifest(
@@ -446,6 +459,7 @@ class TensorRTExecutor(GraphExecutor):
             compute_capability=compute_capability,
             weights_hash=weights_hash,
             verify_checksums=verify_checksums,
+            required_graphs=self._engine_graphs(manifest),
         )
         cfg = self.config
         wanted = (cfg.prefix_capacity, cfg.suffix_capacity)
@@ -457,6 +471,14 @@ class TensorRTExecutor(GraphExecutor):
             )
         return manifest
 
+    def _engine_graphs(self, manifest: EngineManifest) -> tuple[str, ...] | None:
+        """The engines this model runs: the arrangement's, and `extend` (navigation guidance) where it was
+        built (optional: an engine build without it saves its weights' memory). None: unknown arrangement
+        (check_engine_manifest names it)."""
+        if manifest.text_engines not in ENGINE_GRAPHS:
+            return None
+        return engine_graphs(manifest.text_engines, self.config.guidance and "extend" in manifest.engines)
+
     def _load(self, graph: str) -> tensorrt.ICudaEngine:
         return self.source.deserialize((self.engine_dir / self.manifest.engines[graph].file).read_bytes())
 
@@ -464,7 +486,7 @@ class TensorRTExecutor(GraphExecutor):
         """Runners by role; the merged arrangement's prefill and decode share the one text engine."""
         strategy = self.source.user_managed
         runners: dict[str, GraphRunner] = {}
-        for graph in ENGINE_GRAPHS[self.manifest.text_engines]:
+        for graph in self._engine_graphs(self.manifest) or ():
             engine = self._load(graph)
             if graph != "text":
                 runners[graph] = GraphRunner(graph, engine, 0, strategy)
@@ -555,17 +577,23 @@ class TensorRTExecutor(GraphExecutor):
                 addresses[f"suffix_{kind}_{i}"] = ptr
         return shapes, addresses
 
-    def _repeat_suffix_row(self, rows: int) -> None:
-        """Shared reasoning: the one decoded suffix row, repeated to `rows` rows in a buffer of its own
-        (the graphs tie the suffix batch to the expert's K)."""
+    def _gather_expert_suffix(self, rows_a: np.ndarray, rows_b: np.ndarray | None) -> None:
+        """The expert's suffix rows in a buffer of their own (the graphs tie the suffix batch to the expert's
+        rows): decoded row rows_a[j] (shared reasoning: one row for K candidates), then with navigation
+        guidance unguided row rows_b[j]."""
         kv = self.kv
         row = kv.suffix_capacity * kv.head_dim * kv.itemsize
+        sources = [("kv.suffix", self.batch, int(i)) for i in rows_a]
+        if rows_b is not None:
+            sources += [("kv.unguided", self.unguided_batch, int(i)) for i in rows_b]
+        total = len(sources)
         for kind in KV_NAMES:
-            key = f"kv.expert_suffix_{kind}"
-            pairs = zip(self._kv_layers("suffix", kind, rows, key), self._kv_layers("suffix", kind, 1), strict=True)
-            for dst, src in pairs:
-                for r in range(rows):  # head h's row -> rows h·K + r
-                    self.cuda.memcpy2d_dtod_async(dst + r * row, rows * row, src, row, row, kv.heads, self.stream)
+            dst_layers = self._kv_layers("suffix", kind, total, f"kv.expert_suffix_{kind}")
+            src_layers = {(buf, b): self._kv_layers("suffix", kind, b, f"{buf}_{kind}") for buf, b, _ in sources}
+            for r, (buf, b, i) in enumerate(sources):  # head h's row i -> row h·R + r
+                for dst, src in zip(dst_layers, src_layers[(buf, b)], strict=True):
+                    self.cuda.memcpy2d_dtod_async(dst + r * row, total * row, src + i * row, b * row, row, kv.heads,
+                                                  self.stream)
 
     def _new_kv_sources(self, kind: str) -> tuple[list[int], bool]:
         """Device addresses of decode's new K/V per layer, and whether they are one stacked buffer
@@ -803,38 +831,69 @@ class TensorRTExecutor(GraphExecutor):
         raw_dtype = raw_host_dtype(info.dtype)
         return lambda: decode_host(alloc.host_array(raw_dtype, shape).copy(), info.dtype)
 
+    def extend(self, input_ids: np.ndarray, position_ids: np.ndarray, prefix_mask: np.ndarray,
+               own_mask: np.ndarray) -> None:
+        if "extend" not in self.runners:
+            super().extend(input_ids, position_ids, prefix_mask, own_mask)
+        runner, kv = self.runners["extend"], self.kv
+        b, t = (int(d) for d in input_ids.shape)
+        if t > kv.suffix_capacity:
+            raise TensorRTExecutorError(f"{t} unguided tokens exceed the suffix capacity {kv.suffix_capacity}")
+        host = {"input_ids": np.asarray(input_ids, dtype=np.int64), "position_ids": position_ids,
+                "prefix_mask": prefix_mask, "own_mask": own_mask}
+        kv_shapes, kv_addresses = self._kv_bindings(b)
+        prefix = [n for n in kv_shapes if n.startswith("prefix_")]
+        runner.set_input_shapes({**{n: tuple(a.shape) for n, a in host.items()}, **{n: kv_shapes[n] for n in prefix}})
+        runner.bind({**{n: self._own("extend", n) for n in (*host, "new_key", "new_value")},
+                     **{n: kv_addresses[n] for n in prefix}})
+        self._upload([self._stage("extend", n, a) for n, a in host.items()])
+        self._enqueue(runner)
+        row = kv.head_dim * kv.itemsize
+        for kind in KV_NAMES:  # (L, Hkv, B, T, Dh) -> slots [0, T) of the unguided rows (Hkv, B, Cs, Dh) per layer
+            src = self._own("extend", f"new_{kind}")
+            for i, dst in enumerate(self._kv_layers("suffix", kind, b, f"kv.unguided_{kind}")):
+                self.cuda.memcpy2d_dtod_async(dst, kv.suffix_capacity * row, src + i * kv.heads * b * t * row,
+                                              t * row, t * row, kv.heads * b, self.stream)
+        self.cuda.stream_synchronize(self.stream)
+        self.unguided_batch = b
+
     def run_expert(
         self,
         x0: np.ndarray,
         steps: list[tuple[float, float]],
         position_ids: np.ndarray,
         suffix_mask: np.ndarray,
+        prefix_mask: np.ndarray | None = None,
+        row_mix: np.ndarray | None = None,
     ) -> np.ndarray:
         runner = self.runners["expert_step"]
-        k, n = int(x0.shape[0]), len(steps)
+        r, n = int(x0.shape[0]), len(steps)
         if not 1 <= n <= self.max_steps:
             raise TensorRTExecutorError(f"{n} Euler steps; the step table holds 1..{self.max_steps}")
-        shared = self.batch not in (0, k)  # shared reasoning: one decoded row for the K candidates
-        if shared:
-            self.count("suffix_kv_copies", k - 1)
-            for kind in KV_NAMES:  # allocated at the first shared-reasoning tick, then reused
+        k, prefix_mask, row_mix = self.expert_extras(r, self.prefix_len, prefix_mask, row_mix)
+        rows_a, rows_b = self.expert_rows(k, r, self.batch or k)
+        gathered = rows_b is not None or self.batch not in (0, k)  # guidance, or shared reasoning's one row
+        if gathered:
+            self.count("suffix_kv_copies", r - self.batch)
+            for kind in KV_NAMES:  # allocated at the first tick that needs it, then reused
                 key, like = f"kv.expert_suffix_{kind}", self.plan[f"kv.suffix_{kind}"]
                 if key not in self._alloc:
                     self._alloc[key] = Allocation(BufferSpec(key, like.nbytes, False, like.dtype),
                                                   self.cuda.malloc(like.nbytes))
-        host = {"position_ids": position_ids, "suffix_mask": suffix_mask}
+        host = {"row_mix": row_mix, "position_ids": position_ids, "suffix_mask": suffix_mask,
+                "prefix_mask": prefix_mask}
         staged = [self._stage("expert_step", name, a) for name, a in host.items()]
         staged.append(self._stage("expert_step", "x", x0, key="expert_step.x.0"))
         staged += self._stage_steps(steps)
-        kv_shapes, kv_addresses = self._kv_bindings(k, "kv.expert_suffix" if shared else "kv.suffix")
+        kv_shapes, kv_addresses = self._kv_bindings(r, "kv.expert_suffix" if gathered else "kv.suffix")
         shapes = {"x": tuple(x0.shape), "t": (1,), "dt": (1,), **{n_: tuple(a.shape) for n_, a in host.items()},
                   **kv_shapes}
 
         def issue() -> None:
             runner.set_input_shapes(shapes)
             self._upload(staged)
-            if shared:
-                self._repeat_suffix_row(k)
+            if gathered:
+                self._gather_expert_suffix(rows_a, rows_b)
             for i in range(n):
                 addresses = {name: self._own("expert_step", name) for name in host}
                 addresses["x"] = self._alloc[f"expert_step.x.{i % 2}"].device
@@ -845,9 +904,8 @@ class TensorRTExecutor(GraphExecutor):
                 self._enqueue(runner)
             self._download("expert_step", "x_next", x0.shape, key=f"expert_step.x.{n % 2}")
 
-        self._run(
-            "expert_step", ("expert_step", k, shared, n, self.prefix_len), issue, self.decisions["expert_step"].capture
-        )
+        graph_key = ("expert_step", k, r, gathered, self.batch, self.unguided_batch, n, self.prefix_len)
+        self._run("expert_step", graph_key, issue, self.decisions["expert_step"].capture)
         return self._reader("expert_step", "x_next", x0.shape, key=f"expert_step.x.{n % 2}")()
 
     def _stage_steps(self, steps: list[tuple[float, float]]) -> list[tuple[int, int, int]]:

@@ -22,15 +22,24 @@ from pathlib import Path
 from typing import Any
 
 from alpamayo_ros.core.action_space import Normalization
-from alpamayo_ros.runtime.export import GRAPH_NAMES, check_manifest_format  # noqa: F401 - re-exported
+from alpamayo_ros.runtime.export import GRAPH_NAMES, check_manifest_format
 
-ENGINE_MANIFEST_FORMAT = "alpamayo_ros.engines/1"
+# 3: the text-decoder arrangement (`text_engines`: merged = one `text` engine with a profile per phase),
+#    engines built from the ONNX format 4 (weights in the export dtype);
+# 2: expert_step with a prefix mask and a row mix (navigation guidance), `extend` for Alpamayo 1.5
+ENGINE_MANIFEST_FORMAT = "alpamayo_ros.engines/3"
 TEXT_ENGINES = ("merged", "separate")
-ENGINE_GRAPHS = {
+ENGINE_GRAPHS = {  # every model; `extend` in addition for models with navigation guidance
     "merged": ("vision", "text", "expert_step", "sample"),
     "separate": ("vision", "prefill", "decode", "expert_step", "sample"),
 }
+CORE_GRAPHS = tuple(g for g in GRAPH_NAMES if g != "extend")  # the graphs every model's ONNX export has
 TEXT_PHASES = ("prefill", "decode")  # the merged text engine's optimization profiles, in this order
+
+
+def engine_graphs(text_engines: str, guidance: bool = False) -> tuple[str, ...]:
+    """The engines of an arrangement: `extend` (its own engine) only where navigation guidance exists."""
+    return ENGINE_GRAPHS[text_engines] + (("extend",) if guidance else ())
 ENGINE_MANIFEST_NAME = "manifest.json"
 DEFAULT_MAX_IMAGES = 16  # 4 cameras x 4 frames (DESIGN.md §3): the most a vision call ever gets
 
@@ -67,6 +76,19 @@ class OnnxManifest:
     max_batch: int
     graphs: dict[str, GraphDecl]
     raw: dict[str, Any]
+
+    @property
+    def model_type(self) -> str:
+        return str(self.raw.get("model_type", "alpamayo_r1"))
+
+    @property
+    def navigation_guidance(self) -> bool:
+        return bool(self.raw.get("navigation_guidance", False))
+
+    @property
+    def max_expert_rows(self) -> int:
+        """expert_step rows: the candidates, twice that with navigation guidance."""
+        return self.max_batch * (2 if self.navigation_guidance else 1)
 
     def dim_names(self) -> set[str]:
         return {
@@ -153,10 +175,13 @@ def _tokens_per_image(manifest: OnnxManifest) -> int | None:
 
 
 def default_dim_ranges(manifest: OnnxManifest) -> dict[str, DimRange]:
-    """Profiles for the dims named in docs/runtime.md §3: B, K, N, S, P, M.
+    """Profiles for the dims named in docs/runtime.md §3: B, K, N, S, P, M, T, Q.
 
     opt is the steady-state value the kernels are tuned for: all K candidates decode together,
     a tick encodes 4 new images (DESIGN.md §4.1), the prompt fills most of the prefix capacity.
+    K (expert rows) reaches 2 × max_batch for a model with navigation guidance; T (`extend` tokens per
+    row: the unguided prompt's tail + the reasoning) the suffix capacity; Q (the merged `text` graph's new
+    tokens per row) the prefix capacity in prefill (the unpadded prompt), 1 in decode (phase_dim_ranges).
     An explicit `"dims": {"S": [min, opt, max]}` in the ONNX manifest wins.
     """
     max_images = int(manifest.raw.get("max_images", DEFAULT_MAX_IMAGES))
@@ -164,7 +189,8 @@ def default_dim_ranges(manifest: OnnxManifest) -> dict[str, DimRange]:
     padded = -(-manifest.prefix_capacity // blocks) * blocks  # S: the prompt padded to whole query blocks
     ranges: dict[str, DimRange] = {
         "B": DimRange(1, manifest.max_batch, manifest.max_batch),
-        "K": DimRange(1, manifest.max_batch, manifest.max_batch),
+        "K": DimRange(1, manifest.max_batch, manifest.max_expert_rows),
+        "T": DimRange(1, min(64, manifest.suffix_capacity), manifest.suffix_capacity),
         "N": DimRange(1, min(4, max_images), max_images),
         "S": DimRange(blocks, padded, padded),
         "P": DimRange(1, manifest.prefix_capacity, manifest.prefix_capacity),
@@ -173,20 +199,20 @@ def default_dim_ranges(manifest: OnnxManifest) -> dict[str, DimRange]:
     mv = _tokens_per_image(manifest)
     m_max = manifest.prefix_capacity if mv is None else min(max_images * mv, manifest.prefix_capacity)
     ranges["M"] = DimRange(1, m_max, m_max)
-    ranges["T"] = DimRange(1, manifest.prefix_capacity, manifest.prefix_capacity)  # the prompt, unpadded
+    ranges["Q"] = DimRange(1, manifest.prefix_capacity, manifest.prefix_capacity)  # the prompt, unpadded
     for name, value in manifest.raw.get("dims", {}).items():
         ranges[name] = DimRange(*[int(v) for v in value])
     return ranges
 
 
 def phase_dim_ranges(ranges: dict[str, DimRange]) -> dict[str, dict[str, DimRange]]:
-    """The merged text engine's two profiles from the named ranges: prefill = one row of T prompt tokens
+    """The merged text engine's two profiles from the named ranges: prefill = one row of Q prompt tokens
     with M image tokens and no prefix yet (P = 0); decode = B rows of one token over a P-token prefix and
     no image (M = 0). Empty tensors (a 0 dim) are standard TensorRT."""
     one = DimRange(1, 1, 1)
     return {
         "prefill": {**ranges, "B": one, "P": DimRange(0, 0, 0)},
-        "decode": {**ranges, "T": one, "M": DimRange(0, 0, 0)},
+        "decode": {**ranges, "Q": one, "M": DimRange(0, 0, 0)},
     }
 
 
@@ -233,10 +259,12 @@ class EngineManifest:
     engines: dict[str, EngineEntry]
     dims: dict[str, list[int]]
     device: dict[str, Any] | None = None  # {"name", "compute_capability"} when built on a GPU
+    model_type: str = "alpamayo_r1"  # the model variant the ONNX was exported from (config.json model_type)
+    navigation_guidance: bool = False  # engines include `extend` and 2K expert rows
     weights_hash: str = ""  # runtime.weights.weights_fingerprint of the exported checkpoint, if recorded
     # action de-normalisation constants + source, copied from the ONNX manifest (None: an older export)
     normalization: dict[str, Any] | None = None
-    text_engines: str = "separate"  # manifests written before the merged arrangement existed
+    text_engines: str = "separate"  # the builder always records it (format 3); a default for hand-made manifests
     host: str = field(default_factory=platform.machine)
     created_utc: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     format: str = ENGINE_MANIFEST_FORMAT
@@ -273,7 +301,9 @@ def load_engine_manifest(engine_dir: str | Path) -> EngineManifest:
     raw = json.loads(path.read_text())
     if raw.get("format") != ENGINE_MANIFEST_FORMAT:
         raise ManifestError(
-            f"{path}: format {raw.get('format')!r}, expected {ENGINE_MANIFEST_FORMAT!r}; rebuild the engines"
+            f"{path}: format {raw.get('format')!r}, expected {ENGINE_MANIFEST_FORMAT!r} (the text-decoder arrangement, "
+            f"navigation guidance, engines from an ONNX export of format 4); re-export the ONNX and rebuild the "
+            f"engines with `alpamayo-ros build-engines MODEL_DIR {engine_dir}`"
         )
     raw["engines"] = {k: _entry_from(dict(v)) for k, v in raw["engines"].items()}
     return EngineManifest(**raw)
@@ -299,7 +329,7 @@ def check_engine_manifest(
     config_hash: str,
     compute_capability: str | None = None,
     weights_hash: str | None = None,
-    required_graphs: tuple[str, ...] | None = None,
+    required_graphs: tuple[str, ...] | None = None,  # None: the engines of the manifest's arrangement
     verify_checksums: bool = False,
 ) -> None:
     """Raise ManifestError naming every mismatch and the command that fixes it."""

@@ -61,11 +61,19 @@ class RecordingExecutor(GraphExecutor):
         return logits
 
     def run_expert(
-        self, x0: Any, steps: Any, position_ids: Any, suffix_mask: Any
+        self, x0: Any, steps: Any, position_ids: Any, suffix_mask: Any, prefix_mask: Any = None,
+        row_mix: Any = None,
     ) -> np.ndarray:
-        x = self.inner.run_expert(x0, steps, position_ids, suffix_mask)
+        x = self.inner.run_expert(x0, steps, position_ids, suffix_mask, prefix_mask, row_mix)
         self.expert.append(np.array(x, dtype=np.float32))
         return x
+
+    @property
+    def supports_guidance(self) -> bool:  # type: ignore[override]
+        return self.inner.supports_guidance
+
+    def extend(self, input_ids: Any, position_ids: Any, prefix_mask: Any, own_mask: Any) -> None:
+        self.inner.extend(input_ids, position_ids, prefix_mask, own_mask)
 
     def take_counters(self) -> dict[str, int]:
         return self.inner.take_counters()
