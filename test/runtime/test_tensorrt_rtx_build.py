@@ -152,3 +152,19 @@ def test_bf16_text_graph_builds_as_one_engine_with_two_profiles(tiny_model_dir: 
     assert entry.profiles == ["prefill", "decode"]
     kv = next(t for t in entry.tensors if t.name == "new_key_0")
     assert kv.dtype == "BF16" and next(t for t in entry.tensors if t.name == "logits").dtype == "FLOAT"
+
+
+@pytest.mark.slow
+def test_bf16_extend_graph_of_alpamayo_1_5_builds(tiny_1_5_model_dir: Path, tmp_path: Path) -> None:
+    """Navigation guidance in the deployment build: 1.5's `extend` exported without weights in bf16 (its weights in
+    the shared weights.bin) builds strongly typed, its K/V in bf16, next to the merged text engine's graphs."""
+    from alpamayo_ros.runtime.export import export_onnx
+
+    onnx = export_onnx(tiny_1_5_model_dir, tmp_path / "onnx", graphs=("extend",), dtype="bfloat16")
+    assert (onnx["model_type"], onnx["navigation_guidance"], onnx["dtype"]) == ("alpamayo1_5", True, "bfloat16")
+    options = BuildOptions(precision="bf16", tensorrt_module=RTX_MODULE, graphs=("extend",))
+    manifest = build_engines(tmp_path / "onnx", tmp_path / "engines", options)
+    entry = manifest.engines["extend"]
+    assert manifest.navigation_guidance and entry.precision == "bf16" and entry.strongly_typed
+    assert {t.name: t.dtype for t in entry.tensors if t.name in ("new_key", "prefix_key_0", "own_mask")} == {
+        "new_key": "BF16", "prefix_key_0": "BF16", "own_mask": "FLOAT"}

@@ -19,6 +19,7 @@ TensorRT is imported only inside the functions that build (see trt_module.load_t
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import time
@@ -103,10 +104,14 @@ def inspect_onnx(path: Path) -> OnnxInfo:
         for i in graph.input
         if i.type.tensor_type.elem_type in _ONNX_FLOAT
     }
-    if len(float_types) > 1:
+    # a bf16/fp16 export keeps its masks and pixels fp32 by contract (runtime/export.py graph_io): the
+    # graph's dtype is the reduced one
+    reduced = float_types - {"fp32"}
+    if len(reduced) > 1:
         raise EngineBuildError(
             f"{path}: mixed float input dtypes {sorted(float_types)}; export one dtype per graph"
         )
+    float_types = reduced or float_types
     quant = "none"
     if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in graph.node):
         zero_point_types = {init.data_type for init in graph.initializer}
@@ -119,6 +124,12 @@ def inspect_onnx(path: Path) -> OnnxInfo:
         }
         quant = "fp8-qdq" if (zero_point_types | cast_types) & _FP8_TYPES else "int8-qdq"
     return OnnxInfo(float_dtype=next(iter(float_types), None), quantization=quant)
+
+
+def _export_dtype(onnx_dir: Path) -> str:
+    """The dtype the ONNX directory was exported in (the manifest's `dtype`)."""
+    path = onnx_dir / "manifest.json"
+    return str(json.loads(path.read_text()).get("dtype", "float32")) if path.is_file() else "float32"
 
 
 def choose_typing(precision: str, onnx_dtype: str | None, weak_typing_available: bool) -> bool:
@@ -235,7 +246,12 @@ def build_graph(
     onnx_path = onnx_dir / decl.file
     info = inspect_onnx(onnx_path)
     weak_available = hasattr(trt.BuilderFlag, "FP16")
-    strongly_typed = choose_typing(options.precision, info.float_dtype, weak_available)
+    if info.float_dtype == "fp32" and _export_dtype(onnx_dir) in ("bfloat16", "float16") and info.quantization == "none":
+        # fp32 inputs by design in a reduced-precision export (`sample`: logits in, ids out; `vision`: pixels in,
+        # its weights in the export dtype): the ONNX decides
+        strongly_typed = True
+    else:
+        strongly_typed = choose_typing(options.precision, info.float_dtype, weak_available)
 
     logger = _CapturingLogger.create(trt)
     builder = trt.Builder(logger)
