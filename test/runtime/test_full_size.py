@@ -36,6 +36,7 @@ import torch
 from alpamayo_ros.runtime.config import config_from_dict
 from alpamayo_ros.runtime.export import (
     OPSET,
+    _moved_shape,
     graph_io,
     model_graphs,
     trace_graph,
@@ -242,9 +243,10 @@ def test_graphs_at_the_real_widths_keep_the_contract(full_width_graphs: dict[str
         assert inputs == golden[0], name
         assert outputs == golden[1], name
         for input_name, ref in graph.weights.items():  # every weight is a checkpoint tensor, as released
-            shape = released_shapes[ref.key]
-            assert graph.weight_shapes[input_name] == (tuple(reversed(shape)) if ref.ops == (("transpose", (1, 0)),)
-                                                       else shape), input_name
+            shape = list(released_shapes[ref.key])  # then the folded transposes / reshapes (`<key>.T`, ...)
+            for op in ref.ops:
+                shape = _moved_shape(shape, op)
+            assert graph.weight_shapes[input_name] == tuple(shape), input_name
     text = full_width_graphs["graphs"]["text"].weights
     assert "vlm.lm_head.weight.T" in text and "vlm.model.language_model.embed_tokens.weight" in text
     assert full_width_graphs["graphs"]["text"].weight_shapes["vlm.lm_head.weight.T"] == (HIDDEN, VOCAB)
