@@ -62,6 +62,15 @@ if ! fresh tensorrt-stubs "$key"; then
   stamp tensorrt-stubs "$key"
 fi
 
+key=$(digest "$ROOT/requirements/quantize.txt")
+if ! fresh modelopt "$key"; then
+  # --no-deps: Model Optimizer's [onnx] extra pulls onnxruntime-gpu and cupy on x86 (requirements/quantize.txt)
+  log "installing NVIDIA Model Optimizer (alpamayo-ros quantize) and its CPU-side dependencies"
+  pip_quiet --no-deps nvidia-modelopt==0.47.0
+  pip_quiet -r "$ROOT/requirements/quantize.txt"
+  stamp modelopt "$key"
+fi
+
 # torchvision only serves the processor parity test (the reference resizes with it). Its wheel for
 # this torch breaks transformers' imports when installed into the venv, so it lives in a side folder
 # that the test loads in a subprocess (test/core/test_image_preprocess.py).

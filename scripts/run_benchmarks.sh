@@ -9,6 +9,11 @@ export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
 export ROS_DOMAIN_ID="${ROS_DOMAIN_ID:-$(( 10 + $$ % 90 ))}"
 mkdir -p artifacts/bench
 for bench in benchmarks/bench_*.py; do
+  if [ "$(basename "$bench")" = bench_gpu.py ] && \
+     ! "$VENV/bin/python" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
+    echo "== $bench: skipped (no CUDA device; \`python $bench --dry-run\` checks its path on the CPU)"
+    continue
+  fi
   echo "== $bench"
   "$VENV/bin/python" "$bench" "$@"
 done

@@ -1,5 +1,5 @@
-"""The ONNX graph family (docs/runtime.md §3): vision, prefill, decode, expert_step, sample, and for
-models with navigation guidance (Alpamayo 1.5) extend.
+"""The ONNX graph family (docs/runtime.md §3): vision, prefill, decode, expert_step, sample, text
+(prefill and decode in one graph), and for models with navigation guidance (Alpamayo 1.5) extend.
 
 These modules are what `export.py` writes to ONNX and what the torch executor runs, so both
 backends execute the same computation. KV caches cross the graph boundary one layer at a time and
@@ -59,7 +59,7 @@ class PrefillGraph(nn.Module):
     ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
         s, prompt = input_ids.shape[1], torch.arange(position_ids.shape[2], device=input_ids.device)
         h = self.text.embed_tokens(input_ids)[0]  # (S, D)
-        h = h.index_put((image_token_index,), image_embeds).unsqueeze(0)
+        h = h.index_put((image_token_index,), image_embeds.to(h.dtype)).unsqueeze(0)
         # the padding repeats the last position (gather with clamped indices: no size relation to export)
         padded = torch.arange(s, device=input_ids.device).clamp(max=position_ids.shape[2] - 1)
         cos, sin = self.text.rotary(position_ids.index_select(2, padded))
@@ -70,11 +70,11 @@ class PrefillGraph(nn.Module):
             h = layer.finish(h, causal_attention(q, k, v, layer.self_attn.scaling, masks))
             if i < deepstack_embeds.shape[0]:
                 # gather + add + plain ScatterND (TensorRT rejects ScatterND with reduction="add")
-                added = h[0].index_select(0, image_token_index) + deepstack_embeds[i]
+                added = h[0].index_select(0, image_token_index) + deepstack_embeds[i].to(h.dtype)
                 h = h[0].index_put((image_token_index,), added).unsqueeze(0)
             keys.append(k[0].index_select(1, prompt))
             values.append(v[0].index_select(1, prompt))
-        logits = self.lm_head(self.text.norm(h.index_select(1, prompt[-1:])))[:, 0]
+        logits = self.lm_head(self.text.norm(h.index_select(1, prompt[-1:])))[:, 0].float()
         return logits, keys, values
 
 
@@ -126,7 +126,7 @@ class DecodeGraph(nn.Module):
             h = layer.finish(h, cached_attention(q, parts, layer.self_attn.scaling))
             new_k.append(parts[2].key)
             new_v.append(parts[2].value)
-        logits = self.lm_head(self.text.norm(h))[:, 0]
+        logits = self.lm_head(self.text.norm(h))[:, 0].float()
         return logits, torch.stack(new_k), torch.stack(new_v)
 
 
@@ -185,7 +185,7 @@ class ExpertStepGraph(nn.Module):
             blocks = [cached_attention(q[:, :, j:j + self.query_block], parts, layer.self_attn.scaling)
                       for j in range(0, q.shape[2], self.query_block)]  # rows are independent: W/block blocks
             h = layer.finish(h, blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=1))
-        v = self.action_out_proj(self.expert.norm(h))  # (R, W, 2)
+        v = self.action_out_proj(self.expert.norm(h)).float()  # (R, W, 2)
         return x + dt * (row_mix[:, :, None, None] * v[None]).sum(1)
 
 
@@ -276,11 +276,64 @@ class SampleGraph(nn.Module):
         return torch.where(temperature > 0, sampled, masked.argmax(-1)), covered
 
 
+
+
+
+class TextGraph(nn.Module):
+    """Prefill and decode in one graph (TensorRT: one engine, one copy of the text weights, an
+    optimization profile per phase; docs/runtime.md §3.6).
+
+    B rows of T new tokens each attend to the shared prefix (P), their suffix slots (masked) and, causally,
+    to themselves. Prefill: B = 1, T = the prompt, P = 0, every suffix slot masked, M image rows. Decode:
+    T = 1, P = the prompt, M = 0. Returns the last token's logits per row and the new tokens' K/V per
+    layer, (Hkv, B, T, Dh): the prefill's are the prefix cache itself (bound to it), decode's go to the
+    suffix slot.
+    """
+
+    def __init__(self, model: AlpamayoR1) -> None:
+        super().__init__()
+        self.text = model.text
+        self.lm_head = model.vlm.lm_head
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,  # (B, T)
+        position_ids: torch.Tensor,  # (3, B, T)
+        image_embeds: torch.Tensor,  # (M, D)
+        deepstack_embeds: torch.Tensor,  # (n_ds, M, D)
+        image_token_index: torch.Tensor,  # (M,) indices into the B·T new tokens
+        suffix_mask: torch.Tensor,  # (B, Cs)
+        prefix_keys: list[torch.Tensor],  # L × (Hkv, P, Dh)
+        prefix_values: list[torch.Tensor],
+        suffix_keys: list[torch.Tensor],  # L × (Hkv, B, Cs, Dh)
+        suffix_values: list[torch.Tensor],
+    ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+        b, t = input_ids.shape
+        h = self.text.embed_tokens(input_ids).reshape(b * t, -1)
+        h = h.index_put((image_token_index,), image_embeds.to(h.dtype)).reshape(b, t, -1)
+        cos, sin = self.text.rotary(position_ids)
+        keys, values = [], []
+        for i, layer in enumerate(self.text.layers):
+            q, k, v = layer.project_qkv(h, cos, sin)
+            parts = _cache_parts(prefix_keys[i], prefix_values[i], suffix_keys[i], suffix_values[i], suffix_mask, k, v)
+            parts[2] = parts[2]._replace(causal=True)
+            h = layer.finish(h, cached_attention(q, parts, layer.self_attn.scaling))
+            if i < deepstack_embeds.shape[0]:
+                flat = h.reshape(b * t, -1)
+                added = flat.index_select(0, image_token_index) + deepstack_embeds[i].to(h.dtype)
+                h = flat.index_put((image_token_index,), added).reshape(b, t, -1)
+            keys.append(parts[2].key)
+            values.append(parts[2].value)
+        logits = self.lm_head(self.text.norm(h[:, -1:]))[:, 0].float()
+        return logits, keys, values
+
+
 GRAPH_CLASSES = {
     "vision": VisionGraph,
     "prefill": PrefillGraph,
     "decode": DecodeGraph,
     "expert_step": ExpertStepGraph,
     "sample": SampleGraph,
+    "text": TextGraph,
     "extend": ExtendGraph,
 }

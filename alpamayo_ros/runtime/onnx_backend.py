@@ -58,6 +58,11 @@ class OnnxRuntimeExecutor(GraphExecutor):
         root = Path(onnx_dir)
         manifest = read_manifest(root, expected_hash=config.config_hash, weights_hash=weights_hash)
         self.recorded_normalization = manifest_normalization(manifest, root / "manifest.json")
+        if manifest.get("dtype", "float32") != "float32":
+            raise ValueError(
+                f"{root} holds {manifest['dtype']} graphs (for TensorRT); ONNX Runtime on the CPU lacks bf16/fp16 "
+                f"kernels for them: export with `alpamayo-ros export-onnx <model_dir> --dtype float32`"
+            )
         if manifest["prefix_capacity"] != config.prefix_capacity or manifest["suffix_capacity"] != config.suffix_capacity:
             raise ValueError(
                 f"{root}/manifest.json capacities (prefix {manifest['prefix_capacity']}, suffix "

@@ -139,6 +139,33 @@ def resolve_normalization(model_dir: str | Path, recorded: Normalization | None 
     return config_normalization(load_model_dir_config(model_dir))
 
 
+def checkpoint_layout(model_dir: str | Path) -> dict[str, tuple[tuple[int, ...], str, Path]]:
+    """Key -> (shape, safetensors dtype, file) of every stored tensor, from the headers only (no data read)."""
+    layout: dict[str, tuple[tuple[int, ...], str, Path]] = {}
+    for path in weight_files(model_dir):
+        header, _ = _safetensors_header(path)
+        for key, entry in header.items():
+            if key != "__metadata__":
+                layout[key] = (tuple(entry["shape"]), entry["dtype"], path)
+    return layout
+
+
+class TensorReader:
+    """One tensor at a time from the checkpoint's safetensors files (memory-mapped reads)."""
+
+    def __init__(self, layout: Mapping[str, tuple[tuple[int, ...], str, Path]]) -> None:
+        self.layout = layout
+        self._open: dict[Path, Any] = {}
+
+    def get(self, key: str) -> torch.Tensor:
+        from safetensors import safe_open
+
+        path = self.layout[key][2]
+        if path not in self._open:
+            self._open[path] = safe_open(str(path), framework="pt")
+        return self._open[path].get_tensor(key)
+
+
 def read_state_dict(model_dir: str | Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
@@ -153,14 +180,23 @@ def _listing(title: str, items: list[str]) -> str:
     return f"{title} ({len(items)}): " + ", ".join(items[:MAX_LISTED]) + more
 
 
-def check_state_dict(model: AlpamayoR1, state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
+def check_state_dict(model: AlpamayoR1, state: Mapping[str, Any], source: str = "checkpoint") -> None:
+    """Every key and shape of `state` (tensors, or shapes) against the model's; one error listing all problems."""
+    from alpamayo_ros.runtime.modeling.model import state_shapes
+
+    found = {k: tuple(v) if isinstance(v, tuple) else tuple(v.shape) for k, v in state.items()}
+    check_layout(state_shapes(model), found, source)
+
+
+def check_layout(expected: Mapping[str, tuple[int, ...]], found: Mapping[str, tuple[int, ...]], source: str) -> None:
+    """Missing / unexpected keys and shape mismatches (a tensor of another shape with the same number of
+    elements, like the Fourier `freqs` as `[n]` or `[1, n]`, loads)."""
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
     mismatched = [
-        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
-        for k in sorted(set(state) & set(expected))
-        if tuple(state[k].shape) != tuple(expected[k].shape) and state[k].numel() != expected[k].numel()
+        f"{k}: checkpoint {found[k]} vs model {expected[k]}"
+        for k in sorted(set(found) & set(expected))
+        if found[k] != expected[k] and _numel(found[k]) != _numel(expected[k])
     ]
     problems = []
     if missing:
@@ -179,36 +215,54 @@ def check_state_dict(model: AlpamayoR1, state: dict[str, torch.Tensor], source: 
         )
 
 
-def load_weights(model: AlpamayoR1, model_dir: str | Path) -> None:
-    """Load the model directory's safetensors into `model` (fp32), strictly.
+def _numel(shape: tuple[int, ...]) -> int:
+    return int(np.prod(shape, dtype=np.int64))
 
-    Tensors stored in another shape with the same elements load too (the Fourier ``freqs`` as ``[n]``
-    or as the released ``[1, n]``).
-    """
+
+def load_weights(model: AlpamayoR1, model_dir: str | Path, dtype: torch.dtype | None = None,
+                 device: str | torch.device = "cpu") -> None:
+    """Load the model directory's safetensors into `model` strictly, one tensor at a time (peak memory: the
+    model in `dtype`, default fp32, plus one tensor). Works on a model built by `empty_model` (meta
+    parameters). Tensors stored in another shape with the same elements load too (the Fourier ``freqs``
+    as ``[n]`` or as the released ``[1, n]``); the buffers Alpamayo 1.5 does not store are rebuilt."""
     import torch
 
-    state = read_state_dict(model_dir)
-    _rebuild_missing_buffers(model, state, model_dir)
-    check_state_dict(model, state, source=f"weights in {model_dir}")
-    expected = model.state_dict()
-    fixed = {k: v.to(torch.float32).reshape(expected[k].shape) for k, v in state.items()}
-    model.load_state_dict(fixed, strict=True)
+    from alpamayo_ros.runtime.modeling.model import materialize, state_shapes
+
+    layout = checkpoint_layout(model_dir)
+    rebuilt = rebuilt_buffers(model, set(layout), model_dir)
+    found = {k: shape for k, (shape, _, _) in layout.items()}
+    check_layout(state_shapes(model), {**found, **{k: tuple(v.shape) for k, v in rebuilt.items()}},
+                 source=f"weights in {model_dir}")
+    reader, target = TensorReader(layout), dtype or torch.float32
+
+    def load(key: str, current: torch.Tensor) -> torch.Tensor:
+        value = rebuilt[key] if key in rebuilt else reader.get(key)
+        return value.to(device=device, dtype=target).reshape(current.shape)
+
+    materialize(model, load)
+    model.to(device)  # the non-persistent constants
 
 
-def _rebuild_missing_buffers(model: AlpamayoR1, state: dict[str, torch.Tensor], model_dir: str | Path) -> None:
+def rebuilt_buffers(model: AlpamayoR1, stored: set[str], model_dir: str | Path) -> dict[str, torch.Tensor]:
     """Alpamayo 1.5 does not store the action_space and Fourier buffers (non-persistent, rebuilt from
-    config.json): when a whole group is absent, rebuild it rounded to bf16, as the model holds it at run time."""
+    config.json): when a whole group is absent, its values rounded to bf16, as the model holds them at run time."""
     import torch
 
     from alpamayo_ros.core.model_config import load_model_dir_config
+    from alpamayo_ros.runtime.modeling.action_projection import fourier_freqs
 
-    expected = model.state_dict()
-    freqs = tuple(k for k in expected if k.startswith("action_in_proj.") and k.endswith(".freqs"))
-    if not any(k in state for k in ACTION_SPACE_KEYS):
+    keys = model.state_dict(keep_vars=True)
+    out: dict[str, torch.Tensor] = {}
+    if not any(k in stored for k in ACTION_SPACE_KEYS):
         values = config_normalization(load_model_dir_config(model_dir)).values()
-        state.update({f"action_space.{k}": torch.tensor(v, dtype=torch.float32) for k, v in values.items()})
-    if freqs and not any(k in state for k in freqs):
-        state.update({k: expected[k].to(torch.bfloat16).to(torch.float32) for k in freqs})
+        out.update({f"action_space.{k}": torch.tensor(v, dtype=torch.float32) for k, v in values.items()})
+    freqs = [k for k in keys if k.startswith("action_in_proj.") and k.endswith(".freqs")]
+    if freqs and not any(k in stored for k in freqs):
+        aip = model.config.action_in_proj
+        value = fourier_freqs(aip.num_fourier_feats, aip.max_freq).to(torch.bfloat16).to(torch.float32)[None, :]
+        out.update({k: value.clone() for k in freqs})
+    return out
 
 
 def save_weights(model: AlpamayoR1, model_dir: str | Path, max_shard_bytes: int | None = None,
@@ -243,13 +297,15 @@ def save_weights(model: AlpamayoR1, model_dir: str | Path, max_shard_bytes: int 
     return paths
 
 
-def load_model(model_dir: str | Path, **config_overrides: object) -> AlpamayoR1:
-    """Build AlpamayoR1 from `<model_dir>/config.json` and load its weights (eval mode, fp32)."""
+def load_model(model_dir: str | Path, dtype: torch.dtype | None = None, device: str | torch.device = "cpu",
+               **config_overrides: object) -> AlpamayoR1:
+    """Build AlpamayoR1 from `<model_dir>/config.json` and load its weights (eval mode, fp32 by default),
+    tensor by tensor: the host never holds the checkpoint and the model at once."""
     from alpamayo_ros.runtime.config import load_config
-    from alpamayo_ros.runtime.modeling.model import AlpamayoR1
+    from alpamayo_ros.runtime.modeling.model import empty_model
 
     cfg = load_config(model_dir, **config_overrides)
-    weight_files(model_dir)  # fail on missing files before allocating the model
-    model = AlpamayoR1(cfg)
-    load_weights(model, model_dir)
-    return model.eval()
+    weight_files(model_dir)  # fail on missing files before building anything
+    model = empty_model(cfg)
+    load_weights(model, model_dir, dtype, device)
+    return model

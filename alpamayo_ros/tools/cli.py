@@ -33,6 +33,8 @@ DELEGATES: dict[str, tuple[str, str, str]] = {
                       "build TensorRT engines from the ONNX graphs (Jetson Thor)"),
     "verify-engines": ("alpamayo_ros.runtime.tensorrt.verify", "verify_engines_main",
                        "run the same ticks through the TensorRT engines and ONNX Runtime; report the differences"),
+    "quantize": ("alpamayo_ros.runtime.quantize", "main",
+                 "FP8/INT8 Q/DQ graphs with NVIDIA Model Optimizer, calibrated on a replay bag"),
 }
 
 

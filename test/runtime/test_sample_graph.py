@@ -20,7 +20,7 @@ def sampler(tiny_model_dir, tmp_path_factory: pytest.TempPathFactory):
     import torch
 
     from alpamayo_ros.runtime.config import load_config
-    from alpamayo_ros.runtime.export import _example_inputs, _graph_io, check_standard_ops
+    from alpamayo_ros.runtime.export import _example_inputs, check_standard_ops, graph_io
     from alpamayo_ros.runtime.graphs import SAMPLE_WINDOW, SampleGraph
 
     tiny = load_config(tiny_model_dir)
@@ -28,7 +28,7 @@ def sampler(tiny_model_dir, tmp_path_factory: pytest.TempPathFactory):
     model = type("Model", (), {"config": cfg})()
     module = SampleGraph(model).eval()  # type: ignore[arg-type]
     assert module.window == SAMPLE_WINDOW < 20_000
-    io = _graph_io(cfg)["sample"]
+    io = graph_io(cfg)["sample"]
     path = tmp_path_factory.mktemp("sample") / "sample.onnx"
     b = torch.export.Dim("B", min=1, max=64)
     program = torch.onnx.export(module, _example_inputs("sample", cfg), dynamo=True, opset_version=18,

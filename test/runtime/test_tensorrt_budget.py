@@ -51,10 +51,25 @@ def test_released_dims_match_the_research_anchors() -> None:
     assert kv_bytes_per_token(cfg) == 147_456
     memory = memory_budget(cfg)
     assert memory["kv_prefix"] == cfg.prefix_buffer_tokens * 147_456 >= cfg.prefix_capacity * 147_456
-    assert memory["engine_prefill"] == memory["engine_decode"]  # each text engine carries its own weights
-    lat = latency_bounds(cfg, TickShape(candidates=6))
+    lat = latency_bounds(cfg, TickShape(candidates=6), text_engines="separate")
     assert lat["decode_step"]["bound"] == "memory" and lat["euler_step"]["bound"] == "memory"
     assert lat["prefill"]["bound"] == "compute"
     assert lat["decode_step"]["ms"] == pytest.approx(57, rel=0.05)  # perf_anchors: Thor BF16 57 ms/token
     assert lat["euler_step"]["ms"] * 10 == pytest.approx(184, rel=0.06)  # perf_anchors: 184 ms
     assert lat["prefill"]["flops"] == pytest.approx(45.7e12, rel=0.01)  # perf_anchors: ~45.7 TFLOP
+
+
+def test_merged_text_engine_holds_one_copy_of_the_text_weights() -> None:
+    cfg = RuntimeConfig()
+    p = param_counts(cfg)
+    merged, separate = memory_budget(cfg), memory_budget(cfg, text_engines="separate")
+    assert merged["engine_text"] == p.text_engine * 2 and "engine_prefill" not in merged  # fp16: 16.44 GB once
+    assert separate["engine_prefill"] == separate["engine_decode"] == merged["engine_text"]  # twice
+    assert separate["total"] - merged["total"] == pytest.approx(16.44e9, rel=1e-3)
+    assert round(merged["total"] / 1e9, 2) == 23.85 and round(separate["total"] / 1e9, 2) == 40.29
+    # the merged prefill computes the whole causal square (masked): 2x the causal half of the attention
+    lat_m = latency_bounds(cfg, TickShape(candidates=6))
+    lat_s = latency_bounds(cfg, TickShape(candidates=6), text_engines="separate")
+    attention_half = 2 * 36 * 3086**2 * 4096
+    assert lat_m["prefill"]["flops"] - lat_s["prefill"]["flops"] == pytest.approx(attention_half * (2 - 8 / 7))
+    assert lat_m["decode_step"] == lat_s["decode_step"]  # decode is the same computation either way

@@ -125,7 +125,7 @@ def test_dim_ranges_from_the_onnx_manifest(tmp_path: Path) -> None:
                    "outputs": [{"name": "image_embeds", "dtype": "float32", "shape": ["N", 180, 4096]}]},
     }  # fmt: skip
     (tmp_path / "v.onnx").write_bytes(b"")
-    raw = {"format": "alpamayo_ros.onnx/3", "config_hash": "h", "prefix_capacity": 3200, "suffix_capacity": 256,
+    raw = {"format": "alpamayo_ros.onnx/4", "config_hash": "h", "prefix_capacity": 3200, "suffix_capacity": 256,
            "max_batch": 6, "prefill_query_blocks": 7, "graphs": graphs}  # fmt: skip
     (tmp_path / "manifest.json").write_text(json.dumps(raw))
     ranges = default_dim_ranges(load_onnx_manifest(tmp_path))
@@ -194,3 +194,21 @@ def test_missing_tensorrt_and_missing_driver_are_explained(
         pytest.skip("a GPU is present; this checks the driverless error path")
     with pytest.raises(CudaError, match="cudaSetDevice failed"):
         CudaRuntime()
+
+
+def test_a_reduced_precision_graph_with_fp32_masks_is_that_precision(tmp_path: Path) -> None:
+    """A bf16 export keeps masks and pixels fp32 (graph_io): the graph's dtype is bf16; bf16 next to fp16 is an error."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    def graph(path: Path, *dtypes: int) -> Path:
+        inputs = [helper.make_tensor_value_info(f"x{i}", d, [2]) for i, d in enumerate(dtypes)]
+        nodes = [helper.make_node("Identity", [f"x{i}"], [f"y{i}"]) for i in range(len(dtypes))]
+        outputs = [helper.make_tensor_value_info(f"y{i}", d, [2]) for i, d in enumerate(dtypes)]
+        onnx.save(helper.make_model(helper.make_graph(nodes, "g", inputs, outputs)), path)
+        return path
+
+    assert inspect_onnx(graph(tmp_path / "a.onnx", TensorProto.FLOAT, TensorProto.BFLOAT16)).float_dtype == "bf16"
+    assert inspect_onnx(graph(tmp_path / "b.onnx", TensorProto.FLOAT)).float_dtype == "fp32"
+    with pytest.raises(EngineBuildError, match="mixed float input dtypes"):
+        inspect_onnx(graph(tmp_path / "c.onnx", TensorProto.FLOAT16, TensorProto.BFLOAT16))

@@ -37,7 +37,14 @@ from alpamayo_ros.runtime.tensorrt.executor import (
     TensorRTExecutor,
     TensorRTExecutorError,
 )
-from alpamayo_ros.runtime.tensorrt.manifest import GRAPH_NAMES, EngineEntry, EngineManifest, ManifestError
+from alpamayo_ros.runtime.tensorrt.manifest import (
+    TEXT_ENGINES,
+    TEXT_PHASES,
+    EngineEntry,
+    EngineManifest,
+    ManifestError,
+    engine_graphs,
+)
 from alpamayo_ros.runtime.tensorrt.trt_module import from_bf16_bits, to_bf16_bits
 
 # tiny dims: layers, kv heads, head dim, prefix/suffix capacity, vocab, hidden, tokens/image, ...
@@ -164,8 +171,18 @@ class Enum:
 class Spec:
     dtype: str
     shape: tuple[int, ...]  # -1 = dynamic
-    profile: tuple[tuple[int, ...], ...] | None = None
+    profile: tuple[tuple[int, ...], ...] | None = None  # (min, opt, max) of profile 0
     is_input: bool = True
+    profiles: list[tuple[tuple[int, ...], ...]] | None = None  # several profiles (the merged text engine)
+
+    def range(self, profile: int) -> tuple[tuple[int, ...], ...] | None:
+        if self.profiles is not None:
+            return self.profiles[profile]
+        assert profile == 0, "a single-profile engine"
+        return self.profile
+
+
+USER_MANAGED = Enum("USER_MANAGED")
 
 
 @dataclass
@@ -176,6 +193,7 @@ class FakeEngine:
     compute: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
     cuda: FakeCuda
     contexts: list[FakeContext] = field(default_factory=list)
+    memory: tuple[int, ...] = (1024,)  # activation bytes per optimization profile
 
     @property
     def num_io_tensors(self) -> int:
@@ -197,10 +215,15 @@ class FakeEngine:
         return False
 
     def get_tensor_profile_shape(self, name: str, profile: int) -> list[tuple[int, ...]]:
-        assert profile == 0 and self.specs[name].profile is not None
-        return list(self.specs[name].profile)  # type: ignore[arg-type]
+        shapes = self.specs[name].range(profile)
+        assert shapes is not None
+        return list(shapes)
 
-    def create_execution_context(self) -> FakeContext:
+    def get_device_memory_size_for_profile_v2(self, profile: int) -> int:
+        return self.memory[profile]
+
+    def create_execution_context(self, strategy: Enum) -> FakeContext:
+        assert strategy == USER_MANAGED, "the executor provides every context's activation memory"
         self.contexts.append(FakeContext(self))
         return self.contexts[-1]
 
@@ -210,10 +233,24 @@ class FakeContext:
         self.engine = engine
         self.shapes: dict[str, tuple[int, ...]] = {}
         self.addresses: dict[str, int] = {}
+        self.profile: int | None = None
+        self.memory: tuple[int, int] | None = None
+
+    def set_device_memory(self, ptr: int, size: int) -> None:
+        self.memory = (ptr, size)
+
+    def set_optimization_profile_async(self, profile: int, stream: int) -> bool:
+        assert not self.shapes, "select the profile before setting shapes"
+        if profile >= len(self.engine.memory):
+            return False
+        self.profile = profile
+        return True
 
     def set_input_shape(self, name: str, shape: tuple[int, ...]) -> bool:
         spec = self.engine.specs[name]
-        lo, hi = (spec.profile[0], spec.profile[2]) if spec.profile else (spec.shape, spec.shape)
+        assert self.profile is not None, "no optimization profile selected"
+        r = spec.range(self.profile)
+        lo, hi = (r[0], r[2]) if r else (spec.shape, spec.shape)
         if len(shape) != len(spec.shape) or not all(
             a <= d <= b for d, a, b in zip(shape, lo, hi, strict=True)
         ):
@@ -236,12 +273,16 @@ class FakeContext:
 
     def execute_async_v3(self, stream: int) -> bool:
         engine, cuda = self.engine, self.engine.cuda
+        assert self.memory is not None and self.profile is not None, "activation memory and profile not set"
+        assert self.memory[1] >= engine.memory[self.profile]
+        cuda.check(self.memory[0], engine.memory[self.profile], "device")
         shapes = {n: self.get_tensor_shape(n) for n in engine.specs}
         addresses = dict(self.addresses)  # baked in, like kernel arguments in a captured graph
         views: dict[str, np.ndarray] = {}
         for name, spec in engine.specs.items():
             dtype = np.dtype(NP_OF[spec.dtype])
             nbytes = int(np.prod(shapes[name])) * dtype.itemsize
+            assert addresses[name], f"{name} not bound"
             cuda.check(addresses[name], nbytes, "device")
             views[name] = host_view(addresses[name], nbytes).view(dtype).reshape(shapes[name])
 
@@ -321,6 +362,20 @@ def expert_fn(i: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     v = prefix[:, None, None] + suffix[:, None, None] + i["t"][0] + 0.01 * i["position_ids"][0][:, :, None] - i["x"]
     v = (i["row_mix"][:, :, None, None] * v[None]).sum(1)  # the identity without guidance
     return {"x_next": i["x"] + i["dt"][0] * v}
+
+
+def text_fn(i: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The merged text engine: the prefill's numbers on profile 0 (no prefix, every suffix slot hidden),
+    decode's on profile 1; the new K/V per layer as (H, B, T, DH). The real graph's equivalence with the
+    prefill and decode graphs is tested on ONNX Runtime (test_export.py)."""
+    if i["prefix_key_0"].shape[1] == 0:
+        assert i["input_ids"].shape[0] == 1 and (i["suffix_mask"] <= -1e8).all()
+        out = prefill_fn(i)
+        return {n: v[:, None] if n.startswith("new_") else v for n, v in out.items()}
+    assert i["image_token_index"].size == 0
+    out = decode_fn(i)
+    return {"logits": out["logits"], **{f"new_{kind}_{layer}": out[f"new_{kind}"][layer]
+                                        for kind in ("key", "value") for layer in range(L)}}
 
 
 def extend_fn(i: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -418,12 +473,18 @@ def make_engines(
     def expert_shapes(s: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
         return {"x_next": s["x"]}
 
+    def text_shapes(s: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
+        b, t = s["input_ids"]
+        kv = {f"new_{kind}_{layer}": (H, b, t, DH) for kind in ("key", "value") for layer in range(L)}
+        return {"logits": (b, V), **kv}
+
     def extend_shapes(s: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
         b, t = s["input_ids"]
         return {"new_key": (L, H, b, t, DH), "new_value": (L, H, b, t, DH)}
 
     guided = {"extend": FakeEngine("extend", extend, extend_shapes, extend_fn, cuda)} if guidance else {}
     return {**guided,
+        "text": FakeEngine("text", text_specs(kv_dtype, logits_dtype), text_shapes, text_fn, cuda, memory=(4096, 512)),
         "vision": FakeEngine("vision", vision, vision_shapes, vision_fn, cuda),
         "prefill": FakeEngine("prefill", prefill, prefill_shapes, prefill_fn, cuda),
         "decode": FakeEngine("decode", decode, decode_shapes, decode_fn, cuda),
@@ -432,7 +493,39 @@ def make_engines(
     }
 
 
+def text_specs(kv_dtype: str, logits_dtype: str) -> dict[str, Spec]:
+    """The merged text engine's I/O: profile 0 = prefill (B 1, T ≤ CP, P 0), profile 1 = decode (T 1, M 0)."""
+
+    def phased(dtype: str, shape: tuple[int, ...], prefill: dict[int, tuple[int, int]],
+               decode: dict[int, tuple[int, int]]) -> Spec:
+        def at(axes: dict[int, tuple[int, int]], which: int) -> tuple[int, ...]:
+            return tuple(axes[i][which] if i in axes else d for i, d in enumerate(shape))
+
+        profiles = [(at(a, 0), at(a, 1), at(a, 1)) for a in (prefill, decode)]
+        return Spec(dtype, tuple(-1 if i in prefill else d for i, d in enumerate(shape)), profiles[0],
+                    profiles=profiles)
+
+    rows, none, one = (1, KMAX), (0, 0), (1, 1)
+    specs = {
+        "input_ids": phased("INT64", (0, 0), {0: one, 1: (1, CP)}, {0: rows, 1: one}),
+        "position_ids": phased("INT64", (3, 0, 0), {1: one, 2: (1, CP)}, {1: rows, 2: one}),
+        "image_embeds": phased("FLOAT", (0, D), {0: (1, CP)}, {0: none}),
+        "deepstack_embeds": phased("FLOAT", (NDS, 0, D), {1: (1, CP)}, {1: none}),
+        "image_token_index": phased("INT64", (0,), {0: (1, CP)}, {0: none}),
+        "suffix_mask": phased("FLOAT", (0, CS), {0: one}, {0: rows}),
+        "logits": _out(logits_dtype, (-1, V)),
+    }
+    for kind in ("key", "value"):
+        for layer in range(L):
+            specs[f"prefix_{kind}_{layer}"] = phased(kv_dtype, (H, 0, DH), {1: none}, {1: (1, CP)})
+            specs[f"suffix_{kind}_{layer}"] = phased(kv_dtype, (H, 0, CS, DH), {1: one}, {1: rows})
+            specs[f"new_{kind}_{layer}"] = _out(kv_dtype, (H, -1, -1, DH))
+    return specs
+
+
 class FakeSource:
+    user_managed = USER_MANAGED
+
     def __init__(self, engines: dict[str, FakeEngine], version: str = VERSION) -> None:
         self.engines, self.version = engines, version
 
@@ -449,30 +542,39 @@ CONFIG = RuntimeConfig(
 CONFIG_1_5 = replace(CONFIG, model_type="alpamayo1_5", config_hash="fake-1.5-config-hash")  # extend, 2K rows
 
 
-def write_engine_dir(path: Path, config_hash: str = CONFIG.config_hash, version: str = VERSION,
-                     graphs: tuple[str, ...] = GRAPH_NAMES) -> Path:
+def engine_entries(path: Path, arrangement: str, onnx: bool = True, guidance: bool = False,
+                   graphs: tuple[str, ...] | None = None) -> dict[str, EngineEntry]:
     entries = {}
-    for graph in graphs:
+    for graph in graphs or engine_graphs(arrangement, guidance):
         data = f"fake-engine:{graph}".encode()
         (path / f"{graph}.engine").write_bytes(data)
         sha = hashlib.sha256(data).hexdigest()
         entries[graph] = EngineEntry(
-            graph, f"{graph}.engine", len(data), sha, f"{graph}.onnx", "0", True, "fp32", "none", 0.0
+            graph, f"{graph}.engine", len(data), sha, f"{graph}.onnx" if onnx else "", "0", True, "fp32", "none", 0.0,
+            profiles=list(TEXT_PHASES) if graph == "text" else ["default"],
         )
-    EngineManifest("tensorrt", version, config_hash, "fp32", False, CP, CS, KMAX, entries, {}).write(path)
+    return entries
+
+
+def write_engine_dir(path: Path, config_hash: str = CONFIG.config_hash, version: str = VERSION,
+                     arrangement: str = "merged", guidance: bool = False, graphs: tuple[str, ...] | None = None
+                     ) -> Path:
+    EngineManifest("tensorrt", version, config_hash, "fp32", False, CP, CS, KMAX,
+                   engine_entries(path, arrangement, guidance=guidance, graphs=graphs), {}, text_engines=arrangement,
+                   model_type="alpamayo1_5" if guidance else "alpamayo_r1", navigation_guidance=guidance).write(path)
     return path
 
 
 def make_executor(
-    tmp_path: Path, cuda: FakeCuda | None = None, **kwargs: Any
+    tmp_path: Path, cuda: FakeCuda | None = None, arrangement: str = "merged", **kwargs: Any
 ) -> tuple[TensorRTExecutor, FakeCuda]:
     cuda = cuda or FakeCuda()
     guidance = kwargs.pop("guidance", False)
     engines = make_engines(cuda, kwargs.pop("kv_dtype", "FLOAT"), kwargs.pop("logits_dtype", "FLOAT"), guidance)
     source = FakeSource(engines, kwargs.pop("version", VERSION))
     config = CONFIG_1_5 if guidance else CONFIG
-    executor = TensorRTExecutor(config, write_engine_dir(tmp_path, config.config_hash), cuda=cuda, engine_source=source,
-                                **kwargs)
+    engine_dir = write_engine_dir(tmp_path, config.config_hash, arrangement=arrangement, guidance=guidance)
+    executor = TensorRTExecutor(config, engine_dir, cuda=cuda, engine_source=source, **kwargs)
     return executor, cuda
 
 
@@ -542,33 +644,70 @@ def assert_tick(t: dict[str, Any], batch: int = 2, atol: float = 1e-5) -> None:
 # tests
 
 
-def test_configure_sizes_every_buffer_from_the_engines(tmp_path: Path) -> None:
-    ex, cuda = make_executor(tmp_path)
+@pytest.mark.parametrize("arrangement", TEXT_ENGINES)
+def test_configure_sizes_every_buffer_from_the_engines(tmp_path: Path, arrangement: str) -> None:
+    ex, cuda = make_executor(tmp_path, arrangement=arrangement)
     plan = ex.plan
     layer_prefix = -(-H * CP * DH * 4 // 256) * 256  # each layer's slice starts 256-byte aligned
     assert plan["kv.prefix_key"].nbytes == plan["kv.prefix_value"].nbytes == L * layer_prefix
     assert plan["kv.suffix_value"].nbytes == L * -(-H * KMAX * CS * DH * 4 // 256) * 256  # profile max batch
     assert not plan["kv.prefix_key"].staged  # the cache never crosses to the host
     assert not any(k.startswith("kv.") and k[-2:] in (".0", ".1") for k in plan)  # one buffer each: no ping-pong
-    assert plan["decode.new_key"].nbytes == L * H * KMAX * DH * 4 and not plan["decode.new_key"].staged
+    if arrangement == "separate":  # decode's new K/V: one stacked output, or one per layer (text engine)
+        assert plan["decode.new_key"].nbytes == L * H * KMAX * DH * 4 and not plan["decode.new_key"].staged
+    else:
+        assert all(plan[f"decode.new_key_{i}"].nbytes == H * KMAX * DH * 4 for i in range(L))
+        assert not plan["decode.new_key_0"].staged and plan["prefill.suffix_mask"].nbytes == CS * 4
+        assert plan["decode.image_embeds"].nbytes == 0  # M = 0 in the decode profile
     assert plan["decode.logits"].nbytes == KMAX * V * 4 and plan["decode.logits"].staged
     assert plan["prefill.input_ids"].nbytes == CP * 8  # int64, S at profile max
     assert plan["vision.deepstack_embeds"].nbytes == NDS * 4 * MV * D * 4  # N at profile max 4
     assert plan["expert_step.x.0"].nbytes == plan["expert_step.x.1"].nbytes == KMAX * W * A * 4
     assert plan["expert_step.t"].nbytes == MAX_EULER_STEPS * 256  # one 256-byte-aligned slot per step
-    assert not any("_key_" in k or "_value_" in k or k.endswith("x_next") for k in plan)  # bound into kv.*
+    bound_into_kv = [k for k in plan if ("_key_" in k or "_value_" in k) and not k.startswith("decode.new_")]
+    assert not bound_into_kv and not any(k.endswith("x_next") for k in plan)  # prefix / suffix: in kv.*
     assert "sample.logits" not in plan and plan["sample.token_ids"].nbytes == KMAX * 8  # reads decode.logits
-    assert cuda.mallocs == len(plan)
+    assert cuda.mallocs == len(plan) + 1  # + the activation arena
     ptr = ex._alloc["kv.prefix_key"].device  # KV zeroed at configure: masked slots are finite, never NaN
     assert not host_view(ptr, plan["kv.prefix_key"].nbytes).any()
     device, pinned = ex.memory_bytes()
-    assert device == sum(s.nbytes for s in plan.values()) and pinned < device
+    assert device == sum(s.nbytes for s in plan.values()) + ex.arena.spec.nbytes and pinned < device
     decisions = {g: d.capture for g, d in ex.decisions.items()}
     assert decisions == {"vision": False, "prefill": False, "decode": True, "expert_step": True, "sample": False}
 
 
-def test_a_tick_moves_the_right_bytes_through_the_engines(tmp_path: Path) -> None:
-    ex, cuda = make_executor(tmp_path, use_cuda_graphs=False)
+def test_merged_text_engine_holds_the_weights_once_and_runs_both_phases(tmp_path: Path) -> None:
+    """One text engine (one copy of the text weights), two contexts: prefill on profile 0, decode on
+    profile 1; every context's activation memory is the one arena, sized for the largest need."""
+    ex, cuda = make_executor(tmp_path)
+    prefill, decode = ex.runners["prefill"], ex.runners["decode"]
+    assert prefill.engine is decode.engine and prefill.engine.graph == "text"
+    assert len(prefill.engine.contexts) == 2 and (prefill.profile, decode.profile) == (0, 1)
+    assert prefill.context.profile == 0 and decode.context.profile == 1
+    assert "text" not in ex.runners and set(ex.runners) == {"vision", "prefill", "decode", "expert_step", "sample"}
+    assert ex.arena.spec.nbytes == 4096  # the text engine's prefill profile needs the most
+    assert {r.context.memory for r in ex.runners.values()} == {(ex.arena.device, 4096)}
+    assert_tick(run_tick(ex, seed=21))
+    assert prefill.max_shapes["input_ids"] == (1, CP) and decode.max_shapes["input_ids"] == (KMAX, 1)
+    assert prefill.context.shapes["prefix_key_0"] == (H, 0, DH)  # no prefix yet: an empty tensor
+    assert decode.context.shapes["image_embeds"] == (0, D)
+    assert prefill.context.shapes["input_ids"] == (1, 6)  # the prompt as it is (no query-block padding)
+
+
+def test_a_text_engine_built_without_its_two_profiles_is_refused(tmp_path: Path) -> None:
+    cuda = FakeCuda()
+    write_engine_dir(tmp_path)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    manifest["engines"]["text"]["profiles"] = ["default"]
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(TensorRTExecutorError, match=r"text engine profiles \['default'\], expected \['prefill', 'decode'\]"):
+        TensorRTExecutor(CONFIG, tmp_path, cuda=cuda, engine_source=FakeSource(make_engines(cuda)))
+    assert not cuda.regions and not cuda.streams
+
+
+@pytest.mark.parametrize("arrangement", TEXT_ENGINES)
+def test_a_tick_moves_the_right_bytes_through_the_engines(tmp_path: Path, arrangement: str) -> None:
+    ex, cuda = make_executor(tmp_path, arrangement=arrangement, use_cuda_graphs=False)
     mallocs = cuda.mallocs
     assert_tick(run_tick(ex, seed=1))
     assert_tick(run_tick(ex, seed=2))  # second tick: a new prompt over the old one, suffix restarted
@@ -577,10 +716,11 @@ def test_a_tick_moves_the_right_bytes_through_the_engines(tmp_path: Path) -> Non
     assert not ex.stats.graph_captures and not cuda.graphs
 
 
-def test_kv_is_read_in_place_and_only_new_tokens_are_written(tmp_path: Path) -> None:
+@pytest.mark.parametrize("arrangement", TEXT_ENGINES)
+def test_kv_is_read_in_place_and_only_new_tokens_are_written(tmp_path: Path, arrangement: str) -> None:
     """The prompt's K/V outputs are bound to the addresses decode and the expert read (aliased in place);
     a decode step copies exactly the new tokens' K/V on the device and moves no cache to the host."""
-    ex, cuda = make_executor(tmp_path, use_cuda_graphs=False)
+    ex, cuda = make_executor(tmp_path, arrangement=arrangement, use_cuda_graphs=False)
     run_tick(ex, seed=11)
     bound = {g: r.context.addresses for g, r in ex.runners.items()}
     base = ex._alloc["kv.prefix_key"].device
@@ -624,11 +764,12 @@ def test_device_sampling_returns_token_ids_and_the_logits_only_on_demand(tmp_pat
     np.testing.assert_allclose(logits[:, 3], [5, 6])  # the fed tokens: decode ran before sampling
 
 
-def test_cuda_graphs_capture_once_and_replay_with_identical_results(tmp_path: Path) -> None:
+@pytest.mark.parametrize("arrangement", TEXT_ENGINES)
+def test_cuda_graphs_capture_once_and_replay_with_identical_results(tmp_path: Path, arrangement: str) -> None:
     (tmp_path / "eager").mkdir()
     (tmp_path / "graphed").mkdir()
-    eager, _ = make_executor(tmp_path / "eager", use_cuda_graphs=False)
-    graphed, cuda = make_executor(tmp_path / "graphed")
+    eager, _ = make_executor(tmp_path / "eager", arrangement=arrangement, use_cuda_graphs=False)
+    graphed, cuda = make_executor(tmp_path / "graphed", arrangement=arrangement)
     for seed in (3, 4, 5):
         want, got = run_tick(eager, seed), run_tick(graphed, seed)
         assert_tick(got)
@@ -659,9 +800,8 @@ def test_shared_reasoning_repeats_the_one_suffix_row(tmp_path: Path) -> None:
 def test_an_engine_build_without_extend_runs_unguided(tmp_path: Path) -> None:
     cuda = FakeCuda()
     engines = make_engines(cuda, guidance=True)
-    core = tuple(g for g in GRAPH_NAMES if g != "extend")
-    ex = TensorRTExecutor(CONFIG_1_5, write_engine_dir(tmp_path, CONFIG_1_5.config_hash, graphs=core), cuda=cuda,
-                          engine_source=FakeSource(engines))
+    ex = TensorRTExecutor(CONFIG_1_5, write_engine_dir(tmp_path, CONFIG_1_5.config_hash), cuda=cuda,
+                          engine_source=FakeSource(engines))  # the merged arrangement's engines, no extend
     try:
         assert not ex.supports_guidance and "extend" not in ex.runners
         with pytest.raises(NotImplementedError, match="no extend graph"):
@@ -726,8 +866,9 @@ def test_navigation_guidance_extends_the_unguided_rows_and_runs_2k_expert_rows(t
     assert ex.take_counters()["suffix_kv_copies"] == r - batch
 
 
-def test_fp16_cache_and_logits_are_converted_at_the_host_boundary(tmp_path: Path) -> None:
-    ex, _ = make_executor(tmp_path, kv_dtype="HALF", logits_dtype="HALF")
+@pytest.mark.parametrize("arrangement", TEXT_ENGINES)
+def test_fp16_cache_and_logits_are_converted_at_the_host_boundary(tmp_path: Path, arrangement: str) -> None:
+    ex, _ = make_executor(tmp_path, arrangement=arrangement, kv_dtype="HALF", logits_dtype="HALF")
     assert ex.plan["kv.prefix_key"].nbytes == L * -(-H * CP * DH * 2 // 256) * 256
     assert ex.plan["decode.logits"].nbytes == KMAX * V * 2
     t = run_tick(ex, seed=8)
@@ -736,7 +877,7 @@ def test_fp16_cache_and_logits_are_converted_at_the_host_boundary(tmp_path: Path
 
 
 def test_profile_violations_are_clear_errors(tmp_path: Path) -> None:
-    ex, _ = make_executor(tmp_path)
+    ex, _ = make_executor(tmp_path, arrangement="separate")
     with pytest.raises(TensorRTExecutorError, match=r"decode batch 4 outside the engine profile \[1, 3\]"):
         ex.start_decode(KMAX + 1)
     ids = np.zeros(CP + 1, dtype=np.int64)
@@ -771,7 +912,8 @@ def test_kv_dtype_disagreement_between_engines_is_refused(tmp_path: Path) -> Non
         TensorRTExecutorError,
         match="KV dtype mismatch: prefill.new_key_0 is FLOAT but decode.prefix_key_0 is HALF",
     ):
-        TensorRTExecutor(CONFIG, write_engine_dir(tmp_path), cuda=cuda, engine_source=FakeSource(engines))
+        TensorRTExecutor(CONFIG, write_engine_dir(tmp_path, arrangement="separate"), cuda=cuda,
+                         engine_source=FakeSource(engines))
     assert not cuda.regions and not cuda.streams  # a failed configure releases what it took
 
 
@@ -781,7 +923,8 @@ def test_engines_of_the_old_whole_cache_format_are_refused(tmp_path: Path) -> No
     for name in [n for n in engines["decode"].specs if n.startswith(("prefix_", "suffix_key", "suffix_value"))]:
         del engines["decode"].specs[name]
     with pytest.raises(TensorRTExecutorError, match="no per-layer KV inputs.*older format; re-export and rebuild"):
-        TensorRTExecutor(CONFIG, write_engine_dir(tmp_path), cuda=cuda, engine_source=FakeSource(engines))
+        TensorRTExecutor(CONFIG, write_engine_dir(tmp_path, arrangement="separate"), cuda=cuda,
+                         engine_source=FakeSource(engines))
 
 
 def test_close_releases_buffers_graphs_and_stream(tmp_path: Path) -> None:
@@ -807,30 +950,36 @@ def test_bf16_host_codec_rounds_to_nearest_even() -> None:
 
 def ort_engines(onnx_dir: Path, cuda: FakeCuda) -> dict[str, FakeEngine]:
     """Fake engines whose kernels are ONNX Runtime sessions of the exported graphs: the I/O
-    contract (names, dtypes, dynamic dims, profiles) comes from the ONNX manifest, as a
-    TensorRT build of those files would have it."""
+    contract (names, dtypes, dynamic dims, profiles — two for the text graph) comes from the ONNX
+    manifest, as a TensorRT build of those files would have it."""
     import onnxruntime as ort
 
-    from alpamayo_ros.runtime.tensorrt.manifest import default_dim_ranges, load_onnx_manifest
+    from alpamayo_ros.runtime.tensorrt.manifest import (
+        default_dim_ranges,
+        load_onnx_manifest,
+        phase_dim_ranges,
+    )
 
     manifest = load_onnx_manifest(onnx_dir)
     ranges = default_dim_ranges(manifest)
     dtypes = {"float32": "FLOAT", "int64": "INT64", "bool": "BOOL"}
     engines = {}
     for graph, decl in manifest.graphs.items():
+        phases = list(phase_dim_ranges(ranges).values()) if graph == "text" else [ranges]
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = opts.inter_op_num_threads = 1  # 2 shared cores: no spinning pools
         session = ort.InferenceSession(str(onnx_dir / decl.file), opts, providers=["CPUExecutionProvider"])
         specs: dict[str, Spec] = {}
         for t in decl.inputs:
             shape = tuple(-1 if isinstance(d, str) else d for d in t.shape)
-            profile = None
+            profiles = None
             if -1 in shape:
-                profile = tuple(
-                    tuple(getattr(ranges[d], which) if isinstance(d, str) else d for d in t.shape)
-                    for which in ("min", "opt", "max")
-                )
-            specs[t.name] = Spec(dtypes[t.dtype], shape, profile)
+                profiles = [
+                    tuple(tuple(getattr(r[d], which) if isinstance(d, str) else d for d in t.shape)
+                          for which in ("min", "opt", "max"))
+                    for r in phases
+                ]
+            specs[t.name] = Spec(dtypes[t.dtype], shape, profiles[0] if profiles else None, profiles=profiles)
         for t in decl.outputs:
             specs[t.name] = _out(dtypes[t.dtype], tuple(-1 if isinstance(d, str) else d for d in t.shape))
 
@@ -846,12 +995,14 @@ def ort_engines(onnx_dir: Path, cuda: FakeCuda) -> dict[str, FakeEngine]:
             names = [o.name for o in session.get_outputs()]
             return dict(zip(names, session.run(names, inputs), strict=True))
 
-        engines[graph] = FakeEngine(graph, specs, out_shapes, compute, cuda)
+        engines[graph] = FakeEngine(graph, specs, out_shapes, compute, cuda, memory=(1024,) * len(phases))
     return engines
 
 
 @pytest.mark.slow
-def test_orchestrator_over_tensorrt_executor_matches_onnxruntime(tiny_onnx_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("arrangement", TEXT_ENGINES)
+def test_orchestrator_over_tensorrt_executor_matches_onnxruntime(tiny_onnx_dir: Path, tmp_path: Path,
+                                                                 arrangement: str) -> None:
     from alpamayo_ros.core.backend import SamplingRequest
     from alpamayo_ros.runtime import create_backend
     from alpamayo_ros.runtime.config import load_config
@@ -863,17 +1014,11 @@ def test_orchestrator_over_tensorrt_executor_matches_onnxruntime(tiny_onnx_dir: 
     model_dir = tiny_onnx_dir.parent
     config = load_config(model_dir)
     onnx_manifest = json.loads((tiny_onnx_dir / "manifest.json").read_text())
-    entries = {}
-    for graph in GRAPH_NAMES:
-        data = f"fake-engine:{graph}".encode()
-        (tmp_path / f"{graph}.engine").write_bytes(data)
-        entries[graph] = EngineEntry(
-            graph, f"{graph}.engine", len(data), "", f"{graph}.onnx", "", True, "fp32", "none", 0.0
-        )
     EngineManifest(
         "tensorrt", VERSION, config.config_hash, "fp32", False, config.prefix_capacity, config.suffix_capacity,
-        onnx_manifest["max_batch"], entries, {}, weights_hash=onnx_manifest.get("weights_hash", ""),
-        normalization=onnx_manifest["normalization"],
+        onnx_manifest["max_batch"], engine_entries(tmp_path, arrangement), {},
+        weights_hash=onnx_manifest.get("weights_hash", ""), normalization=onnx_manifest["normalization"],
+        text_engines=arrangement,
     ).write(tmp_path)  # fmt: skip
     cuda = FakeCuda()
     executor = TensorRTExecutor(
@@ -946,29 +1091,25 @@ def _trt_over_ort(
 
     config = load_config(model_dir)
     onnx_manifest = json.loads((onnx_dir / "manifest.json").read_text())
-    entries = {}
-    for graph in GRAPH_NAMES:
-        data = f"fake-engine:{graph}".encode()
-        (engine_dir / f"{graph}.engine").write_bytes(data)
-        entries[graph] = EngineEntry(
-            graph, f"{graph}.engine", len(data), "", "", "", True, "fp32", "none", 0.0
-        )
     EngineManifest(
         "tensorrt", VERSION, config.config_hash, "fp32", False, config.prefix_capacity, config.suffix_capacity,
-        onnx_manifest["max_batch"], entries, {}, model_type=onnx_manifest["model_type"],
+        onnx_manifest["max_batch"],
+        engine_entries(engine_dir, "merged", onnx=False, guidance=onnx_manifest["navigation_guidance"]), {},
+        text_engines="merged", model_type=onnx_manifest["model_type"],
         navigation_guidance=onnx_manifest["navigation_guidance"],
     ).write(engine_dir)  # fmt: skip
     cuda = cuda or FakeCuda()
     engines = ort_engines(onnx_dir, cuda)
-    if perturb_decode:  # an engine whose decode logits are off (e.g. a bad fp16 build)
-        inner = engines["decode"].compute
+    if perturb_decode:  # an engine whose decode logits are off (e.g. a bad fp16 build): the text engine's decode phase
+        inner = engines["text"].compute
 
         def perturbed(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             out = inner(inputs)
-            out["logits"] = out["logits"] + perturb_decode * np.sin(np.arange(out["logits"].shape[-1]))
+            if inputs["prefix_key_0"].shape[1]:  # decode (the prefill has no prefix yet)
+                out["logits"] = out["logits"] + perturb_decode * np.sin(np.arange(out["logits"].shape[-1]))
             return out
 
-        engines["decode"].compute = perturbed
+        engines["text"].compute = perturbed
     return TensorRTExecutor(config, engine_dir, cuda=cuda, engine_source=FakeSource(engines))
 
 

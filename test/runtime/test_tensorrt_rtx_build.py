@@ -69,6 +69,15 @@ def test_graph_parses_and_builds_with_tensorrt_parser(onnx_dir: Path, tmp_path: 
     for tensor in entry.tensors:
         named = [d for d in tensor.shape if isinstance(d, str)]
         assert (tensor.profile is not None) == (tensor.is_input and bool(named)), tensor
+    if graph == "text":  # the merged engine: one network, an optimization profile per phase
+        assert entry.profiles == ["prefill", "decode"]
+        ids = next(t for t in entry.tensors if t.name == "input_ids")
+        assert ids.phase_profiles == {"prefill": {"min": [1, 1], "opt": [1, manifest.prefix_capacity],
+                                                  "max": [1, manifest.prefix_capacity]},
+                                      "decode": {"min": [1, 1], "opt": [manifest.max_batch, 1],
+                                                 "max": [manifest.max_batch, 1]}}
+        prefix = next(t for t in entry.tensors if t.name == "prefix_key_0")
+        assert prefix.phase_profiles is not None and prefix.phase_profiles["prefill"]["max"][1] == 0  # empty
     if graph == "decode":
         ids = next(t for t in entry.tensors if t.name == "input_ids")
         assert ids.profile == {"min": [1, 1], "opt": [manifest.max_batch, 1], "max": [manifest.max_batch, 1]}
@@ -128,3 +137,34 @@ def test_mismatched_model_config_is_refused(onnx_dir: Path, tmp_path: Path) -> N
     (model_dir / "config.json").write_text(json.dumps(config))
     with pytest.raises(ManifestError, match="re-export the ONNX from this model directory"):
         build_engines(onnx_dir, tmp_path / "engines", RTX, model_dir=model_dir)
+
+
+@pytest.mark.slow
+def test_bf16_text_graph_builds_as_one_engine_with_two_profiles(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """The deployment build: graphs exported in the checkpoint's bf16, strongly typed, the merged text engine."""
+    from alpamayo_ros.runtime.export import export_onnx
+
+    export_onnx(tiny_model_dir, tmp_path / "onnx", graphs=("text",), dtype="bfloat16")
+    options = BuildOptions(precision="bf16", tensorrt_module=RTX_MODULE, graphs=("text",))
+    manifest = build_engines(tmp_path / "onnx", tmp_path / "engines", options)
+    entry = manifest.engines["text"]
+    assert manifest.text_engines == "merged" and entry.precision == "bf16" and entry.strongly_typed
+    assert entry.profiles == ["prefill", "decode"]
+    kv = next(t for t in entry.tensors if t.name == "new_key_0")
+    assert kv.dtype == "BF16" and next(t for t in entry.tensors if t.name == "logits").dtype == "FLOAT"
+
+
+@pytest.mark.slow
+def test_bf16_extend_graph_of_alpamayo_1_5_builds(tiny_1_5_model_dir: Path, tmp_path: Path) -> None:
+    """Navigation guidance in the deployment build: 1.5's `extend` exported without weights in bf16 (its weights in
+    the shared weights.bin) builds strongly typed, its K/V in bf16, next to the merged text engine's graphs."""
+    from alpamayo_ros.runtime.export import export_onnx
+
+    onnx = export_onnx(tiny_1_5_model_dir, tmp_path / "onnx", graphs=("extend",), dtype="bfloat16")
+    assert (onnx["model_type"], onnx["navigation_guidance"], onnx["dtype"]) == ("alpamayo1_5", True, "bfloat16")
+    options = BuildOptions(precision="bf16", tensorrt_module=RTX_MODULE, graphs=("extend",))
+    manifest = build_engines(tmp_path / "onnx", tmp_path / "engines", options)
+    entry = manifest.engines["extend"]
+    assert manifest.navigation_guidance and entry.precision == "bf16" and entry.strongly_typed
+    assert {t.name: t.dtype for t in entry.tensors if t.name in ("new_key", "prefix_key_0", "own_mask")} == {
+        "new_key": "BF16", "prefix_key_0": "BF16", "own_mask": "FLOAT"}

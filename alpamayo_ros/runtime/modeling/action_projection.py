@@ -68,7 +68,8 @@ class ActionInProj(nn.Module):
         feats = [enc(x[..., i]) for i, enc in enumerate(self.sinus)]
         t_enc = self.timestep_fourier_encoder(t.float().reshape(-1, 1))  # (K|1, 1, nf)
         feats.append(t_enc.expand(x.shape[0], x.shape[1], t_enc.shape[-1]))
-        return self.norm(self.encoder(torch.cat(feats, dim=-1)))
+        dtype = self.norm.weight.dtype  # fp32 features, the expert's dtype from the first Linear on (autocast)
+        return self.norm(self.encoder(torch.cat(feats, dim=-1).to(dtype)))
 
 
 def make_action_out_proj(in_dim: int, action_dim: int) -> nn.Linear:

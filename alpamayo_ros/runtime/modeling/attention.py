@@ -63,8 +63,8 @@ def mrope_cos_sin(
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x (B, H, T, D); cos/sin (B, T, D)."""
-    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+    """x (B, H, T, D); cos/sin (B, T, D), fp32 tables applied in x's dtype (as transformers' Qwen3)."""
+    cos, sin = cos.unsqueeze(1).to(x.dtype), sin.unsqueeze(1).to(x.dtype)
     return x * cos + rotate_half(x) * sin
 
 
@@ -88,8 +88,14 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
     s = torch.matmul(qg * scaling, k.unsqueeze(2).transpose(-1, -2))  # (B, Hkv, g, T, C)
     if mask is not None:
         m = mask if mask.dim() == 3 else mask.unsqueeze(1)
-        s = s + m[:, None, None]
-    return _to_heads(torch.matmul(torch.softmax(s, dim=-1), v.unsqueeze(2)))
+        s = s + m[:, None, None].to(s.dtype)
+    return _to_heads(torch.matmul(softmax(s), v.unsqueeze(2)))
+
+
+def softmax(scores: torch.Tensor) -> torch.Tensor:
+    """Softmax over the last axis accumulated in fp32, returned in the scores' dtype (transformers' eager
+    attention; fused SDPA kernels also accumulate in fp32). A no-op cast for fp32 graphs."""
+    return torch.softmax(scores.float(), dim=-1).to(scores.dtype)
 
 
 def causal_block_masks(block: int, blocks: int, dtype: torch.dtype, device: torch.device | None = None
@@ -124,11 +130,13 @@ def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scaling:
 class KVPart(NamedTuple):
     """Keys/values one query batch attends to, head-major: `shared` parts are (Hkv, C, D) for all B rows
     (the prompt prefix, stored once), batched parts (Hkv, B, C, D). `mask` is additive, (B, C) or (1, C)
-    for every query, (B, T, C) per query (a causal chunk), or None."""
+    for every query, (B, T, C) per query (a causal chunk), or None; `causal`: the part is the queries' own
+    T tokens (C = T), query i sees keys 0…i."""
 
     key: torch.Tensor
     value: torch.Tensor
     mask: torch.Tensor | None = None
+    causal: bool = False
 
     @property
     def shared(self) -> bool:
@@ -160,13 +168,16 @@ def cached_attention(q: torch.Tensor, parts: list[KVPart], scaling: float) -> to
             sc = torch.matmul(qh, part.key.transpose(-1, -2))
         sc = sc.reshape(hkv, b, g, t, -1)
         if part.mask is not None:
-            sc = sc + (part.mask[None, :, None] if part.mask.dim() == 3 else part.mask[None, :, None, None, :])
+            mask = part.mask[None, :, None] if part.mask.dim() == 3 else part.mask[None, :, None, None, :]
+            sc = sc + mask.to(sc.dtype)
+        if part.causal:  # (T, T): the own tokens see themselves and their predecessors
+            sc = sc + causal_mask(t, sc.device).to(sc.dtype)[0]
         scores.append(sc)
     if len(parts) == 1:
-        probs = [torch.softmax(scores[0], dim=-1)]
+        probs = [softmax(scores[0])]
     else:
         sizes = [part.key.shape[-2] for part in parts]  # symbolic: keeps the prefix length dynamic in export
-        probs = list(torch.split(torch.softmax(torch.cat(scores, dim=-1), dim=-1), sizes, dim=-1))
+        probs = list(torch.split(softmax(torch.cat(scores, dim=-1)), sizes, dim=-1))
     out = None
     for p, part in zip(probs, parts, strict=True):
         if part.shared:

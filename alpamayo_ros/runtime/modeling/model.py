@@ -1,6 +1,15 @@
-"""`AlpamayoR1`: all parts under the released state-dict key layout (spec §8)."""
+"""`AlpamayoR1`: all parts under the released state-dict key layout (spec §8).
+
+`empty_model` builds it with its parameters on the meta device (no memory, no initialisation) and its
+non-persistent buffers (rotary tables, position interpolation: constants of the graphs) computed for
+real, so a 10 B model can be traced, exported or checked key by key on a small host, and its weights
+loaded one tensor at a time (`runtime.weights.load_model`).
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -54,3 +63,51 @@ class AlpamayoR1(nn.Module):
     @property
     def text(self) -> TextModel:
         return self.vlm.model.language_model
+
+
+@contextmanager
+def _parameters_on_meta() -> Iterator[None]:
+    """Every parameter registered inside goes to the meta device (its initialisation runs on meta: free)."""
+    register = nn.Module.register_parameter
+
+    def on_meta(module: nn.Module, name: str, param: nn.Parameter | None) -> None:
+        register(module, name, param)
+        if param is not None:
+            module._parameters[name] = nn.Parameter(param.to("meta"), requires_grad=False)
+
+    nn.Module.register_parameter = on_meta  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter = register  # type: ignore[method-assign]
+
+
+def empty_model(cfg: RuntimeConfig) -> AlpamayoR1:
+    """The model with every parameter on the meta device and every buffer real (eval mode).
+
+    Persistent buffers (action_space.*, the Fourier `freqs`) hold their constructor values until a
+    checkpoint is loaded; the non-persistent ones are the exact constants the graphs embed.
+    """
+    with _parameters_on_meta():
+        model = AlpamayoR1(cfg)
+    return model.eval()
+
+
+def state_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
+    """State-dict key -> shape, without touching any data (works on meta parameters)."""
+    return {k: tuple(v.shape) for k, v in model.state_dict(keep_vars=True).items()}
+
+
+def materialize(model: nn.Module, make: Callable[[str, torch.Tensor], torch.Tensor]) -> None:
+    """Replace every state-dict tensor (parameters and persistent buffers) by `make(key, current)`, one at a
+    time, so peak memory is the finished model plus one tensor."""
+    owners = dict(model.named_modules())
+    persistent = model.state_dict(keep_vars=True)
+    for key, current in persistent.items():
+        path, _, leaf = key.rpartition(".")
+        module = owners[path]
+        value = make(key, current)
+        if leaf in module._parameters:
+            module._parameters[leaf] = nn.Parameter(value, requires_grad=False)
+        else:
+            module._buffers[leaf] = value

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from alpamayo_ros.runtime.config import VisionConfig
-from alpamayo_ros.runtime.modeling.attention import rotate_half
+from alpamayo_ros.runtime.modeling.attention import rotate_half, softmax
 
 
 def merge_order_hw(h: int, w: int, merge: int) -> tuple[np.ndarray, np.ndarray]:
@@ -70,7 +70,7 @@ class PatchEmbed(nn.Module):
 
     def forward(self, rows: torch.Tensor) -> torch.Tensor:
         w = self.proj.weight.reshape(self.proj.weight.shape[0], -1)
-        return torch.matmul(rows, w.t()) + self.proj.bias
+        return torch.matmul(rows.to(w.dtype), w.t()) + self.proj.bias
 
 
 class VisionAttention(nn.Module):
@@ -85,11 +85,11 @@ class VisionAttention(nn.Module):
         n, tv, e = x.shape
         qkv = self.qkv(x).reshape(n, tv, 3, self.num_heads, self.head_dim)
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # (N, Tv, H, hd)
-        c, s = cos[:, None, :], sin[:, None, :]
-        q = (q * c + rotate_half(q) * s).transpose(1, 2)
-        k = (k * c + rotate_half(k) * s).transpose(1, 2)
+        c, s = cos[:, None, :], sin[:, None, :]  # rotated in fp32, back in the compute dtype (transformers)
+        q = (q.float() * c + rotate_half(q.float()) * s).to(x.dtype).transpose(1, 2)
+        k = (k.float() * c + rotate_half(k.float()) * s).to(x.dtype).transpose(1, 2)
         scores = torch.matmul(q, k.transpose(-1, -2)) * (self.head_dim**-0.5)
-        out = torch.matmul(torch.softmax(scores, dim=-1), v.transpose(1, 2))
+        out = torch.matmul(softmax(scores), v.transpose(1, 2))
         return self.proj(out.transpose(1, 2).reshape(n, tv, e))
 
 
@@ -160,7 +160,7 @@ class VisionTower(nn.Module):
 
     def forward(self, pixel_rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.patch_embed(pixel_rows)
-        pos = (self.pos_embed(self.pos_index) * self.pos_weight[:, :, None]).sum(1)
+        pos = (self.pos_embed(self.pos_index) * self.pos_weight[:, :, None].to(x.dtype)).sum(1)
         x = x + pos
         deepstack = []
         for i, blk in enumerate(self.blocks):

@@ -2,7 +2,9 @@
 
 Generic over the graphs of docs/runtime.md §3: every graph listed in the ONNX manifest is parsed
 with the TensorRT ONNX parser and built with one optimization profile whose min/opt/max come from
-the manifest's named dynamic dims (B, N, S, M) and capacities. Precision:
+the manifest's named dynamic dims (B, N, S, M) and capacities; the `text` graph (prefill and decode
+in one) gets two, one per phase, so the merged arrangement (default, `--text-engines merged`) holds
+the text weights once (manifest.py). Precision:
 
 * strongly typed networks (TensorRT-RTX, TensorRT 11, or any ONNX already exported in the target
   dtype): the ONNX decides every tensor's type, FP8/INT8 Q/DQ nodes included;
@@ -17,6 +19,7 @@ TensorRT is imported only inside the functions that build (see trt_module.load_t
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import time
@@ -28,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from alpamayo_ros.runtime.executor import is_kv_tensor
 from alpamayo_ros.runtime.tensorrt.manifest import (
     GRAPH_NAMES,
+    TEXT_ENGINES,
     DimRange,
     EngineEntry,
     EngineManifest,
@@ -36,8 +40,10 @@ from alpamayo_ros.runtime.tensorrt.manifest import (
     ManifestError,
     OnnxManifest,
     default_dim_ranges,
+    engine_graphs,
     file_sha256,
     load_onnx_manifest,
+    phase_dim_ranges,
 )
 from alpamayo_ros.runtime.tensorrt.trt_module import (
     DEFAULT_MODULE,
@@ -63,7 +69,8 @@ class EngineBuildError(RuntimeError):
 @dataclass
 class BuildOptions:
     precision: str = "fp16"
-    graphs: tuple[str, ...] | None = None  # None: every graph of the ONNX manifest
+    graphs: tuple[str, ...] | None = None  # None: the engines of `text_engines` (+ `extend` where exported)
+    text_engines: str = "merged"
     dims: dict[str, DimRange] = field(default_factory=dict)  # overrides of default_dim_ranges
     workspace_mib: int | None = None
     timing_cache: Path | None = None  # None: <out_dir>/timing.cache
@@ -71,6 +78,13 @@ class BuildOptions:
     version_compatible: bool = False
     tensorrt_module: str = DEFAULT_MODULE
     kv_io_in_precision: bool = True  # weakly typed builds: KV I/O tensors in fp16/bf16
+
+    def engine_graphs(self, onnx_graphs: Sequence[str] = ()) -> tuple[str, ...]:
+        """The graphs to build: `graphs`, or the arrangement's engines plus `extend` where the ONNX export has
+        it (a model with navigation guidance)."""
+        if self.text_engines not in TEXT_ENGINES:
+            raise EngineBuildError(f"text_engines must be one of {TEXT_ENGINES}, got {self.text_engines!r}")
+        return self.graphs or engine_graphs(self.text_engines, "extend" in onnx_graphs)
 
 
 @dataclass(frozen=True)
@@ -90,10 +104,14 @@ def inspect_onnx(path: Path) -> OnnxInfo:
         for i in graph.input
         if i.type.tensor_type.elem_type in _ONNX_FLOAT
     }
-    if len(float_types) > 1:
+    # a bf16/fp16 export keeps its masks and pixels fp32 by contract (runtime/export.py graph_io): the
+    # graph's dtype is the reduced one
+    reduced = float_types - {"fp32"}
+    if len(reduced) > 1:
         raise EngineBuildError(
             f"{path}: mixed float input dtypes {sorted(float_types)}; export one dtype per graph"
         )
+    float_types = reduced or float_types
     quant = "none"
     if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in graph.node):
         zero_point_types = {init.data_type for init in graph.initializer}
@@ -106,6 +124,12 @@ def inspect_onnx(path: Path) -> OnnxInfo:
         }
         quant = "fp8-qdq" if (zero_point_types | cast_types) & _FP8_TYPES else "int8-qdq"
     return OnnxInfo(float_dtype=next(iter(float_types), None), quantization=quant)
+
+
+def _export_dtype(onnx_dir: Path) -> str:
+    """The dtype the ONNX directory was exported in (the manifest's `dtype`)."""
+    path = onnx_dir / "manifest.json"
+    return str(json.loads(path.read_text()).get("dtype", "float32")) if path.is_file() else "float32"
 
 
 def choose_typing(precision: str, onnx_dtype: str | None, weak_typing_available: bool) -> bool:
@@ -155,15 +179,19 @@ def profile_shapes(
             raise EngineBuildError(
                 f"graph {decl.name}: no profile range for dim {declared!r} of {name}; pass --dim {declared}=MIN:OPT:MAX"
             )
-        r = ranges[declared]
-        lo.append(max(r.min, 1))
-        opt.append(max(r.opt, 1))
-        hi.append(max(r.max, 1))
+        r = ranges[declared]  # min 0: an empty tensor (the merged text engine's P in prefill, M in decode)
+        lo.append(r.min)
+        opt.append(r.opt)
+        hi.append(r.max)
     return tuple(lo), tuple(opt), tuple(hi)
 
 
-def resolve_onnx_dir(source: Path, out_dir: Path) -> Path:
-    """MODEL_OR_ONNX_DIR -> a directory with the ONNX manifest (exporting from a model dir if needed)."""
+EXPORT_DTYPE = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+
+def resolve_onnx_dir(source: Path, out_dir: Path, precision: str = "bf16") -> Path:
+    """MODEL_OR_ONNX_DIR -> a directory with the ONNX manifest (exporting from a model dir if needed, in
+    the build precision: the graphs then carry their weights in it and need no weakly typed conversion)."""
     if (source / "manifest.json").is_file():
         return source
     if (source / "onnx" / "manifest.json").is_file():
@@ -177,7 +205,7 @@ def resolve_onnx_dir(source: Path, out_dir: Path) -> Path:
                 f"Export on an x86 host (`alpamayo-ros export-onnx {source}`) and copy onnx/ here"
             ) from exc
         onnx_dir = out_dir / "onnx"
-        export_onnx(source, onnx_dir)
+        export_onnx(source, onnx_dir, dtype=EXPORT_DTYPE[precision])
         return onnx_dir
     raise ManifestError(
         f"{source} holds neither an ONNX manifest, nor onnx/manifest.json, nor a model config.json"
@@ -218,7 +246,12 @@ def build_graph(
     onnx_path = onnx_dir / decl.file
     info = inspect_onnx(onnx_path)
     weak_available = hasattr(trt.BuilderFlag, "FP16")
-    strongly_typed = choose_typing(options.precision, info.float_dtype, weak_available)
+    if info.float_dtype == "fp32" and _export_dtype(onnx_dir) in ("bfloat16", "float16") and info.quantization == "none":
+        # fp32 inputs by design in a reduced-precision export (`sample`: logits in, ids out; `vision`: pixels in,
+        # its weights in the export dtype): the ONNX decides
+        strongly_typed = True
+    else:
+        strongly_typed = choose_typing(options.precision, info.float_dtype, weak_available)
 
     logger = _CapturingLogger.create(trt)
     builder = trt.Builder(logger)
@@ -242,33 +275,19 @@ def build_graph(
         cache = config.create_timing_cache(timing_cache)
         config.set_timing_cache(cache, False)
 
-    profile = builder.create_optimization_profile()
-    tensors: list[EngineTensor] = []
-    for i in range(network.num_inputs):
-        tensor = network.get_input(i)
-        shapes = profile_shapes(decl, tensor.name, dims_tuple(tensor.shape), ranges)
-        if shapes is not None:
-            profile.set_shape(tensor.name, *(trt.Dims(list(shape)) for shape in shapes))
-        declared = next(t for t in decl.inputs if t.name == tensor.name)
-        tensors.append(
-            EngineTensor(
-                name=tensor.name,
-                dtype=dtype_name(tensor.dtype),
-                shape=list(declared.shape),
-                is_input=True,
-                profile=None
-                if shapes is None
-                else {"min": list(shapes[0]), "opt": list(shapes[1]), "max": list(shapes[2])},
-            )
-        )
-    for i in range(network.num_outputs):
-        tensor = network.get_output(i)
-        declared = next(t for t in decl.outputs if t.name == tensor.name)
-        tensors.append(
-            EngineTensor(tensor.name, dtype_name(tensor.dtype), list(declared.shape), is_input=False)
-        )
-    config.add_optimization_profile(profile)
-
+    phases = phase_dim_ranges(ranges) if decl.name == "text" else {"default": ranges}
+    per_phase: dict[str, dict[str, tuple[tuple[int, ...], ...] | None]] = {}
+    for phase, phase_ranges in phases.items():
+        profile = builder.create_optimization_profile()
+        per_phase[phase] = {}
+        for i in range(network.num_inputs):
+            tensor = network.get_input(i)
+            shapes = profile_shapes(decl, tensor.name, dims_tuple(tensor.shape), phase_ranges)
+            per_phase[phase][tensor.name] = shapes
+            if shapes is not None:
+                profile.set_shape(tensor.name, *(trt.Dims(list(shape)) for shape in shapes))
+        config.add_optimization_profile(profile)
+    tensors = _engine_tensors(network, decl, per_phase)
     start = time.perf_counter()
     serialized = builder.build_serialized_network(network, config)
     seconds = time.perf_counter() - start
@@ -288,8 +307,39 @@ def build_graph(
         quantization=info.quantization,
         build_seconds=round(seconds, 3),
         tensors=tensors,
+        profiles=list(phases),
     )
     return entry, timing_cache if cache is None else bytes(memoryview(cache.serialize()))
+
+
+def _engine_tensors(
+    network: tensorrt.INetworkDefinition,
+    decl: GraphDecl,
+    per_phase: dict[str, dict[str, tuple[tuple[int, ...], ...] | None]],
+) -> list[EngineTensor]:
+    """Manifest records of the network's I/O: dtype, declared shape, the profile range(s) of each input."""
+
+    def as_dict(shapes: tuple[tuple[int, ...], ...]) -> dict[str, list[int]]:
+        return {"min": list(shapes[0]), "opt": list(shapes[1]), "max": list(shapes[2])}
+
+    first = next(iter(per_phase))
+    tensors: list[EngineTensor] = []
+    for i in range(network.num_inputs):
+        tensor = network.get_input(i)
+        declared = next(t for t in decl.inputs if t.name == tensor.name)
+        shapes = per_phase[first][tensor.name]
+        ranges = {p: s[tensor.name] for p, s in per_phase.items()}
+        phases = {p: as_dict(r) for p, r in ranges.items() if r is not None}
+        tensors.append(EngineTensor(
+            name=tensor.name, dtype=dtype_name(tensor.dtype), shape=list(declared.shape), is_input=True,
+            profile=None if shapes is None else as_dict(shapes),
+            phase_profiles=phases if len(per_phase) > 1 and phases else None,
+        ))
+    for i in range(network.num_outputs):
+        tensor = network.get_output(i)
+        declared = next(t for t in decl.outputs if t.name == tensor.name)
+        tensors.append(EngineTensor(tensor.name, dtype_name(tensor.dtype), list(declared.shape), is_input=False))
+    return tensors
 
 
 def _parser_error(error: tensorrt.ParserError) -> str:
@@ -372,14 +422,15 @@ def build_engines(
     options = options or BuildOptions()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    onnx_dir = resolve_onnx_dir(Path(source), out)
+    onnx_dir = resolve_onnx_dir(Path(source), out, options.precision)
     manifest = load_onnx_manifest(onnx_dir)
     _check_model_config(manifest, model_dir or _model_dir_of(Path(source), onnx_dir))
-    graphs = options.graphs or tuple(g for g in GRAPH_NAMES if g in manifest.graphs)
+    graphs = options.engine_graphs(tuple(manifest.graphs))
     missing = [g for g in graphs if g not in manifest.graphs]
     if missing:
         raise ManifestError(
-            f"{onnx_dir}/manifest.json has no graph {missing}; it has {sorted(manifest.graphs)}"
+            f"{onnx_dir}/manifest.json has no graph {missing}; it has {sorted(manifest.graphs)}; re-export "
+            f"with `alpamayo-ros export-onnx MODEL_DIR`"
         )
     trt = load_tensorrt(options.tensorrt_module)
     ranges = {**default_dim_ranges(manifest), **options.dims}
@@ -408,6 +459,7 @@ def build_engines(
         normalization=manifest.raw.get("normalization"),
         model_type=manifest.model_type,
         navigation_guidance=manifest.navigation_guidance,
+        text_engines=options.text_engines,
     )
     result.write(out)
     return result
@@ -456,15 +508,20 @@ def make_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--precision", choices=PRECISIONS, default="fp16")
     parser.add_argument(
-        "--graphs", default="", help=f"comma-separated subset of {','.join(GRAPH_NAMES)} (default: every graph "
-        "the ONNX export has; `extend` exists for models with navigation guidance)"
+        "--text-engines", choices=TEXT_ENGINES, default="merged",
+        help="merged: one text engine with a profile per phase (the text weights once, default); separate: "
+        "prefill and decode engines (blocked prefill attention, the text weights twice)",
+    )
+    parser.add_argument(
+        "--graphs", default="", help=f"comma-separated subset of {','.join(GRAPH_NAMES)} (default: the "
+        "arrangement's engines, and `extend` where the ONNX export has it: models with navigation guidance)"
     )
     parser.add_argument(
         "--dim",
         action="append",
         default=[],
         metavar="NAME=MIN:OPT:MAX",
-        help="profile range override (B, K, N, S, P, M, T)",
+        help="profile range override (B, K, N, S, P, M, T, Q)",
     )
     parser.add_argument("--workspace-mib", type=int, default=None)
     parser.add_argument("--timing-cache", type=Path, default=None, help="default: OUT_DIR/timing.cache")
@@ -498,7 +555,8 @@ def build_engines_main(argv: Sequence[str] | None = None) -> int:
     )
     options = BuildOptions(
         precision=args.precision,
-        graphs=tuple(g for g in args.graphs.split(",") if g),
+        graphs=tuple(g for g in args.graphs.split(",") if g) if args.graphs else None,
+        text_engines=args.text_engines,
         dims=_parse_dims(args.dim),
         workspace_mib=args.workspace_mib,
         timing_cache=args.timing_cache,

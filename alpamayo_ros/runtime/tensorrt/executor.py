@@ -5,7 +5,12 @@ shared one; this class only moves arrays to and from the device and enqueues eng
 
 Bookkeeping, all decided at configure (construction):
 
-* one CUDA stream; every engine gets one execution context and one optimization profile (0);
+* one CUDA stream; the engines of the manifest's arrangement (`text_engines`): **merged** — one `text`
+  engine (one copy of the text weights) run by two execution contexts, the prefill on optimization
+  profile 0 and decode on profile 1; **separate** — `prefill` and `decode` engines, profile 0 each.
+  Either way the executor calls its runners "prefill" and "decode";
+* every context gets its activation memory from one arena (user-managed, the largest need of any
+  context and profile): the engines run one after another on the stream, never at the same time;
 * every I/O tensor gets a device buffer sized from the engine itself (profile max shapes for
   inputs, the context's inferred shapes at those maxima for outputs, engine dtypes), and every
   host-visible tensor a pinned staging buffer of the same size; nothing is allocated per tick;
@@ -24,7 +29,9 @@ Bookkeeping, all decided at configure (construction):
   step count and prompt length) are captured after their first eager run and replayed afterwards, uploads
   from pinned staging and the logits/x download included. `vision`, `prefill` and `extend` change shape
   every tick and run once per tick, so they run eagerly;
-* navigation guidance (Alpamayo 1.5): `extend` writes the unguided tokens' K/V to its own output and
+* navigation guidance (Alpamayo 1.5): `extend` is an engine of its own in either arrangement (its own
+  copy of the decoder weights, without the LM head; optional at build), profile 0, sharing the arena. It
+  writes the unguided tokens' K/V to its own output and
   2-D copies put them into the unguided suffix rows (`kv.unguided_*`, suffix layout); the expert's 2K
   rows then read one gathered suffix buffer (`kv.expert_suffix_*`: the decoded rows, then the unguided
   ones), as shared reasoning's repeated row does.
@@ -45,14 +52,15 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from alpamayo_ros.runtime.config import RuntimeConfig
-from alpamayo_ros.runtime.executor import KV_NAMES, GraphExecutor, ImageFeatures, is_kv_tensor
-from alpamayo_ros.runtime.export import model_graphs
+from alpamayo_ros.runtime.executor import KV_NAMES, MASK_VALUE, GraphExecutor, ImageFeatures, is_kv_tensor
 from alpamayo_ros.runtime.tensorrt.cuda_memory import TENSOR_ALIGNMENT, CudaApi, host_view
 from alpamayo_ros.runtime.tensorrt.manifest import (
-    CORE_GRAPHS,
+    ENGINE_GRAPHS,
+    TEXT_PHASES,
     EngineManifest,
     ManifestError,
     check_engine_manifest,
+    engine_graphs,
     load_engine_manifest,
 )
 from alpamayo_ros.runtime.tensorrt.trt_module import (
@@ -119,15 +127,30 @@ def inspect_engine(engine: tensorrt.ICudaEngine, profile_index: int = 0) -> dict
 
 
 class GraphRunner:
-    """One engine, its execution context, and shape/binding bookkeeping."""
+    """One engine's execution context on one optimization profile, and shape/binding bookkeeping.
 
-    def __init__(self, graph: str, engine: tensorrt.ICudaEngine) -> None:
+    The context's activation memory is user-managed (`use_memory`): `memory_need` bytes from the
+    executor's arena. `graph` is the runner's role ("prefill", "decode", ...), `engine_graph` the graph
+    the engine was built from ("text" for both phases of the merged arrangement)."""
+
+    def __init__(self, graph: str, engine: tensorrt.ICudaEngine, profile: int = 0, strategy: Any = None,
+                 engine_graph: str | None = None) -> None:
         self.graph = graph
+        self.engine_graph = engine_graph or graph
         self.engine = engine
-        self.tensors = inspect_engine(engine)
-        self.context = engine.create_execution_context()
+        self.profile = profile
+        self.tensors = inspect_engine(engine, profile)
+        self.context = engine.create_execution_context() if strategy is None else engine.create_execution_context(strategy)
         if self.context is None:
             raise TensorRTExecutorError(f"{graph}: create_execution_context failed (out of device memory?)")
+        self.memory_need = int(engine.get_device_memory_size_for_profile_v2(profile))
+        self.max_shapes: dict[str, tuple[int, ...]] = {}
+
+    def activate(self, stream: int, memory: int, size: int) -> None:
+        """Give the context its activation memory and profile (before any shape is set)."""
+        self.context.set_device_memory(memory, size)
+        if not self.context.set_optimization_profile_async(self.profile, stream):
+            raise TensorRTExecutorError(f"{self.graph}: cannot select optimization profile {self.profile}")
         self.max_shapes = self._max_shapes()
 
     @property
@@ -334,6 +357,7 @@ class EngineSource(Protocol):
     """Where engines come from: TensorRT's Runtime in production, a fake in unit tests."""
 
     version: str
+    user_managed: Any  # trt.ExecutionContextAllocationStrategy.USER_MANAGED
 
     def deserialize(self, data: bytes) -> tensorrt.ICudaEngine: ...
 
@@ -345,6 +369,7 @@ class TensorRTEngineSource:
         else:
             trt = load_tensorrt(module)
         self.version = str(trt.__version__)
+        self.user_managed = trt.ExecutionContextAllocationStrategy.USER_MANAGED
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
 
@@ -405,10 +430,10 @@ class TensorRTExecutor(GraphExecutor):
         self._in_capture = False
         self._alloc: dict[str, Allocation] = {}
         self.stream = self.cuda.stream_create()
+        self.merged = self.manifest.text_engines == "merged"
         try:
-            # `extend` (navigation guidance) is optional: an engine build without it saves its weights' memory
-            graphs = [g for g in model_graphs(config) if g in CORE_GRAPHS or g in self.manifest.engines]
-            self.runners = {g: GraphRunner(g, self._load(g)) for g in graphs}
+            self.runners = self._make_runners()
+            self._allocate_arena()
             self.decisions = {g: capture_decision(g, r, use_cuda_graphs) for g, r in self.runners.items()}
             self.plan = plan_buffers(self.runners, max_steps)
             self.kv = KVGeometry.from_engine(self.runners["decode"])
@@ -434,7 +459,7 @@ class TensorRTExecutor(GraphExecutor):
             compute_capability=compute_capability,
             weights_hash=weights_hash,
             verify_checksums=verify_checksums,
-            required_graphs=tuple(g for g in model_graphs(self.config) if g in CORE_GRAPHS or g in manifest.engines),
+            required_graphs=self._engine_graphs(manifest),
         )
         cfg = self.config
         wanted = (cfg.prefix_capacity, cfg.suffix_capacity)
@@ -446,8 +471,41 @@ class TensorRTExecutor(GraphExecutor):
             )
         return manifest
 
+    def _engine_graphs(self, manifest: EngineManifest) -> tuple[str, ...] | None:
+        """The engines this model runs: the arrangement's, and `extend` (navigation guidance) where it was
+        built (optional: an engine build without it saves its weights' memory). None: unknown arrangement
+        (check_engine_manifest names it)."""
+        if manifest.text_engines not in ENGINE_GRAPHS:
+            return None
+        return engine_graphs(manifest.text_engines, self.config.guidance and "extend" in manifest.engines)
+
     def _load(self, graph: str) -> tensorrt.ICudaEngine:
         return self.source.deserialize((self.engine_dir / self.manifest.engines[graph].file).read_bytes())
+
+    def _make_runners(self) -> dict[str, GraphRunner]:
+        """Runners by role; the merged arrangement's prefill and decode share the one text engine."""
+        strategy = self.source.user_managed
+        runners: dict[str, GraphRunner] = {}
+        for graph in self._engine_graphs(self.manifest) or ():
+            engine = self._load(graph)
+            if graph != "text":
+                runners[graph] = GraphRunner(graph, engine, 0, strategy)
+                continue
+            names = self.manifest.engines["text"].profiles
+            if list(names) != list(TEXT_PHASES):
+                raise TensorRTExecutorError(
+                    f"text engine profiles {names}, expected {list(TEXT_PHASES)}; rebuild with build-engines")
+            for index, phase in enumerate(TEXT_PHASES):
+                runners[phase] = GraphRunner(phase, engine, index, strategy, engine_graph="text")
+        return runners
+
+    def _allocate_arena(self) -> None:
+        """One activation arena for every context: they run one at a time on the stream."""
+        need = max(r.memory_need for r in self.runners.values())
+        self.arena = Allocation(BufferSpec("arena", need, False, "UINT8"), self.cuda.malloc(need))
+        self._alloc["arena"] = self.arena
+        for runner in self.runners.values():
+            runner.activate(self.stream, self.arena.device, need)
 
     def _allocate(self) -> None:
         for key, spec in self.plan.items():
@@ -504,9 +562,11 @@ class TensorRTExecutor(GraphExecutor):
         base, stride = self._alloc[buffer or f"kv.{part}_{kind}"].device, _aligned(nbytes)
         return [base + i * stride for i in range(self.kv.layers)]
 
-    def _kv_bindings(self, batch: int, suffix: str = "kv.suffix") -> tuple[dict[str, tuple[int, ...]], dict[str, int]]:
-        """Shapes and addresses of decode / expert_step's per-layer KV inputs for the current prompt."""
-        kv, p = self.kv, self.prefix_len
+    def _kv_bindings(self, batch: int, suffix: str = "kv.suffix", prefix_len: int | None = None
+                     ) -> tuple[dict[str, tuple[int, ...]], dict[str, int]]:
+        """Shapes and addresses of the per-layer KV inputs for the current prompt (or `prefix_len` tokens:
+        0 for the merged text engine's prefill, which has no prefix yet)."""
+        kv, p = self.kv, self.prefix_len if prefix_len is None else prefix_len
         shapes: dict[str, tuple[int, ...]] = {}
         addresses: dict[str, int] = {}
         for kind in KV_NAMES:
@@ -535,22 +595,29 @@ class TensorRTExecutor(GraphExecutor):
                     self.cuda.memcpy2d_dtod_async(dst + r * row, total * row, src + i * row, b * row, row, kv.heads,
                                                   self.stream)
 
+    def _new_kv_sources(self, kind: str) -> tuple[list[int], bool]:
+        """Device addresses of decode's new K/V per layer, and whether they are one stacked buffer
+        (separate decode engine: (L, Hkv, B, 1, Dh)) rather than a buffer per layer (text engine)."""
+        if f"decode.new_{kind}" in self._alloc:
+            base, layer = self._own("decode", f"new_{kind}"), self.kv.heads * self.batch * self.kv.head_dim * self.kv.itemsize
+            return [base + i * layer for i in range(self.kv.layers)], True
+        return [self._own("decode", f"new_{kind}_{i}") for i in range(self.kv.layers)], False
+
     def _write_suffix_slot(self, slot: int, batch: int) -> None:
-        """Queue the copy of decode's new K/V (L, Hkv, B, 1, Dh) into suffix slot `slot` of every row."""
+        """Queue the copy of decode's new K/V (per layer (Hkv, B, 1, Dh)) into suffix slot `slot` of every row."""
         kv = self.kv
         row = kv.head_dim * kv.itemsize
         rows = kv.heads * batch  # per layer; the destination rows are suffix_capacity slots apart
         for kind in KV_NAMES:
-            src = self._own("decode", f"new_{kind}")
+            sources, stacked = self._new_kv_sources(kind)
             dst_layers = self._kv_layers("suffix", kind, batch)
-            if len(dst_layers) > 1 and dst_layers[1] - dst_layers[0] == kv.suffix_layer_bytes(batch):
-                dst_layers, rows_per_call = dst_layers[:1], rows * kv.layers  # unpadded layers: one copy
+            if stacked and len(dst_layers) > 1 and dst_layers[1] - dst_layers[0] == kv.suffix_layer_bytes(batch):
+                pairs, rows_per_call = [(dst_layers[0], sources[0])], rows * kv.layers  # unpadded layers: one copy
             else:
-                rows_per_call = rows
-            for i, dst in enumerate(dst_layers):
+                pairs, rows_per_call = list(zip(dst_layers, sources, strict=True)), rows
+            for dst, src in pairs:
                 self.cuda.memcpy2d_dtod_async(
-                    dst + slot * row, kv.suffix_capacity * row, src + i * rows * row, row, row, rows_per_call,
-                    self.stream,
+                    dst + slot * row, kv.suffix_capacity * row, src, row, row, rows_per_call, self.stream,
                 )
 
     def _own(self, graph: str, name: str) -> int:
@@ -630,17 +697,23 @@ class TensorRTExecutor(GraphExecutor):
         embeds, deepstack = self.stack_features(features)
         p = int(input_ids.shape[0])
         host = {
-            "input_ids": self.padded_ids(input_ids),
+            # the text engine attends causally over the prompt as it is; the prefill engine in query blocks
+            "input_ids": input_ids.reshape(1, p) if self.merged else self.padded_ids(input_ids),
             "position_ids": position_ids.reshape(3, 1, p),
             "image_embeds": embeds,
             "deepstack_embeds": deepstack,
             "image_token_index": image_token_index,
         }
-        out = runner.set_input_shapes({n: tuple(a.shape) for n, a in host.items()})
-        addresses = {n: self._own("prefill", n) for n in (*host, "logits")}
+        kv_shapes: dict[str, tuple[int, ...]] = {}
+        kv_addresses: dict[str, int] = {}
+        if self.merged:  # no prefix yet (P = 0); one suffix row, every slot hidden
+            host["suffix_mask"] = np.full((1, self.kv.suffix_capacity), MASK_VALUE, dtype=np.float32)
+            kv_shapes, kv_addresses = self._kv_bindings(1, prefix_len=0)
+        out = runner.set_input_shapes({**{n: tuple(a.shape) for n, a in host.items()}, **kv_shapes})
+        addresses = {**{n: self._own("prefill", n) for n in (*host, "logits")}, **kv_addresses}
+        want = (self.kv.heads, 1, p, self.kv.head_dim) if self.merged else (self.kv.heads, p, self.kv.head_dim)
         for kind in KV_NAMES:  # the prompt's K/V are written where decode and the expert read them
             for i, ptr in enumerate(self._kv_layers("prefix", kind, p)):
-                want = (self.kv.heads, p, self.kv.head_dim)
                 if out[f"new_{kind}_{i}"] != want:
                     raise TensorRTExecutorError(f"prefill.new_{kind}_{i} has shape {out[f'new_{kind}_{i}']}, not {want}")
                 addresses[f"new_{kind}_{i}"] = ptr
@@ -731,12 +804,17 @@ class TensorRTExecutor(GraphExecutor):
             "position_ids": position_ids.reshape(3, b, 1),
             "suffix_mask": suffix_mask.reshape(b, -1),
         }
+        if self.merged:  # the text engine's image inputs are empty in decode (M = 0)
+            nds, _, d = runner.tensors["deepstack_embeds"].shape
+            host.update(image_embeds=np.zeros((0, d), np.float32), deepstack_embeds=np.zeros((nds, 0, d), np.float32),
+                        image_token_index=np.zeros(0, np.int64))
         staged = [self._stage("decode", n, a) for n, a in host.items()]  # staging is read at replay too
+        new_kv = [n for n in runner.outputs if n != "logits"]
 
         def issue() -> None:
             kv_shapes, kv_addresses = self._kv_bindings(b)
             runner.set_input_shapes({**{n: tuple(a.shape) for n, a in host.items()}, **kv_shapes})
-            addresses = {n: self._own("decode", n) for n in (*host, "logits", "new_key", "new_value")}
+            addresses = {n: self._own("decode", n) for n in (*host, "logits", *new_kv)}
             runner.bind({**addresses, **kv_addresses})
             self._upload(staged)
             self._enqueue(runner)

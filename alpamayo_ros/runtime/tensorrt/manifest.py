@@ -4,6 +4,11 @@ The engine manifest binds a directory of engines to the model config (config has
 exact TensorRT build that produced them: a serialized engine only runs on the TensorRT version
 that built it (unless built version-compatible) and on the GPU architecture it was built for, so
 a mismatch must be a clear error at configure, not a crash or wrong numbers at the first tick.
+
+Two arrangements of the text decoder (`text_engines`): **merged** (default) is one engine built from
+the `text` graph with an optimization profile per phase (prefill, decode), so the 8 B text weights
+are on the device once; **separate** is the `prefill` and `decode` engines, each with its own copy of
+the weights (blocked causal prefill attention, the fused-attention pattern; twice the weight memory).
 """
 
 from __future__ import annotations
@@ -19,9 +24,22 @@ from typing import Any
 from alpamayo_ros.core.action_space import Normalization
 from alpamayo_ros.runtime.export import GRAPH_NAMES, check_manifest_format
 
+# 3: the text-decoder arrangement (`text_engines`: merged = one `text` engine with a profile per phase),
+#    engines built from the ONNX format 4 (weights in the export dtype);
 # 2: expert_step with a prefix mask and a row mix (navigation guidance), `extend` for Alpamayo 1.5
-ENGINE_MANIFEST_FORMAT = "alpamayo_ros.engines/2"
-CORE_GRAPHS = tuple(g for g in GRAPH_NAMES if g != "extend")  # every model; `extend` only with guidance
+ENGINE_MANIFEST_FORMAT = "alpamayo_ros.engines/3"
+TEXT_ENGINES = ("merged", "separate")
+ENGINE_GRAPHS = {  # every model; `extend` in addition for models with navigation guidance
+    "merged": ("vision", "text", "expert_step", "sample"),
+    "separate": ("vision", "prefill", "decode", "expert_step", "sample"),
+}
+CORE_GRAPHS = tuple(g for g in GRAPH_NAMES if g != "extend")  # the graphs every model's ONNX export has
+TEXT_PHASES = ("prefill", "decode")  # the merged text engine's optimization profiles, in this order
+
+
+def engine_graphs(text_engines: str, guidance: bool = False) -> tuple[str, ...]:
+    """The engines of an arrangement: `extend` (its own engine) only where navigation guidance exists."""
+    return ENGINE_GRAPHS[text_engines] + (("extend",) if guidance else ())
 ENGINE_MANIFEST_NAME = "manifest.json"
 DEFAULT_MAX_IMAGES = 16  # 4 cameras x 4 frames (DESIGN.md §3): the most a vision call ever gets
 
@@ -157,12 +175,13 @@ def _tokens_per_image(manifest: OnnxManifest) -> int | None:
 
 
 def default_dim_ranges(manifest: OnnxManifest) -> dict[str, DimRange]:
-    """Profiles for the dims named in docs/runtime.md §3: B, K, N, S, P, M, T.
+    """Profiles for the dims named in docs/runtime.md §3: B, K, N, S, P, M, T, Q.
 
     opt is the steady-state value the kernels are tuned for: all K candidates decode together,
     a tick encodes 4 new images (DESIGN.md §4.1), the prompt fills most of the prefix capacity.
     K (expert rows) reaches 2 × max_batch for a model with navigation guidance; T (`extend` tokens per
-    row: the unguided prompt's tail + the reasoning) the suffix capacity.
+    row: the unguided prompt's tail + the reasoning) the suffix capacity; Q (the merged `text` graph's new
+    tokens per row) the prefix capacity in prefill (the unpadded prompt), 1 in decode (phase_dim_ranges).
     An explicit `"dims": {"S": [min, opt, max]}` in the ONNX manifest wins.
     """
     max_images = int(manifest.raw.get("max_images", DEFAULT_MAX_IMAGES))
@@ -180,9 +199,21 @@ def default_dim_ranges(manifest: OnnxManifest) -> dict[str, DimRange]:
     mv = _tokens_per_image(manifest)
     m_max = manifest.prefix_capacity if mv is None else min(max_images * mv, manifest.prefix_capacity)
     ranges["M"] = DimRange(1, m_max, m_max)
+    ranges["Q"] = DimRange(1, manifest.prefix_capacity, manifest.prefix_capacity)  # the prompt, unpadded
     for name, value in manifest.raw.get("dims", {}).items():
         ranges[name] = DimRange(*[int(v) for v in value])
     return ranges
+
+
+def phase_dim_ranges(ranges: dict[str, DimRange]) -> dict[str, dict[str, DimRange]]:
+    """The merged text engine's two profiles from the named ranges: prefill = one row of Q prompt tokens
+    with M image tokens and no prefix yet (P = 0); decode = B rows of one token over a P-token prefix and
+    no image (M = 0). Empty tensors (a 0 dim) are standard TensorRT."""
+    one = DimRange(1, 1, 1)
+    return {
+        "prefill": {**ranges, "B": one, "P": DimRange(0, 0, 0)},
+        "decode": {**ranges, "Q": one, "M": DimRange(0, 0, 0)},
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -195,7 +226,8 @@ class EngineTensor:
     dtype: str  # TensorRT DataType name: FLOAT, HALF, BF16, INT64, ...
     shape: list[int | str]  # as declared in the ONNX manifest (names for dynamic dims)
     is_input: bool
-    profile: dict[str, list[int]] | None = None  # {"min": [...], "opt": [...], "max": [...]}
+    profile: dict[str, list[int]] | None = None  # {"min": [...], "opt": [...], "max": [...]} (profile 0)
+    phase_profiles: dict[str, dict[str, list[int]]] | None = None  # merged text engine: per profile name
 
 
 @dataclass
@@ -211,6 +243,7 @@ class EngineEntry:
     quantization: str  # none | fp8-qdq | int8-qdq
     build_seconds: float
     tensors: list[EngineTensor] = field(default_factory=list)
+    profiles: list[str] = field(default_factory=lambda: ["default"])  # optimization profile names, in order
 
 
 @dataclass
@@ -231,6 +264,7 @@ class EngineManifest:
     weights_hash: str = ""  # runtime.weights.weights_fingerprint of the exported checkpoint, if recorded
     # action de-normalisation constants + source, copied from the ONNX manifest (None: an older export)
     normalization: dict[str, Any] | None = None
+    text_engines: str = "separate"  # the builder always records it (format 3); a default for hand-made manifests
     host: str = field(default_factory=platform.machine)
     created_utc: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     format: str = ENGINE_MANIFEST_FORMAT
@@ -267,7 +301,9 @@ def load_engine_manifest(engine_dir: str | Path) -> EngineManifest:
     raw = json.loads(path.read_text())
     if raw.get("format") != ENGINE_MANIFEST_FORMAT:
         raise ManifestError(
-            f"{path}: format {raw.get('format')!r}, expected {ENGINE_MANIFEST_FORMAT!r}; rebuild the engines"
+            f"{path}: format {raw.get('format')!r}, expected {ENGINE_MANIFEST_FORMAT!r} (the text-decoder arrangement, "
+            f"navigation guidance, engines from an ONNX export of format 4); re-export the ONNX and rebuild the "
+            f"engines with `alpamayo-ros build-engines MODEL_DIR {engine_dir}`"
         )
     raw["engines"] = {k: _entry_from(dict(v)) for k, v in raw["engines"].items()}
     return EngineManifest(**raw)
@@ -293,7 +329,7 @@ def check_engine_manifest(
     config_hash: str,
     compute_capability: str | None = None,
     weights_hash: str | None = None,
-    required_graphs: tuple[str, ...] = CORE_GRAPHS,
+    required_graphs: tuple[str, ...] | None = None,  # None: the engines of the manifest's arrangement
     verify_checksums: bool = False,
 ) -> None:
     """Raise ManifestError naming every mismatch and the command that fixes it."""
@@ -322,7 +358,9 @@ def check_engine_manifest(
         problems.append(
             f"engines were built for compute capability {built_cc}, this GPU is {compute_capability}"
         )
-    for graph in required_graphs:
+    if manifest.text_engines not in ENGINE_GRAPHS:
+        problems.append(f"unknown text_engines {manifest.text_engines!r} (known: {TEXT_ENGINES})")
+    for graph in required_graphs or ENGINE_GRAPHS.get(manifest.text_engines, ()):
         entry = manifest.engines.get(graph)
         if entry is None:
             problems.append(f"no engine for graph {graph!r}")
