@@ -208,7 +208,8 @@ def load_modelopt() -> Any:
     except ImportError as exc:
         raise ImportError(
             f"NVIDIA Model Optimizer is not installed ({exc}): "
-            "`pip install --no-deps -r requirements/quantize.txt` and the CPU dependencies listed there"
+            "`make setup`, or `pip install --no-deps nvidia-modelopt==0.47.0 && pip install -r requirements/quantize.txt` "
+            "(its CPU-side dependencies)"
         ) from exc
     try:  # tensorrt-stubs (typing only) installs a `tensorrt` namespace that is no TensorRT
         import tensorrt
