@@ -79,16 +79,20 @@ def worker_trace_full(graphs: str) -> dict[str, Any]:
                      "peak_rss_mb_so_far": _peak_rss_mb()}
             path = Path(out) / f"{name}.onnx"
             path.write_bytes(traced.proto.SerializeToString())
-            entry["tensorrt_rtx_parse"] = _rtx_parse(path)
+            entry["tensorrt_rtx_parse"] = rtx_parse(path)
             result["graphs"][name] = entry
             print(f"  {name}: {entry}", file=sys.stderr, flush=True)
     result["peak_rss_mb"] = _peak_rss_mb()
     return result
 
 
-def _rtx_parse(path: Path) -> str:
+def rtx_parse(path: Path) -> str:
+    """One ONNX file through the TensorRT-RTX parser (strongly typed, on the CPU): 'ok (...)', 'failed: ...'
+    or 'not installed'."""
+    from alpamayo_ros.runtime.tensorrt.trt_module import RTX_MODULE
+
     try:
-        import tensorrt_rtx_bindings as trt
+        trt = __import__(RTX_MODULE)
     except ImportError:
         return "not installed"
     logger = trt.Logger(trt.Logger.ERROR)

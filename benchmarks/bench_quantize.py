@@ -28,6 +28,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
+from bench_export import rtx_parse  # noqa: E402
 from bench_runtime import MID_OVERRIDES  # noqa: E402
 
 VARIANTS = {"fp8_text": ("prefill", "decode", "text"), "fp8_text_expert": ("prefill", "decode", "text", "expert_step")}
@@ -48,27 +49,6 @@ def replay(model_dir: Path, onnx_dir: Path, bag: Path, ticks: int, candidates: i
         backend.close()
 
 
-def parse_with_tensorrt_rtx(onnx_dir: Path, graphs: tuple[str, ...]) -> dict[str, Any]:
-    """Each quantized graph through the TensorRT-RTX ONNX parser (strongly typed, CPU): True, or its errors;
-    None for every graph where the parser is not installed."""
-    from alpamayo_ros.runtime.tensorrt.trt_module import RTX_MODULE
-
-    try:
-        trt = __import__(RTX_MODULE)
-    except ImportError:
-        return {name: None for name in graphs}
-    logger = trt.Logger(trt.Logger.ERROR)
-    parsed: dict[str, Any] = {}
-    for name in graphs:
-        if not (onnx_dir / f"{name}.onnx").is_file():  # a graph the export does not have (prefill beside text)
-            continue
-        network = trt.Builder(logger).create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
-        parser = trt.OnnxParser(network, logger)
-        ok = parser.parse_from_file(str(onnx_dir / f"{name}.onnx"))
-        parsed[name] = True if ok else [parser.get_error(i).desc() for i in range(parser.num_errors)]
-    return parsed
-
-
 def compare(base: Any, other: Any) -> dict[str, Any]:
     """ADE / FDE between the two runs' candidates, tick by tick (same t0, same candidate index)."""
     from alpamayo_ros.tools.scoring import score_records
@@ -87,10 +67,6 @@ def compare(base: Any, other: Any) -> dict[str, Any]:
             "fde_vs_fp32_m": round(float(np.mean(fde)), 4) if fde else None,
             "reasoning_identical_share": round(same_text / max(len(pairs), 1), 3),
             "min_ade_m": {k: round(float(np.mean([s.min_ade for s in v])), 3) if v else None for k, v in scores.items()}}
-
-
-def parse_word(result: Any) -> str:
-    return "not installed" if result is None else "ok" if result is True else f"FAILED {result}"
 
 
 def main() -> int:
@@ -123,7 +99,8 @@ def main() -> int:
                 manifest = quantize_model(model_dir, bag, model_dir / variant, "fp8", graphs, args.calibration_ticks,
                                           args.candidates)
                 quantize_s = round(time.perf_counter() - t0, 1)
-                parsed = parse_with_tensorrt_rtx(model_dir / variant, graphs)
+                parsed = {g: rtx_parse(model_dir / variant / f"{g}.onnx") for g in graphs
+                          if (model_dir / variant / f"{g}.onnx").is_file()}  # prefill beside text: either may be absent
                 run = replay(model_dir, model_dir / variant, bag, ticks, args.candidates)
                 entry[variant] = {"quantize_s": quantize_s, "graphs": list(graphs), "tensorrt_rtx_parse": parsed,
                                   "calibration": manifest["quantization"]["calibration"], **compare(base, run)}
@@ -132,7 +109,7 @@ def main() -> int:
                       f"FDE {e['fde_vs_fp32_m']} m over {e['ticks_compared']} ticks; reasoning identical on "
                       f"{e['reasoning_identical_share']:.0%}; minADE fp32 {e['min_ade_m']['fp32']} m, "
                       f"quantized {e['min_ade_m']['quantized']} m; quantize {quantize_s} s; TensorRT-RTX parse "
-                      f"{', '.join(f'{g}: {parse_word(v)}' for g, v in parsed.items())}", flush=True)
+                      f"{'; '.join(f'{g}: {v}' for g, v in parsed.items())}", flush=True)
             results["models"][name] = entry
     results["load_avg_at_end"] = list(os.getloadavg())
     print(f"load average start {results['load_avg_at_start']}, end {results['load_avg_at_end']}")
