@@ -47,7 +47,8 @@ def _digest(values: list) -> str:
 
 
 MEMORY = {"heap": {}, "arena": {"cpu_mem_arena": True, "retain_heap": False},
-          "none": {"cpu_mem_arena": False, "retain_heap": False}}  # heap: the default (heap retention)
+          "none": {"cpu_mem_arena": False, "retain_heap": False},
+          "heap-spin": {"spin_threads": True}}  # heap: the default (heap retention, workers blocking)
 
 
 def worker(model_dir: str, ticks: int, max_gen: int, threads: int, k: int, memory: str) -> dict:
@@ -196,7 +197,8 @@ def main() -> int:
     ap.add_argument("--k", type=int, default=6)
     ap.add_argument("--memory", default="heap,arena,none",
                     help="comma-separated ONNX Runtime memory settings to run: heap (the default: glibc heap "
-                         "retention), arena (ORT's CPU arena), none (neither; what --code-root of an older version gets)")
+                         "retention), arena (ORT's CPU arena), none (neither; what --code-root of an older version gets), "
+                         "heap-spin (heap with spinning intra-op worker threads, the default before they blocked)")
     ap.add_argument("--code-root", default=None, help="run the workers on this checkout of the package")
     ap.add_argument("--baseline", default=None, help="a previous JSON output: report whether tokens are identical")
     ap.add_argument("--out", default=str(ROOT / "artifacts" / "bench" / "runtime_floor.json"))

@@ -12,7 +12,7 @@ from typing import Any
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt", "kinematic")
 _GRAPH_OPTIONS = ("prefix_capacity", "suffix_capacity", "max_candidates", "num_threads", "onnx_dir", "auto_export",
-                  "cpu_mem_arena", "retain_heap")
+                  "cpu_mem_arena", "retain_heap", "spin_threads")
 
 
 def create_backend(name: str, model_dir: str | Path, **options: Any) -> Any:
@@ -23,7 +23,9 @@ def create_backend(name: str, model_dir: str | Path, **options: Any) -> Any:
     (onnxruntime: export once into ~/.cache/alpamayo_ros/onnx when MODEL_DIR/onnx is missing),
     cpu_mem_arena (onnxruntime; default False: its chunk doubling costs ~40 % peak RSS on a mid-size model),
     retain_heap (onnxruntime; default True: glibc keeps the per-call temporaries on the heap instead of mapping
-    them fresh every call; see onnx_backend.retain_freed_memory and docs/benchmarks.md for the measurements).
+    them fresh every call; see onnx_backend.retain_freed_memory and docs/benchmarks.md for the measurements),
+    spin_threads (onnxruntime; default False: intra-op workers block between kernels instead of busy-waiting on
+    a core the rest of the node needs).
     """
     mode = options.pop("mode", "per_candidate")
     if name == "kinematic":

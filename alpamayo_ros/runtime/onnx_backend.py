@@ -49,7 +49,7 @@ class OnnxRuntimeExecutor(GraphExecutor):
 
     def __init__(self, config: RuntimeConfig, onnx_dir: str | Path, num_threads: int | None = None,
                  providers: list[str] | None = None, weights_hash: str | None = None,
-                 cpu_mem_arena: bool = False, retain_heap: bool = True) -> None:
+                 cpu_mem_arena: bool = False, retain_heap: bool = True, spin_threads: bool = False) -> None:
         import onnxruntime as ort
 
         from alpamayo_ros.runtime.export import manifest_normalization, read_manifest
@@ -73,6 +73,9 @@ class OnnxRuntimeExecutor(GraphExecutor):
         if num_threads:
             opts.intra_op_num_threads = num_threads
         opts.inter_op_num_threads = 1
+        # Worker threads block between kernels instead of spinning: a spinning worker holds a core the image
+        # workers and the node's threads need (measured with bench_runtime_floor.py --memory heap,heap-spin).
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin_threads else "0")
         # Arena off, heap retention on by default: measured with benchmarks/bench_runtime_floor.py, docs/benchmarks.md.
         opts.enable_cpu_mem_arena = cpu_mem_arena
         self.heap_retained = retain_heap and retain_freed_memory()
@@ -184,4 +187,5 @@ def build_onnx_executor(model_dir: str | Path, **options: Any) -> OnnxRuntimeExe
     return OnnxRuntimeExecutor(cfg, onnx_dir, num_threads=options.get("num_threads"),
                                weights_hash=optional_weights_fingerprint(model_dir),
                                cpu_mem_arena=bool(options.get("cpu_mem_arena", False)),
-                               retain_heap=bool(options.get("retain_heap", True)))
+                               retain_heap=bool(options.get("retain_heap", True)),
+                               spin_threads=bool(options.get("spin_threads", False)))

@@ -40,3 +40,19 @@ def test_importing_runtime_is_light() -> None:
     code = ("import sys, alpamayo_ros.runtime; "
             "bad = [m for m in ('torch', 'onnxruntime', 'tensorrt') if m in sys.modules]; sys.exit(1 if bad else 0)")
     assert subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[2]).returncode == 0
+
+
+def test_onnxruntime_worker_threads_block_instead_of_spinning_by_default(tiny_model_dir: Path, tiny_onnx_dir: Path
+                                                                          ) -> None:
+    # Spinning intra-op threads busy-wait between kernels; on a planner host they take CPU from the image
+    # workers and the executor thread (docs/benchmarks.md, "Runtime against this machine's floor").
+    def spinning(**options) -> set[str]:
+        backend = create_backend("onnxruntime", tiny_model_dir, **options)
+        try:
+            return {s.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
+                    for s in backend.orchestrator.executor.sessions.values()}
+        finally:
+            backend.close()
+
+    assert spinning() == {"0"}
+    assert spinning(spin_threads=True) == {"1"}
