@@ -138,6 +138,15 @@ def _run(args: list[str]) -> dict[str, Any]:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
+def write_results(results: dict[str, Any], out: Path) -> None:
+    """Record the end load average, print both, and write the JSON to `out`."""
+    results["load_avg_at_end"] = list(os.getloadavg())
+    print(f"load average start {results['load_avg_at_start']}, end {results['load_avg_at_end']}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1) + "\n")
+    print(f"wrote {out}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="tiny model, float32 only")
@@ -179,12 +188,7 @@ def main() -> int:
         full["projected_peak_rss_mb_10b"] = projection
         print(f"release dims: tracing peak RSS {full['trace']['peak_rss_mb']} MB; writer on 2 x {w['tensor_bytes'] / 1e9:.2f} GB "
               f"tensors: peak RSS {w['peak_rss_mb']} MB in {w['write_s']} s; projected export peak for 10 B: {projection} MB")
-    results["load_avg_at_end"] = list(os.getloadavg())
-    print(f"load average start {results['load_avg_at_start']}, end {results['load_avg_at_end']}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1) + "\n")
-    print(f"wrote {out}")
+    write_results(results, Path(args.out))
     return 0
 
 

@@ -16,7 +16,6 @@ not TensorRT's FP8 kernels. Each quantized graph is also parsed by the TensorRT-
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -28,7 +27,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from bench_export import rtx_parse  # noqa: E402
+from bench_export import rtx_parse, write_results  # noqa: E402
 from bench_runtime import MID_OVERRIDES  # noqa: E402
 
 VARIANTS = {"fp8_text": ("prefill", "decode", "text"), "fp8_text_expert": ("prefill", "decode", "text", "expert_step")}
@@ -111,12 +110,7 @@ def main() -> int:
                       f"quantized {e['min_ade_m']['quantized']} m; quantize {quantize_s} s; TensorRT-RTX parse "
                       f"{'; '.join(f'{g}: {v}' for g, v in parsed.items())}", flush=True)
             results["models"][name] = entry
-    results["load_avg_at_end"] = list(os.getloadavg())
-    print(f"load average start {results['load_avg_at_start']}, end {results['load_avg_at_end']}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1) + "\n")
-    print(f"wrote {out}")
+    write_results(results, Path(args.out))
     return 0
 
 
