@@ -51,6 +51,8 @@ class Rig:
             overrides[f"cameras.{name}.topic"] = s.topic
             overrides[f"cameras.{name}.transport"] = s.transport
         overrides.update(params or {})
+        self.camera_names = list(overrides["camera_names"])
+        self._camera_lag_s = [0.0] * len(self.streams)
         self.node = PlannerNode(namespace=f"/{ns}", context=context,
                                 parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()])
         self.fqn = self.node.get_fully_qualified_name()
@@ -163,6 +165,7 @@ class Rig:
 
     def lag_camera(self, index: int, seconds: float) -> None:
         """Camera `index` delivers each frame `seconds` after its capture stamp."""
+        self._camera_lag_s[index] = seconds
         pub = self.drive.cams[index].pub
         send = pub.publish
 
@@ -172,6 +175,20 @@ class Rig:
             send(msg)
             msg.header.stamp = time_msg(stamp)
         pub.publish = late
+
+    def pause_camera(self, index: int, timeout_s: float = 10.0) -> None:
+        """Camera `index` goes silent, and the node has received every frame it sent before (DDS
+        delivers them in order), so counts taken after this change only by what the test sends."""
+        last = self.drive.pause_camera(index)
+        if last is None or self.node._rt is None:
+            return
+        cam = self.node._rt.cameras[self.camera_names[index]]
+        last -= self._camera_lag_s[index]
+        assert self.wait_for(lambda: (cam.newest_queued or 0.0) >= last - 1e-6, timeout_s), \
+            f"camera {index}'s last frame ({last:.3f}) never reached the node"
+
+    def resume_camera(self, index: int) -> None:
+        self.drive.resume_camera(index)
 
     def start_inputs(self) -> None:
         assert self.drive.wait_for_subscribers(), "the node did not subscribe to every input"

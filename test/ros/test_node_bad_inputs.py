@@ -34,13 +34,12 @@ def rig(ros_context, unique_name, model_dir):
 
 def _inject(rig: Rig, cam: int, mutate) -> None:
     """Pause camera `cam`, send one mutated copy of its frame stamped now, resume."""
-    rig.drive.paused_cameras.add(cam)
-    time.sleep(0.12)
+    rig.pause_camera(cam)
     msg = copy.deepcopy(rig.drive.cams[cam].msg)
     msg.header.stamp = time_msg(rig.drive.now())
     rig.drive.publish_image(cam, mutate(msg))
     time.sleep(0.05)
-    rig.drive.paused_cameras.discard(cam)
+    rig.resume_camera(cam)
 
 
 def _rejected(rig: Rig, name: str, reason: str) -> int:
@@ -90,7 +89,7 @@ def test_nan_odometry_is_rejected(rig) -> None:
 
 
 def test_silent_camera_then_fallback_then_recovery(rig) -> None:
-    rig.drive.paused_cameras.add(3)
+    rig.pause_camera(3)
     assert rig.wait_for(lambda: "silent" in str(rig.diag_values("input front_tele_30fov").get("__message")),
                         timeout_s=6.0)
     stats = rig.node.stats
@@ -101,7 +100,7 @@ def test_silent_camera_then_fallback_then_recovery(rig) -> None:
     assert fb.fallback_reason.startswith("input_timeout") and len(fb.candidates[0].poses) == 64
     assert stamp_to_sec(fb.header.stamp) > 999.0  # stamped with the newest odometry time, not now()
     assert rig.wait_for(lambda: "fallback.input_timeout" in rig.diag_values("gates and fallback"), timeout_s=3.0)
-    rig.drive.paused_cameras.discard(3)
+    rig.resume_camera(3)
     n = sum(not m.fallback for m in rig.messages("candidates"))
     assert rig.wait_for(lambda: sum(not m.fallback for m in rig.messages("candidates")) > n, timeout_s=5.0)
 
@@ -204,7 +203,7 @@ def test_image_that_does_not_fit_the_model_is_refused_at_the_input(rig, capfd) -
     fits, before the backend sees it, and logged at most once per 2 s however many frames come."""
     name = CAMERA_NAMES[0]
     square = rgb_to_image_msg(np.full((576, 576, 3), 90, np.uint8), "rgb8")
-    rig.drive.paused_cameras.add(0)
+    rig.pause_camera(0)
     t0 = rig.drive.now()
     for i in range(12):  # 1.2 s of mis-sized frames
         msg = copy.deepcopy(square)
@@ -213,7 +212,7 @@ def test_image_that_does_not_fit_the_model_is_refused_at_the_input(rig, capfd) -
         time.sleep(0.1)
     assert rig.wait_for(lambda: _rejected(rig, name, "image_size_mismatch") == 12, timeout_s=5.0), \
         rig.node.stats.inputs[name]
-    rig.drive.paused_cameras.discard(0)
+    rig.resume_camera(0)
     error = rig.node.stats.inputs[name].last_error
     assert "576x576 image resizes to 416x416" in error and "the model takes 576x320" in error
     assert f"cameras.{name}.crop: [0, 128, 576, 320]" in error

@@ -138,7 +138,7 @@ def test_duplicated_frames_never_take_a_queue_slot(rig_factory) -> None:
     rig = _active(rig_factory, params={"image_workers": 1, f"cameras.{CAMERA_NAMES[0]}.depth": 20})  # DDS keeps the burst
     _started(rig)
     name, stats = CAMERA_NAMES[0], rig.node.stats
-    rig.drive.paused_cameras.add(0)
+    rig.pause_camera(0)
     assert rig.wait_for(lambda: not rig.node._rt.cameras[name].in_decode, timeout_s=5.0)
     busy = threading.Event()
     rig.node._rt.decode_pool.submit(busy.wait, 30.0)  # the one decode worker is busy (a slow frame)
@@ -153,4 +153,4 @@ def test_duplicated_frames_never_take_a_queue_slot(rig_factory) -> None:
     busy.set()
     assert rig.wait_for(lambda: stats.inputs[name].accepted == accepted + 4, timeout_s=5.0), stats.inputs[name]
     assert stats.inputs[name].rejected["duplicate"] == 4 and stats.inputs[name].dropped == 0
-    rig.drive.paused_cameras.discard(0)
+    rig.resume_camera(0)
