@@ -730,10 +730,14 @@ class PlannerNode(LifecycleNode):
     def _time_jump(self, rt: _Runtime, why: str) -> None:
         """Time went backwards (bag loop, clock reset): drop every buffered input and the last plan."""
         self.get_logger().warning(f"time jump: {why}; resetting the input buffers")
-        rt.planner.reset()
-        rt.route.clear()
+        # The cameras' last stamps are forgotten before the buffers are cleared, never after: another
+        # camera's decode thread may buffer a pre-jump frame in between, and that frame must go with the
+        # clear. Forgotten after it, the frame would stay with nothing to detect it, pin its buffer's
+        # newest stamp ahead of the new timeline and prune every new frame until time caught up.
         for cam in rt.cameras.values():
             cam.last_stamp = None
+        rt.planner.reset()
+        rt.route.clear()
         with rt.lock:
             rt.last_plan = None
             rt.track += 1

@@ -10,6 +10,7 @@ import pytest
 from node_rig import CAMERA_NAMES, Rig
 
 from alpamayo_ros.ros.conversions import stamp_to_sec, time_msg
+from alpamayo_ros.ros.synthetic import CameraStream
 
 pytestmark = pytest.mark.ros
 pytest.importorskip("alpamayo_ros.core.planner", reason="the core Planner has not landed yet")
@@ -154,3 +155,47 @@ def test_duplicated_frames_never_take_a_queue_slot(rig_factory) -> None:
     assert rig.wait_for(lambda: stats.inputs[name].accepted == accepted + 4, timeout_s=5.0), stats.inputs[name]
     assert stats.inputs[name].rejected["duplicate"] == 4 and stats.inputs[name].dropped == 0
     rig.resume_camera(0)
+
+
+def test_a_frame_buffered_inside_a_time_jump_cannot_pin_the_old_timeline(rig_factory) -> None:
+    """A bag loop, and camera 1's decode thread buffering its last pre-loop frame while camera 0's thread is
+    inside the reset (after the buffers are cleared). That frame must not stay buffered with camera 1's
+    'last stamp' forgotten: it would pin the buffer's newest stamp 20 s ahead, prune every frame of the new
+    timeline and stall planning for 20 s (seen as a CI flake of the bag-loop test)."""
+    from rclpy.serialization import serialize_message
+
+    from alpamayo_ros.ros.image_bridge import rgb_to_image_msg
+    from alpamayo_ros.ros.synthetic import pattern_image
+
+    streams = [CameraStream(f"/safety_race/cam{i}", "raw", 10.0, 320, 576, "rgb8") for i in range(4)]
+    rig = _active(rig_factory, streams=streams, sim_time=False)  # no drive: this test is the only input
+    node, rt = rig.node, rig.node._rt
+    msgs = [rgb_to_image_msg(pattern_image(320, 576, i), "rgb8") for i in range(4)]
+
+    def frame(cam: int, t: float) -> None:
+        msgs[cam].header.stamp = time_msg(t)
+        node._process_frame(rt, rt.cameras[CAMERA_NAMES[cam]], serialize_message(msgs[cam]))
+
+    def drive(t_from: float, t_to: float) -> None:
+        for k in range(round((t_to - t_from) * 10) + 1):
+            t = t_from + 0.1 * k
+            for cam in range(4):
+                frame(cam, t)
+            for j in range(10):
+                node._on_odometry(rig.drive.odometry_msg(t + 0.01 * j))
+
+    drive(1018.0, 1020.0)
+    assert rt.planner.latest_ready_t0() is not None
+    real_reset = rt.planner.reset
+
+    def reset_while_camera_1_decodes() -> None:
+        real_reset()
+        frame(1, 1020.1)  # camera 1's thread, in the reset's window
+    rt.planner.reset = reset_while_camera_1_decodes
+    frame(0, 1000.0)  # camera 0 first sees the loop (20 s back)
+    rt.planner.reset = real_reset
+    assert node.stats.time_jumps >= 1
+    drive(1000.1, 1002.0)
+    t0 = rt.planner.latest_ready_t0()
+    assert t0 is not None and abs(t0 - 1002.0) < 0.05, (t0, {c: b.stamps_ns[-3:] for c, b in
+                                                            rt.planner.frames.buffers.items()})
