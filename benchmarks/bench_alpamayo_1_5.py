@@ -17,7 +17,6 @@ The Thor roofline of the same comparison: `python -m alpamayo_ros.runtime.tensor
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -28,6 +27,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
+from _results import write_json  # noqa: E402
+
 ROUTE = "Turn left onto Main St in 40m"
 
 
@@ -123,10 +124,8 @@ def main() -> int:
             entry["guidance_extra_fraction"] = round(extra / v["route"]["tick_s"], 3)
             print(f"navigation guidance adds {extra:.3f} s ({100 * entry['guidance_extra_fraction']:.0f} % of the "
                   f"unguided tick); a question ({v['answer']['tokens']} tokens) takes {v['answer']['tick_s']:.3f} s")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1) + "\n")
-    print(f"\nwrote {out}")
+    print()
+    write_json(results, args.out)
     return 0
 
 

@@ -20,6 +20,7 @@ import json
 import os
 import platform
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,6 +32,9 @@ from alpamayo_ros.tools.executors import InProcessExecutor, PoolExecutor, RayExe
 from alpamayo_ros.tools.planner_setup import camera_topics, node_params
 from alpamayo_ros.tools.replay import ReplayOptions
 from alpamayo_ros.tools.report import build_report
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import write_json
 
 EXECUTORS = ("1 worker (in-process)", "2 workers (process pool)", "Ray, 2 workers")
 
@@ -123,10 +127,8 @@ def main() -> None:
     line = {"benchmark": "evaluate", "bags": args.bags, "duration_s": args.duration, "period_s": args.period,
             "k": args.k, "threads": args.threads, "cpus": os.cpu_count(), "setup": setup, "results": rows,
             "same_numbers": same}
-    out = Path("artifacts/bench")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "evaluate.json").write_text(json.dumps(line, indent=1) + "\n")
     print(json.dumps(line))
+    write_json(line, Path("artifacts/bench") / "evaluate.json")
     shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -33,6 +33,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
+from _results import write_json  # noqa: E402
 from bench_runtime import MID_OVERRIDES  # noqa: E402
 
 FULL_GRAPHS = ("vision", "sample", "text", "expert_step", "decode", "prefill")
@@ -142,9 +143,7 @@ def write_results(results: dict[str, Any], out: Path) -> None:
     """Record the end load average, print both, and write the JSON to `out`."""
     results["load_avg_at_end"] = list(os.getloadavg())
     print(f"load average start {results['load_avg_at_start']}, end {results['load_avg_at_end']}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1) + "\n")
-    print(f"wrote {out}")
+    write_json(results, out)
 
 
 def main() -> int:

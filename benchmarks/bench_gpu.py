@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from _results import write_json  # noqa: E402
 
 # memory bandwidth (B/s) and dense bf16 FLOP/s (shared/research/perf_anchors.md §2, datasheet values)
 GPUS = {
@@ -159,10 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     peak = result["peak_device_bytes"]
     print(f"prompt {s['prompt_tokens']} tokens, {s['decode_steps']} decode steps; params {result['params'] / 1e9:.2f} B; "
           f"peak device memory {'-' if peak is None else f'{peak / 2**30:.1f} GiB'}")
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {out}")
+    write_json(result, args.json)
     return 0
 
 

@@ -45,6 +45,9 @@ from alpamayo_ros.core.prompt import PromptSpec, render_prompt
 from alpamayo_ros.core.tokenizer import AlpamayoTokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from _results import write_json  # noqa: E402
+
 CAMS = (0, 1, 2, 6)
 PROC_KW = dict(min_pixels=163840, max_pixels=196608, patch_size=16, temporal_patch_size=2, merge_size=2,
                image_mean=[0.5] * 3, image_std=[0.5] * 3)
@@ -222,13 +225,10 @@ def main() -> int:
     print(f"  amortised tick incl. 4 new rgb8 frames: {amortised:.1f} ms -> {per_tick['speedup_amortised']:.1f}x")
     for k, v in fid.items():
         print(f"  fidelity {k}: {v}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1) + "\n")
     print(json.dumps({"bench": "model_inputs", "assembly_ms": per_tick["assembly_cached_frames"]["median_ms"],
                       "processor_ms": per_tick["transformers_processor_16_images"]["median_ms"],
                       "speedup": round(ratio, 1)}))
-    print(f"wrote {out}")
+    write_json(results, args.out)
     return 0
 
 

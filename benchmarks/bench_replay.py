@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -34,6 +35,9 @@ from alpamayo_ros.tools.planner_setup import (
 )
 from alpamayo_ros.tools.replay import ReplayOptions, run_offline
 from alpamayo_ros.tools.report import write_report
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import write_json
 
 
 def main() -> None:
@@ -110,10 +114,8 @@ def main() -> None:
     for k, v in res.items():
         print(f"  {k:34s} {v:12.3f}")
     line = {"benchmark": "replay", "duration_s": args.duration, "k": args.k, "results": res}
-    out = Path("artifacts/bench")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "replay.json").write_text(json.dumps(line, indent=1) + "\n")
     print(json.dumps(line))
+    write_json(line, Path("artifacts/bench") / "replay.json")
 
 
 if __name__ == "__main__":

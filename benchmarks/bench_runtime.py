@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from _results import write_json  # noqa: E402
 
 MID_OVERRIDES = {
     "vision_config": {"depth": 6, "hidden_size": 256, "intermediate_size": 1024, "num_heads": 4,
@@ -142,10 +144,8 @@ def main() -> int:
                   f"torch-graphs/ORT = {entry['ratio_torch_over_ort_steady']}")
             ort = b["onnxruntime"]["runs"][-1].get("stages_s", {})
             print("ORT steady-tick stages (s):", ort)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1) + "\n")
-    print(f"\nwrote {out}")
+    print()
+    write_json(results, args.out)
     return 0
 
 

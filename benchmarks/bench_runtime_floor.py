@@ -36,6 +36,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
+from _results import write_json  # noqa: E402
 from bench_runtime import MID_OVERRIDES  # noqa: E402
 
 STAGES = ("vision", "prefill", "decode", "expert", "tick")
@@ -249,10 +250,8 @@ def main() -> int:
                             f"load {run['load_avg_after'][0]:.1f}", entry["summary"][memory], run)
     if args.baseline:
         compare(results, json.loads(Path(args.baseline).read_text()))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1) + "\n")
-    print(f"\nwrote {out}")
+    print()
+    write_json(results, args.out)
     return 0
 
 

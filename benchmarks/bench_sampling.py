@@ -13,7 +13,6 @@ normaliser, so an exact sampler cannot do less on flat logits), timed the same w
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -22,6 +21,9 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from _results import write_json  # noqa: E402
+
 VOCAB = 155_697
 MASKED = (151_669, 155_669)  # the <i*> ids of the released tokenizer (spec §2.2)
 
@@ -89,10 +91,8 @@ def main() -> int:
         if "same_tokens" in entry:
             print(f"{name:<8} same tokens as the whole-vocabulary sampler: {entry['same_tokens']}")
     results["load_avg_at_end"] = list(os.getloadavg())
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1) + "\n")
-    print(f"load average at end {results['load_avg_at_end']}; wrote {out}")
+    print(f"load average at end {results['load_avg_at_end']}")
+    write_json(results, args.out)
     return 0
 
 
