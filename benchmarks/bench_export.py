@@ -90,18 +90,18 @@ def worker_trace_full(graphs: str) -> dict[str, Any]:
 def rtx_parse(path: Path) -> str:
     """One ONNX file through the TensorRT-RTX parser (strongly typed, on the CPU): 'ok (...)', 'failed: ...'
     or 'not installed'."""
+    from alpamayo_ros.runtime.tensorrt.builder import EngineBuildError, parse_onnx
     from alpamayo_ros.runtime.tensorrt.trt_module import RTX_MODULE
 
     try:
         trt = __import__(RTX_MODULE)
     except ImportError:
         return "not installed"
-    logger = trt.Logger(trt.Logger.ERROR)
-    network = trt.Builder(logger).create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
-    parser = trt.OnnxParser(network, logger)
-    if parser.parse_from_file(str(path)):
-        return f"ok ({network.num_inputs} inputs, {network.num_outputs} outputs, {network.num_layers} layers)"
-    return "failed: " + " | ".join(parser.get_error(i).desc() for i in range(parser.num_errors))
+    try:
+        network = parse_onnx(trt, path, trt.Logger(trt.Logger.ERROR)).network
+    except EngineBuildError as exc:
+        return f"failed: {exc}"
+    return f"ok ({network.num_inputs} inputs, {network.num_outputs} outputs, {network.num_layers} layers)"
 
 
 def worker_write_full() -> dict[str, Any]:

@@ -255,16 +255,13 @@ def test_graphs_at_the_real_widths_keep_the_contract(full_width_graphs: dict[str
 
 
 def test_tensorrt_parser_accepts_the_graphs_at_the_real_widths(full_width_graphs: dict[str, Any]) -> None:
+    from alpamayo_ros.runtime.tensorrt.builder import parse_onnx
     from alpamayo_ros.runtime.tensorrt.trt_module import RTX_MODULE
 
     trt = pytest.importorskip(RTX_MODULE, reason="requirements/dev.txt installs tensorrt-rtx-cu12-bindings")
     logger = trt.Logger(trt.Logger.ERROR)
     for name, graph in full_width_graphs["graphs"].items():
-        builder = trt.Builder(logger)
-        network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
-        parser = trt.OnnxParser(network, logger)
-        ok = parser.parse_from_file(str(full_width_graphs["dir"] / f"{name}.onnx"))
-        assert ok, [parser.get_error(i).desc() for i in range(parser.num_errors)]
+        network = parse_onnx(trt, full_width_graphs["dir"] / f"{name}.onnx", logger).network  # raises if rejected
         names = {network.get_input(i).name for i in range(network.num_inputs)}
         assert names == {i.name for i in graph.proto.graph.input}
         logits = next((network.get_output(i) for i in range(network.num_outputs)

@@ -254,13 +254,8 @@ def build_graph(
         strongly_typed = choose_typing(options.precision, info.float_dtype, weak_available)
 
     logger = _CapturingLogger.create(trt)
-    builder = trt.Builder(logger)
-    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if strongly_typed else 0
-    network = builder.create_network(flags)
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(onnx_path)):
-        errors = [_parser_error(parser.get_error(i)) for i in range(parser.num_errors)]
-        raise EngineBuildError(f"TensorRT ONNX parser rejected {onnx_path}: " + " | ".join(errors))
+    parsed = parse_onnx(trt, onnx_path, logger, strongly_typed)  # alive until the engine is built
+    builder, network = parsed.builder, parsed.network
     _check_io_names(network, decl)
     config = builder.create_builder_config()
     _configure_precision(config, network, options, info, strongly_typed)
@@ -340,6 +335,29 @@ def _engine_tensors(
         declared = next(t for t in decl.outputs if t.name == tensor.name)
         tensors.append(EngineTensor(tensor.name, dtype_name(tensor.dtype), list(declared.shape), is_input=False))
     return tensors
+
+
+@dataclass
+class ParsedOnnx:
+    """A TensorRT network parsed from one ONNX file, with its builder. The parser owns the network's
+    weights, so it is kept here: hold this object until the engine is built."""
+
+    builder: Any
+    network: Any
+    parser: Any
+
+
+def parse_onnx(trt: Any, onnx_path: Path, logger: Any, strongly_typed: bool = True) -> ParsedOnnx:
+    """One ONNX file through TensorRT's ONNX parser (strongly typed: the ONNX's own dtypes decide), or
+    EngineBuildError naming every node the parser rejected. `trt`: tensorrt or tensorrt_rtx."""
+    builder = trt.Builder(logger)
+    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if strongly_typed else 0
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = [_parser_error(parser.get_error(i)) for i in range(parser.num_errors)]
+        raise EngineBuildError(f"TensorRT ONNX parser rejected {onnx_path}: " + " | ".join(errors))
+    return ParsedOnnx(builder, network, parser)
 
 
 def _parser_error(error: tensorrt.ParserError) -> str:
