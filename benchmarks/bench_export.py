@@ -98,9 +98,10 @@ def rtx_parse(path: Path) -> str:
     except ImportError:
         return "not installed"
     try:
-        network = parse_onnx(trt, path, trt.Logger(trt.Logger.ERROR)).network
+        parsed = parse_onnx(trt, path, trt.Logger(trt.Logger.ERROR))
     except EngineBuildError as exc:
         return f"failed: {exc}"
+    network = parsed.network
     return f"ok ({network.num_inputs} inputs, {network.num_outputs} outputs, {network.num_layers} layers)"
 
 

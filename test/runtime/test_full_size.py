@@ -261,7 +261,8 @@ def test_tensorrt_parser_accepts_the_graphs_at_the_real_widths(full_width_graphs
     trt = pytest.importorskip(RTX_MODULE, reason="requirements/dev.txt installs tensorrt-rtx-cu12-bindings")
     logger = trt.Logger(trt.Logger.ERROR)
     for name, graph in full_width_graphs["graphs"].items():
-        network = parse_onnx(trt, full_width_graphs["dir"] / f"{name}.onnx", logger).network  # raises if rejected
+        parsed = parse_onnx(trt, full_width_graphs["dir"] / f"{name}.onnx", logger)  # raises if rejected
+        network = parsed.network  # (parsed holds the parser, which owns the weights)
         names = {network.get_input(i).name for i in range(network.num_inputs)}
         assert names == {i.name for i in graph.proto.graph.input}
         logits = next((network.get_output(i) for i in range(network.num_outputs)

@@ -73,7 +73,8 @@ def test_tensorrt_parser_accepts_the_qdq_graphs(quantized: Path) -> None:
     trt = pytest.importorskip(RTX_MODULE)
     logger = trt.Logger(trt.Logger.ERROR)
     for name in ("decode", "text", "expert_step"):
-        network = parse_onnx(trt, quantized / f"{name}.onnx", logger).network  # raises naming rejected nodes
+        parsed = parse_onnx(trt, quantized / f"{name}.onnx", logger)  # raises naming rejected nodes
+        network = parsed.network  # (parsed holds the parser, which owns the weights)
         layers = {network.get_layer(i).type for i in range(network.num_layers)}
         assert {trt.LayerType.QUANTIZE, trt.LayerType.DEQUANTIZE} <= layers, name  # the Q/DQ nodes made it in
 
