@@ -84,7 +84,7 @@ class SyntheticDrive:
         self.clock_pub = node.create_publisher(Clock, "/clock", 10) if publish_clock else None
         self.odom_hz, self.speed, self.yaw_rate = odom_hz, speed_mps, yaw_rate
         self.start_s, self.odom_frame = start_s, odom_frame
-        self.paused_cameras: set[int] = set()  # change through pause_camera / resume_camera
+        self._paused_cameras: set[int] = set()  # pause_camera / resume_camera
         self._publish_lock = threading.Lock()  # a pause waits out the camera publish in progress
         self.time_offset_s = 0.0  # added to every stamp (negative = time jumps backwards)
         self.twist_scale = 1.0  # reported speed / true speed (≠ 1 trips the input gate's speed check)
@@ -191,7 +191,7 @@ class SyntheticDrive:
                 capture_t = c.next_t + (stamp_t - t)  # scheduled capture time (+ the test's time offset)
                 c.next_t += 1.0 / c.spec.rate_hz
                 with self._publish_lock:
-                    if i in self.paused_cameras:
+                    if i in self._paused_cameras:
                         continue
                     c.msg.header.stamp = time_msg(capture_t)
                     c.pub.publish(c.msg)
@@ -202,12 +202,12 @@ class SyntheticDrive:
         """Camera `index` stops publishing; no frame of it is sent once this returns. Returns the
         stamp of its last sent frame (None if it sent none), which may still be on its way."""
         with self._publish_lock:
-            self.paused_cameras.add(index)
+            self._paused_cameras.add(index)
             sent = self.cams[index].sent
             return sent[-1] if sent else None
 
     def resume_camera(self, index: int) -> None:
-        self.paused_cameras.discard(index)
+        self._paused_cameras.discard(index)
 
     def publish_image(self, index: int, msg: Any) -> None:
         """Send one hand-made message on camera `index`'s topic (bad-input tests)."""
